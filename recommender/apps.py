@@ -1,0 +1,11 @@
+from django.apps import AppConfig
+
+
+class RecommenderConfig(AppConfig):
+    name = "recommender"
+    verbose_name = "Content search"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        # The archive announces; the recommender listens and keeps its indexes in step.
+        from . import receivers  # noqa: F401
