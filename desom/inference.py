@@ -1,0 +1,234 @@
+"""Batched inference with a trained DESOM: latent codes, best-matching units, quantization
+distances and soft prototype activations, for arrays or streams of batches of any length.
+
+Soft activations. For sample i and map unit k,
+
+    a[i, k] = softmax_k( -(d2[i, k] - min_j d2[i, j]) / (tau * s) )
+
+where d2 are squared latent distances to the prototypes and ``s`` is a fixed scale of the model:
+the median squared latent distance between prototypes of grid-adjacent units (the typical "one
+map step" in latent space). So the BMU gets the largest weight, a unit one map step farther
+away than the BMU gets about 1/e of it, and far units get almost nothing. Rows sum to 1; the
+kernel does not collapse to one-hot for samples that sit between prototypes, and since ``s`` is
+per model (not per sample) the activations of different samples are comparable and can be
+averaged over an exposure. ``tau`` (``activation_temperature``) widens or sharpens it.
+
+Speed: the DESOM-1 encoder runs in channels-last memory under bf16 autocast on the CPU by
+default (measured in benchmarks/bench_desom_speed.py); the latent distances and everything
+returned are float32. ``precision="float32"`` gives the plain path.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from desom.model import DESOM
+from desom.som import grid_distances, squared_distances
+
+PRECISIONS = ("auto", "float32", "bf16")
+
+
+@dataclass
+class Prediction:
+    bmu: np.ndarray                    # (N,) int64 node index = row * map_cols + col
+    quantization: np.ndarray           # (N,) float32 squared latent distance to the BMU
+    activations: np.ndarray | None     # (N, K) float32 soft activations, rows sum to 1
+    latent: np.ndarray | None = None   # (N, latent_dim) float32, on request
+    second_bmu: np.ndarray | None = None  # (N,) int64 runner-up unit (for topographic error)
+
+    def __len__(self) -> int:
+        return int(self.bmu.shape[0])
+
+    @staticmethod
+    def concatenate(parts: list["Prediction"], n_nodes: int, latent_dim: int) -> "Prediction":
+        def cat(name, empty):
+            vals = [getattr(p, name) for p in parts]
+            if not parts:
+                return empty
+            if any(v is None for v in vals):
+                return None
+            return np.concatenate(vals, axis=0)
+        return Prediction(
+            bmu=cat("bmu", np.zeros(0, np.int64)),
+            quantization=cat("quantization", np.zeros(0, np.float32)),
+            activations=cat("activations", np.zeros((0, n_nodes), np.float32)),
+            latent=cat("latent", None),
+            second_bmu=cat("second_bmu", np.zeros(0, np.int64)))
+
+
+def default_device(device=None) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def neighbour_scale(prototypes: torch.Tensor, rows: int, cols: int) -> float:
+    """Median squared latent distance between prototypes of grid-adjacent units."""
+    p = prototypes.detach().to("cpu", torch.float64)
+    if rows * cols < 2:
+        return 1.0
+    adj = np.argwhere(np.triu(grid_distances(rows, cols) == 1))
+    d2 = ((p[adj[:, 0]] - p[adj[:, 1]]) ** 2).sum(dim=1).numpy()
+    s = float(np.median(d2))
+    if not np.isfinite(s) or s <= 0:
+        # Collapsed map (all prototypes equal): fall back to the mean squared prototype norm.
+        s = float((p ** 2).sum(dim=1).mean()) or 1.0
+    return s
+
+
+class DesomPredictor:
+    """Run a DESOM (a model, a Checkpoint, or a checkpoint path) over many inputs.
+
+    The predictor works on a frozen copy of the encoder and prototypes taken at construction,
+    so training the original model further does not change it.
+    """
+
+    def __init__(self, model_or_checkpoint, batch_size: int = 1024, device=None,
+                 precision: str = "auto", channels_last: bool | None = None,
+                 activation_temperature: float = 1.0, expected_kind: str | None = None):
+        from desom.checkpoint import Checkpoint, load_checkpoint
+
+        source = model_or_checkpoint
+        self.version_id = None
+        self.normaliser = None
+        if isinstance(source, (str, Path)):
+            source = load_checkpoint(source, expected_kind=expected_kind)
+        if isinstance(source, Checkpoint):
+            self.version_id = source.version_id
+            self.normaliser = source.normaliser
+            model = source.model
+        elif isinstance(source, DESOM):
+            model = source
+        else:
+            raise ValueError(f"DesomPredictor needs a DESOM model, a Checkpoint or a checkpoint "
+                             f"path, got {type(source).__name__}")
+        if expected_kind is not None and model.kind != expected_kind:
+            raise ValueError(f"predictor expected a {expected_kind} model, got {model.kind}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if activation_temperature <= 0:
+            raise ValueError("activation_temperature must be positive")
+        self.config = model.config
+        self.kind = model.kind
+        self.batch_size = int(batch_size)
+        self.device = default_device(device)
+        self.activation_temperature = float(activation_temperature)
+        # bf16 only pays for the conv encoder; the dense DESOM-2 stays float32.
+        if precision == "auto":
+            precision = "bf16" if self.kind == "desom1" else "float32"
+        self.precision = precision
+        self.channels_last = (self.kind == "desom1") if channels_last is None else bool(channels_last)
+
+        self._model = model   # for check_input only
+        self.encoder = copy.deepcopy(model.encoder).to(self.device).eval()
+        for p in self.encoder.parameters():
+            p.requires_grad_(False)
+        if self.channels_last and self.kind == "desom1":
+            self.encoder = self.encoder.to(memory_format=torch.channels_last)
+        self.prototypes = model.som.prototypes.detach().to(self.device, torch.float32).clone()
+        self.map_shape = model.map_shape
+        self.n_nodes = model.n_nodes
+        self.latent_dim = model.config.latent_dim
+        self.activation_scale = neighbour_scale(self.prototypes, *self.map_shape)
+
+    # -- input handling -------------------------------------------------------------------
+    def _to_tensor(self, batch, where: str) -> torch.Tensor:
+        if isinstance(batch, torch.Tensor):
+            x = batch.detach().to("cpu", torch.float32)
+        else:
+            arr = np.asarray(batch)
+            if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
+                raise ValueError(f"{where}: input must be numeric, got dtype {arr.dtype}")
+            x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+        try:
+            x = self._model.check_input(x)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        if not torch.isfinite(x).all():
+            raise ValueError(f"{where}: input contains NaN or infinite values")
+        return x
+
+    def _batches(self, x) -> Iterator[tuple[torch.Tensor, str]]:
+        if isinstance(x, (np.ndarray, torch.Tensor)):
+            if x.ndim < 1:
+                raise ValueError(f"input must be an array of samples, got a scalar")
+            n = x.shape[0]
+            for start in range(0, n, self.batch_size):
+                yield self._to_tensor(x[start:start + self.batch_size],
+                                      f"samples {start}..{min(n, start + self.batch_size) - 1}"), ""
+            return
+        if isinstance(x, (str, bytes, dict)) or not isinstance(x, Iterable):
+            raise ValueError(f"input must be an array or an iterable of arrays, got {type(x).__name__}")
+        for i, batch in enumerate(x):
+            t = self._to_tensor(batch, f"batch {i}")
+            # Re-slice large incoming batches so memory stays bounded by batch_size.
+            for start in range(0, t.shape[0], self.batch_size):
+                yield t[start:start + self.batch_size], ""
+
+    # -- core -----------------------------------------------------------------------------
+    @torch.inference_mode()
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.precision == "bf16":
+            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
+                z = self.encoder(x)
+        else:
+            z = self.encoder(x)
+        return z.float()
+
+    @torch.inference_mode()
+    def _predict_tensor(self, x: torch.Tensor, return_latent: bool,
+                        return_activations: bool) -> Prediction:
+        z = self._encode(x)
+        d2 = squared_distances(z, self.prototypes)
+        top2 = torch.topk(d2, k=min(2, self.n_nodes), dim=1, largest=False)
+        dmin = top2.values[:, 0]
+        act = None
+        if return_activations:
+            logits = -(d2 - dmin[:, None]) / (self.activation_temperature * self.activation_scale)
+            act = torch.softmax(logits, dim=1).cpu().numpy().astype(np.float32, copy=False)
+        second = top2.indices[:, -1]
+        return Prediction(
+            bmu=top2.indices[:, 0].cpu().numpy().astype(np.int64),
+            quantization=dmin.cpu().numpy().astype(np.float32),
+            activations=act,
+            latent=z.cpu().numpy().astype(np.float32) if return_latent else None,
+            second_bmu=second.cpu().numpy().astype(np.int64))
+
+    def iter_predict(self, x, return_latent: bool = False,
+                     return_activations: bool = True) -> Iterator[Prediction]:
+        """One Prediction per batch (at most batch_size samples): for streams too big to hold."""
+        for t, _ in self._batches(x):
+            yield self._predict_tensor(t, return_latent, return_activations)
+
+    def predict(self, x, return_latent: bool = False, return_activations: bool = True) -> Prediction:
+        """Predict for an array (N, ...) or an iterable of such arrays; results concatenated.
+
+        For millions of samples pass an iterable and ``return_activations=False`` (the (N, K)
+        activations are the only large output), or use ``iter_predict``.
+        """
+        parts = list(self.iter_predict(x, return_latent, return_activations))
+        return Prediction.concatenate(parts, self.n_nodes, self.latent_dim)
+
+    def predict_histos(self, histos, **kwargs) -> Prediction:
+        """DESOM-2 on raw histo-vectors: apply the checkpoint's normaliser, then predict."""
+        if self.normaliser is None:
+            raise ValueError("this predictor has no histo normaliser (load it from a DESOM-2 "
+                             "checkpoint saved with one)")
+        return self.predict(self.normaliser.transform(histos), **kwargs)
+
+    def encode(self, x) -> np.ndarray:
+        """(N, latent_dim) float32 latent codes."""
+        return self.predict(x, return_latent=True, return_activations=False).latent
+
+    def bmu(self, x) -> np.ndarray:
+        return self.predict(x, return_activations=False).bmu
