@@ -1,0 +1,279 @@
+"""Joint training of a DESOM (paper section 3.4, after Forest et al. 2019).
+
+Every iteration draws a minibatch, sets the temperature T from the schedule, computes the
+BMUs of the batch from the current prototypes (no gradient through the BMU choice or the
+kernel weights) and takes one Adam step on
+
+    L = Lr + gamma * Lsom,   Lr = mean squared reconstruction error,
+    Lsom = mean_i sum_k w[i, k] ||z_i - m_k||^2,  w[i, k] = exp(-d(bmu_i, k)^2 / T^2)
+
+so the SOM term pulls both the encoder (through z) and the prototypes. Optional autoencoder
+pre-training runs first (reconstruction loss only); the prototypes are then initialised from
+the encodings of K training samples drawn without replacement.
+
+Reproducibility: minibatches come from a numpy Generator seeded with cfg.seed, the weights
+from build_desom(cfg); on the CPU with the same thread count a run is bit-for-bit repeatable.
+A checkpoint written during training holds the optimizer and sampler state, so a run resumed
+from it continues exactly where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from desom.model import DESOM, DESOMConfig
+from desom.som import temperature
+
+TRAIN_PRECISIONS = ("float32", "bf16")
+
+
+@dataclass
+class TrainingHistory:
+    """Losses logged every cfg.log_every iterations (and at the last one of each phase)."""
+    records: list = field(default_factory=list)
+
+    def append(self, record: dict) -> None:
+        self.records.append(record)
+
+    def to_list(self) -> list:
+        return [dict(r) for r in self.records]
+
+    def column(self, key: str, phase: str | None = "joint") -> np.ndarray:
+        return np.array([r[key] for r in self.records if phase is None or r["phase"] == phase])
+
+    @property
+    def last(self) -> dict | None:
+        return self.records[-1] if self.records else None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self):
+        return iter(self.records)
+
+
+def prepare_data(data, cfg: DESOMConfig) -> np.ndarray:
+    """Check the training array and give it the model's (N, *input_shape) float32 layout
+    (a view where possible, so a memory-mapped array stays on disk)."""
+    if isinstance(data, torch.Tensor):
+        data = data.detach().cpu().numpy()
+    if not isinstance(data, np.ndarray):
+        raise ValueError(f"training data must be a numpy array, got {type(data).__name__}")
+    want = tuple(cfg.input_shape)
+    if cfg.kind == "desom1" and data.ndim == 3 and data.shape[1:] == want[1:]:
+        data = data.reshape(data.shape[0], *want)
+    if data.ndim != len(want) + 1 or tuple(data.shape[1:]) != want:
+        raise ValueError(f"{cfg.kind} training data must have shape (N, {', '.join(map(str, want))}),"
+                         f" got {data.shape}")
+    if data.shape[0] < 1:
+        raise ValueError("training data is empty")
+    if data.dtype != np.float32:
+        data = data.astype(np.float32)
+    # Chunked so a huge (memory-mapped) array is never copied whole.
+    step = max(1, 2 ** 24 // int(np.prod(want)))
+    for start in range(0, data.shape[0], step):
+        if not np.isfinite(data[start:start + step]).all():
+            raise ValueError(f"training data contains NaN or infinite values "
+                             f"(in samples {start}..{min(start + step, data.shape[0]) - 1})")
+    return data
+
+
+def _batch(data: np.ndarray, idx: np.ndarray, device: torch.device) -> torch.Tensor:
+    # Sorted indices read a memory-mapped array in order; the loss is a mean, so order is moot.
+    return torch.from_numpy(np.ascontiguousarray(data[np.sort(idx)])).to(device)
+
+
+def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(x_hat.float(), x.float())
+
+
+def joint_step(model: DESOM, optimizer: torch.optim.Optimizer, x: torch.Tensor, temp: float,
+               gamma: float, precision: str = "float32", channels_last: bool = False) -> dict:
+    """One optimisation step on L = Lr + gamma * Lsom; returns the batch's losses (before it)."""
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16,
+                        enabled=(precision == "bf16")):
+        z = model.encode(x)
+        x_hat = model.decode(z)
+    lr_loss = reconstruction_loss(x_hat, x)
+    som_loss = model.som.som_loss(model.som(z.float()), temp)
+    loss = lr_loss + gamma * som_loss
+    loss.backward()
+    optimizer.step()
+    return {"loss": float(loss.detach()), "reconstruction": float(lr_loss.detach()),
+            "som": float(som_loss.detach())}
+
+
+def pretrain_step(model: DESOM, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+                  precision: str = "float32", channels_last: bool = False) -> dict:
+    """One autoencoder-only step (reconstruction loss)."""
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16,
+                        enabled=(precision == "bf16")):
+        x_hat = model.decode(model.encode(x))
+    loss = reconstruction_loss(x_hat, x)
+    loss.backward()
+    optimizer.step()
+    v = float(loss.detach())
+    return {"loss": v, "reconstruction": v, "som": float("nan")}
+
+
+@torch.no_grad()
+def init_prototypes(model: DESOM, data: np.ndarray, rng: np.random.Generator,
+                    device: torch.device) -> np.ndarray:
+    """Set the prototypes to the encodings of K samples drawn without replacement."""
+    k = model.n_nodes
+    if data.shape[0] < k:
+        raise ValueError(f"need at least {k} training samples to initialise a "
+                         f"{model.map_shape[0]}x{model.map_shape[1]} map, got {data.shape[0]}")
+    idx = rng.choice(data.shape[0], size=k, replace=False)
+    model.eval()
+    z = torch.cat([model.encode(torch.from_numpy(np.ascontiguousarray(data[idx[s:s + 1024]])).to(device))
+                   for s in range(0, k, 1024)])
+    model.som.init_prototypes(z)
+    return idx
+
+
+def _write_log(log_file, record: dict) -> None:
+    if log_file is not None:
+        log_file.write(json.dumps(record) + "\n")
+        log_file.flush()
+
+
+def train_desom(model: DESOM, data, cfg: DESOMConfig | None = None, progress: bool = True,
+                log_path=None, device=None, checkpoint_path=None, resume_from=None,
+                normaliser=None, precision: str = "float32",
+                channels_last: bool = False) -> TrainingHistory:
+    """Train ``model`` on ``data`` with ``cfg`` (default: the model's own config).
+
+    data: (N, 1, 32, 32) or (N, 32, 32) float32 in [0, 1] for desom1; (N, n_bins) float32,
+    already normalised, for desom2. progress: tqdm bar with losses and T. log_path: JSON lines,
+    one per history record (appended). device: None/"auto" (CUDA when present), "cpu", "cuda".
+    checkpoint_path: written every cfg.checkpoint_every iterations (if > 0) and at the end,
+    with the optimizer state; "{phase}" and "{iteration}" in the path keep one file per
+    checkpoint (e.g. "run/ckpt-{phase}-{iteration}.pt"). resume_from: a checkpoint written by this function; training
+    continues at its saved iteration. normaliser: stored in the checkpoints (DESOM-2).
+    precision "bf16" (autocast) and channels_last are speed options; the default float32 path is
+    the reproducible one. Returns the TrainingHistory (also on the model as ``model.history``).
+    """
+    from desom.checkpoint import CheckpointConfigError, read_payload, save_checkpoint
+    from desom.inference import default_device
+
+    cfg = (model.config if cfg is None else cfg).validate()
+    if cfg.architecture() != model.config.architecture():
+        raise ValueError(f"config architecture {cfg.architecture()} does not match the model's "
+                         f"{model.config.architecture()}")
+    if precision not in TRAIN_PRECISIONS:
+        raise ValueError(f"precision must be one of {TRAIN_PRECISIONS}, got {precision!r}")
+    data = prepare_data(data, cfg)
+    device = default_device(device)
+    model.to(device)
+    if channels_last and cfg.kind == "desom1":
+        model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    rng = np.random.default_rng(cfg.seed)
+    history = TrainingHistory()
+    phase, start, protos_ready = "pretrain", 0, False
+
+    if resume_from is not None:
+        payload = read_payload(resume_from)
+        state = payload.get("training_state")
+        if not state:
+            raise CheckpointConfigError(f"{resume_from} holds no training state (it was not "
+                                        f"written by train_desom) and cannot be resumed")
+        saved = DESOMConfig.from_dict(payload["config"])
+        if saved.architecture() != cfg.architecture():
+            raise CheckpointConfigError(f"{resume_from} was trained with architecture "
+                                        f"{saved.architecture()}, not {cfg.architecture()}")
+        model.load_state_dict(payload["state_dict"])
+        model.to(device)
+        optimizer.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = state["rng"]
+        phase, start, protos_ready = state["phase"], int(state["iteration"]), bool(state["prototypes_ready"])
+        for r in payload.get("history") or []:
+            history.append(r)
+
+    log_file = None
+    if log_path is not None:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        log_file = open(log_path, "a")
+
+    def checkpoint(ph, it, ready):
+        if checkpoint_path is None:
+            return
+        state = {"phase": ph, "iteration": it, "prototypes_ready": ready,
+                 "optimizer": optimizer.state_dict(), "rng": rng.bit_generator.state}
+        path = str(checkpoint_path)
+        if "{" in path:
+            path = path.format(phase=ph, iteration=it)
+        save_checkpoint(path, model, cfg, normaliser=normaliser,
+                        history=history.to_list(), training_state=state)
+
+    total = cfg.pretrain_iterations + cfg.iterations
+    done = start + (cfg.pretrain_iterations if phase == "joint" else 0)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=total, initial=done, desc=f"train {cfg.kind}", unit="it",
+                   dynamic_ncols=True)
+    n, bs = data.shape[0], min(cfg.batch_size, data.shape[0])
+    t0 = time.perf_counter()
+    try:
+        phases = [("pretrain", cfg.pretrain_iterations), ("joint", cfg.iterations)]
+        for ph, n_iter in phases:
+            if ph == "pretrain" and phase == "joint":
+                continue
+            first = start if ph == phase else 0
+            if ph == "joint" and not protos_ready:
+                init_prototypes(model, data, rng, device)
+                protos_ready = True
+            for it in range(first, n_iter):
+                x = _batch(data, rng.integers(0, n, size=bs), device)
+                if ph == "pretrain":
+                    temp = float("nan")
+                    losses = pretrain_step(model, optimizer, x, precision, channels_last)
+                else:
+                    temp = temperature(it, n_iter, cfg.t_max, cfg.t_min, cfg.schedule)
+                    losses = joint_step(model, optimizer, x, temp, cfg.gamma, precision, channels_last)
+                if not np.isfinite(losses["loss"]):
+                    raise FloatingPointError(f"{ph} loss became {losses['loss']} at iteration {it}; "
+                                             f"lower lr ({cfg.lr}) or gamma ({cfg.gamma})")
+                last = it == n_iter - 1
+                if (it + 1) % max(cfg.log_every, 1) == 0 or last:
+                    rec = {"phase": ph, "iteration": it + 1, "temperature": temp, **losses,
+                           "elapsed_s": round(time.perf_counter() - t0, 3)}
+                    history.append(rec)
+                    _write_log(log_file, rec)
+                if bar is not None:
+                    bar.update(1)
+                    if it % 10 == 0 or last:
+                        bar.set_postfix(phase=ph, loss=f"{losses['loss']:.4g}",
+                                        rec=f"{losses['reconstruction']:.4g}",
+                                        som=f"{losses['som']:.4g}", T=f"{temp:.3g}", refresh=False)
+                if cfg.checkpoint_every > 0 and (it + 1) % cfg.checkpoint_every == 0 and not last:
+                    checkpoint(ph, it + 1, protos_ready)
+            phase, start = ph, n_iter
+        if not protos_ready:   # iterations == 0: still leave a usable map
+            init_prototypes(model, data, rng, device)
+            protos_ready = True
+        checkpoint("joint", cfg.iterations, True)
+    finally:
+        if bar is not None:
+            bar.close()
+        if log_file is not None:
+            log_file.close()
+    model.eval()
+    model.history = history
+    return history
