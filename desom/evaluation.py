@@ -1,0 +1,271 @@
+"""Evaluation protocols for DESOM-2 cells against known labels (paper section 5.1). Pure numpy.
+
+Good is the positive class (paper Eq. 5): TP = a Good exposure predicted Good, FP = a Bad
+exposure predicted Good, FN = a Good exposure predicted Bad.
+
+A cell's label is the majority of its (labelled) members. Ties go to Bad: passing a doubtful
+cell as Good would let bad exposures through, the costlier mistake for an archive. Multi-class
+ties go to the label that sorts first.
+
+Two protocols:
+- all-members (`cell_majority_scores`): every member names its cell and is scored against the
+  name it helped choose. This is the paper's protocol; with few members per cell it is
+  optimistic (a singleton cell always "agrees" with its member).
+- held-out (`heldout_scores`): a labelled share of the exposures names the cells; the other
+  exposures are scored. A cell with no labelled member predicts nothing (an abstention), and
+  the coverage is reported beside the scores.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+OPTIMISTIC_MEMBERS = 5.0  # mean members per cell under which all-members scores are optimistic
+
+
+def _as_arrays(cells, labels):
+    cells = np.asarray(cells)
+    labels = np.asarray(labels)
+    if cells.ndim != 1 or labels.ndim != 1:
+        raise ValueError(f"cells and labels must be 1-D, got shapes {cells.shape} and {labels.shape}")
+    if cells.shape[0] != labels.shape[0]:
+        raise ValueError(f"cells ({cells.shape[0]}) and labels ({labels.shape[0]}) differ in length")
+    if cells.shape[0] == 0:
+        raise ValueError("no exposures to evaluate (empty cells/labels)")
+    return cells, labels
+
+
+def is_good(labels, positive: str = "Good") -> np.ndarray:
+    """Boolean array: label equals the positive class (case-insensitive, so kinds such as
+    'good' and five-class labels such as 'Good' both work)."""
+    labels = np.asarray(labels).astype(str)
+    return np.char.lower(labels) == positive.lower()
+
+
+def binary_scores(true_good, pred_good) -> dict:
+    """Accuracy, precision and recall of Good against Bad, with the confusion counts."""
+    t = np.asarray(true_good, bool)
+    p = np.asarray(pred_good, bool)
+    tp = int(np.sum(t & p))
+    fp = int(np.sum(~t & p))
+    fn = int(np.sum(t & ~p))
+    tn = int(np.sum(~t & ~p))
+    n = tp + fp + fn + tn
+    nan = float("nan")
+    return {
+        "n": n, "tp": tp, "fp": fp, "fn": fn, "tn": tn,
+        "accuracy": (tp + tn) / n if n else nan,
+        "precision": tp / (tp + fp) if tp + fp else nan,
+        "recall": tp / (tp + fn) if tp + fn else nan,
+    }
+
+
+def _cell_codes(cells):
+    uniq, inverse = np.unique(cells, return_inverse=True)
+    return uniq, inverse.reshape(-1)
+
+
+def _majority_good(inverse, good, n_cells, mask=None):
+    """Per cell: (has_votes, majority_is_good) from the members selected by mask."""
+    sel = np.ones(inverse.shape[0], bool) if mask is None else mask
+    g = np.bincount(inverse[sel], weights=good[sel].astype(float), minlength=n_cells)
+    b = np.bincount(inverse[sel], weights=(~good[sel]).astype(float), minlength=n_cells)
+    return (g + b) > 0, g > b
+
+
+def _members_stats(inverse, n_cells) -> dict:
+    counts = np.bincount(inverse, minlength=n_cells)
+    return {"n_cells": int(n_cells), "mean": float(counts.mean()), "median": float(np.median(counts)),
+            "min": int(counts.min()), "max": int(counts.max())}
+
+
+def five_class_purity(cells, labels) -> dict:
+    """Purity of the cells under any labelling (five-class labels, kinds...).
+
+    purity: share of exposures that carry their cell's majority label.
+    per_class[label]: purity (share of the members of cells whose majority is `label` that
+    carry it), completeness (share of `label` exposures that sit in such cells), n (exposures
+    with that label) and n_cells (cells whose majority it is).
+    """
+    cells, labels = _as_arrays(cells, labels)
+    labels = labels.astype(str)
+    uniq_cells, inverse = _cell_codes(cells)
+    classes, lab = np.unique(labels, return_inverse=True)
+    counts = np.zeros((uniq_cells.size, classes.size), np.int64)
+    np.add.at(counts, (inverse, lab), 1)
+    majority = counts.argmax(axis=1)  # ties: first label in sorted order
+    member_majority = majority[inverse]
+    agree = member_majority == lab
+    per_class = {}
+    for ci, name in enumerate(classes):
+        in_cells = member_majority == ci
+        has = lab == ci
+        per_class[str(name)] = {
+            "purity": float(agree[in_cells].mean()) if in_cells.any() else float("nan"),
+            "completeness": float(agree[has].mean()) if has.any() else float("nan"),
+            "n": int(has.sum()),
+            "n_cells": int(np.sum(majority == ci)),
+        }
+    return {"purity": float(agree.mean()), "n": int(labels.size), "n_cells": int(uniq_cells.size),
+            "per_class": per_class}
+
+
+def cell_majority_scores(cells, labels, positive: str = "Good") -> dict:
+    """All-members protocol: each cell takes its members' majority Good/Bad label and every
+    member is scored against it. Also the multi-class purity of the cells under `labels`."""
+    cells, labels = _as_arrays(cells, labels)
+    good = is_good(labels, positive)
+    uniq, inverse = _cell_codes(cells)
+    _, cell_good = _majority_good(inverse, good, uniq.size)
+    out = binary_scores(good, cell_good[inverse])
+    purity = five_class_purity(cells, labels)
+    members = _members_stats(inverse, uniq.size)
+    out.update({
+        "protocol": "all-members",
+        "n_cells": int(uniq.size),
+        "members_per_cell": members,
+        "optimistic": bool(members["mean"] < OPTIMISTIC_MEMBERS),
+        "purity": purity["purity"],
+        "class_purity": {k: v["purity"] for k, v in purity["per_class"].items()},
+        "class_completeness": {k: v["completeness"] for k, v in purity["per_class"].items()},
+    })
+    return out
+
+
+def labelling_effort(cells, shares=(0.9, 0.99)) -> dict:
+    """How many cells, largest first, an expert must look at to label a share of the exposures.
+
+    Returns n_exposures, n_cells, cells_needed {share: k}, cell_fraction {share: k / n_cells}
+    and the cell sizes in decreasing order.
+    """
+    cells = np.asarray(cells)
+    if cells.ndim != 1 or cells.size == 0:
+        raise ValueError(f"cells must be a non-empty 1-D array, got shape {cells.shape}")
+    _, counts = np.unique(cells, return_counts=True)
+    sizes = np.sort(counts)[::-1]
+    cum = np.cumsum(sizes)
+    n = int(cells.size)
+    needed, fraction = {}, {}
+    for s in shares:
+        if not 0.0 < s <= 1.0:
+            raise ValueError(f"shares must lie in (0, 1], got {s}")
+        # First k whose cumulated size reaches the share (tiny slack for float round-off).
+        k = int(np.searchsorted(cum, s * n - 1e-9) + 1)
+        needed[float(s)] = k
+        fraction[float(s)] = k / sizes.size
+    return {"n_exposures": n, "n_cells": int(sizes.size), "cells_needed": needed,
+            "cell_fraction": fraction, "sizes": sizes.tolist()}
+
+
+def _boot_scores(rng, true_good, pred_good, known, n_boot):
+    """Percentile 95% intervals of accuracy, precision, recall (on covered exposures) and
+    coverage, resampling the evaluated exposures with replacement."""
+    n = true_good.size
+    if n == 0 or n_boot <= 0:
+        return {}
+    idx = rng.integers(0, n, size=(n_boot, n))
+    t, p, k = true_good[idx], pred_good[idx], known[idx]
+    tp = np.sum(k & t & p, axis=1)
+    fp = np.sum(k & ~t & p, axis=1)
+    fn = np.sum(k & t & ~p, axis=1)
+    tn = np.sum(k & ~t & ~p, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        stats = {
+            "accuracy": (tp + tn) / (tp + fp + fn + tn),
+            "precision": tp / (tp + fp),
+            "recall": tp / (tp + fn),
+            "coverage": k.mean(axis=1),
+        }
+    out = {}
+    for name, v in stats.items():
+        v = v[np.isfinite(v)]
+        out[name] = [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if v.size else [float("nan")] * 2
+    return out
+
+
+def heldout_scores(cells, labels, labelled_fraction: float = 0.3, seed: int = 0,
+                   balanced: bool = True, n_boot: int = 1000, kinds=None,
+                   positive: str = "Good") -> dict:
+    """Held-out protocol: a random labelled share names each cell by its labelled members'
+    majority; the remaining exposures are predicted by their cell's name and scored.
+
+    balanced: score on a sample with as many Good as Bad held-out exposures (as the paper's
+    expert sample was), drawn without replacement. Cells without a labelled member abstain;
+    `coverage` is the predicted share of the scored sample, `accuracy_effective` counts each
+    abstention as a coin flip (0.5), so it is the accuracy of a system that must answer.
+    kinds (optional, per exposure): held-out counts per kind predicted Good / Bad / abstained,
+    to see which bad kinds end in Good cells. The all-members protocol is reported beside,
+    marked optimistic when cells hold fewer than 5 members on average.
+    """
+    cells, labels = _as_arrays(cells, labels)
+    if not 0.0 < labelled_fraction < 1.0:
+        raise ValueError(f"labelled_fraction must lie strictly between 0 and 1, got {labelled_fraction}")
+    if kinds is not None:
+        kinds = np.asarray(kinds).astype(str)
+        if kinds.shape != labels.shape:
+            raise ValueError(f"kinds ({kinds.shape[0]}) and labels ({labels.shape[0]}) differ in length")
+    rng = np.random.default_rng(seed)
+    n = cells.size
+    good = is_good(labels, positive)
+    uniq, inverse = _cell_codes(cells)
+    n_lab = int(round(labelled_fraction * n))
+    n_lab = min(max(n_lab, 1), n - 1) if n > 1 else 0
+    perm = rng.permutation(n)
+    labelled = np.zeros(n, bool)
+    labelled[perm[:n_lab]] = True
+    held = np.flatnonzero(~labelled)
+
+    has_votes, cell_good = _majority_good(inverse, good, uniq.size, mask=labelled)
+    known = has_votes[inverse]
+    pred = cell_good[inverse]
+
+    if balanced:
+        hg, hb = held[good[held]], held[~good[held]]
+        m = min(hg.size, hb.size)
+        evaluated = np.sort(np.concatenate([rng.choice(hg, m, replace=False),
+                                            rng.choice(hb, m, replace=False)])) if m else held[:0]
+    else:
+        evaluated = held
+    k_e = known[evaluated]
+    scored = evaluated[k_e]
+    out = binary_scores(good[scored], pred[scored])
+    n_eval = int(evaluated.size)
+    correct = out["tp"] + out["tn"]
+    out.update({
+        "protocol": "held-out",
+        "labelled_fraction": float(labelled_fraction),
+        "balanced": bool(balanced),
+        "seed": int(seed),
+        "n_labelled": int(n_lab),
+        "n_heldout": int(held.size),
+        "n_evaluated": n_eval,
+        "n_evaluated_good": int(good[evaluated].sum()),
+        "n_evaluated_bad": int((~good[evaluated]).sum()),
+        "n_abstained": int(n_eval - scored.size),
+        "coverage": float(k_e.mean()) if n_eval else float("nan"),
+        "accuracy_effective": (correct + 0.5 * (n_eval - scored.size)) / n_eval if n_eval else float("nan"),
+        "n_cells": int(uniq.size),
+        "n_cells_labelled": int(has_votes.sum()),
+        "members_per_cell": _members_stats(inverse, uniq.size),
+        "labelled_members_per_cell": float(n_lab / max(int(has_votes.sum()), 1)),
+        "ci95": _boot_scores(rng, good[evaluated], pred[evaluated], k_e, int(n_boot)),
+    })
+    if kinds is not None:
+        by_kind = {}
+        for kind in np.unique(kinds[held]):
+            sel = held[kinds[held] == kind]
+            ks = known[sel]
+            by_kind[str(kind)] = {
+                "n": int(sel.size),
+                "predicted_good": int(np.sum(ks & pred[sel])),
+                "predicted_bad": int(np.sum(ks & ~pred[sel])),
+                "abstained": int(np.sum(~ks)),
+                "share_in_good_cells": float(np.mean(pred[sel][ks])) if ks.any() else float("nan"),
+            }
+        out["confusion_by_kind"] = by_kind
+    all_members = cell_majority_scores(cells, labels, positive)
+    if all_members["optimistic"]:
+        all_members["note"] = (f"optimistic: cells hold {all_members['members_per_cell']['mean']:.1f} "
+                               f"members on average (< {OPTIMISTIC_MEMBERS:g}); each member votes "
+                               "for the label it is scored against")
+    out["all_members"] = all_members
+    return out

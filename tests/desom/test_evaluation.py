@@ -1,0 +1,128 @@
+"""The paper's evaluation protocols on made-up DESOM-2 cells whose answer we know."""
+import math
+
+import numpy as np
+import pytest
+
+from desom.evaluation import (binary_scores, cell_majority_scores, five_class_purity,
+                              heldout_scores, labelling_effort)
+
+
+def _labels(n_good, n_bad):
+    return np.array(["Good"] * n_good + ["BGP"] * n_bad)
+
+
+def test_binary_scores_follow_paper_equation_5():
+    # Good is positive: 3 TP, 1 FN, 2 FP, 4 TN.
+    t = [1, 1, 1, 1, 0, 0, 0, 0, 0, 0]
+    p = [1, 1, 1, 0, 1, 1, 0, 0, 0, 0]
+    s = binary_scores(np.array(t, bool), np.array(p, bool))
+    assert (s["tp"], s["fn"], s["fp"], s["tn"]) == (3, 1, 2, 4)
+    assert s["accuracy"] == pytest.approx(0.7)
+    assert s["precision"] == pytest.approx(3 / 5)
+    assert s["recall"] == pytest.approx(3 / 4)
+
+
+def test_cell_majority_scores_with_a_mixed_cell():
+    # Cell 0: 3 Good + 1 Bad -> Good (1 FP). Cell 1: 1 Good + 3 Bad -> Bad (1 FN).
+    # Cell 2: 1 Good + 1 Bad -> tie goes to Bad (1 FN).
+    cells = [0, 0, 0, 0, 1, 1, 1, 1, 2, 2]
+    labels = ["Good", "Good", "Good", "RBT", "Good", "BT", "BT", "BGP", "Good", "B-Seeing"]
+    s = cell_majority_scores(cells, labels)
+    assert (s["tp"], s["fp"], s["fn"], s["tn"]) == (3, 1, 2, 4)
+    assert s["n_cells"] == 3
+    assert s["optimistic"] is True  # 3.3 members per cell
+    assert s["class_purity"]["Good"] == pytest.approx(3 / 4)
+
+
+def test_kinds_count_as_good_case_insensitively():
+    s = cell_majority_scores([0, 0, 1, 1], ["good", "good", "rbt", "bad_focus"])
+    assert s["accuracy"] == 1.0 and s["tp"] == 2 and s["tn"] == 2
+
+
+def test_five_class_purity_per_class():
+    cells = [0, 0, 0, 1, 1, 2]
+    labels = ["Good", "Good", "BT", "RBT", "RBT", "BT"]
+    p = five_class_purity(cells, labels)
+    assert p["purity"] == pytest.approx(5 / 6)
+    assert p["per_class"]["Good"]["purity"] == pytest.approx(2 / 3)
+    assert p["per_class"]["BT"]["completeness"] == pytest.approx(1 / 2)
+    assert p["per_class"]["RBT"]["purity"] == 1.0
+
+
+def test_labelling_effort_on_known_sizes():
+    cells = np.repeat([7, 3, 9, 1, 2], [50, 30, 10, 5, 5])  # 100 exposures
+    e = labelling_effort(cells, shares=(0.5, 0.9, 0.99, 1.0))
+    assert e["cells_needed"] == {0.5: 1, 0.9: 3, 0.99: 5, 1.0: 5}
+    assert e["sizes"] == [50, 30, 10, 5, 5]
+    assert e["cell_fraction"][0.9] == pytest.approx(3 / 5)
+
+
+def test_one_exposure_per_cell_cannot_beat_chance():
+    rng = np.random.default_rng(1)
+    labels = rng.choice(["Good", "BGP"], 400)
+    cells = np.arange(400)  # every exposure alone in its cell
+    h = heldout_scores(cells, labels, labelled_fraction=0.3, n_boot=50)
+    assert h["coverage"] == 0.0
+    assert h["n_abstained"] == h["n_evaluated"] > 0
+    assert math.isnan(h["accuracy"])
+    assert h["accuracy_effective"] == pytest.approx(0.5)
+    # The all-members protocol on the same cells looks perfect, and is flagged as optimistic.
+    assert h["all_members"]["accuracy"] == 1.0
+    assert h["all_members"]["optimistic"] is True and "optimistic" in h["all_members"]["note"]
+
+
+def test_random_cells_score_near_chance():
+    rng = np.random.default_rng(2)
+    labels = rng.choice(["Good", "RBT"], 4000)
+    cells = rng.integers(0, 100, 4000)  # cells unrelated to quality
+    h = heldout_scores(cells, labels, labelled_fraction=0.3, n_boot=300, seed=3)
+    assert h["coverage"] == 1.0
+    assert 0.4 < h["accuracy"] < 0.6
+    lo, hi = h["ci95"]["accuracy"]
+    assert lo < 0.5 + 0.05 and hi > 0.5 - 0.05
+
+
+def test_perfect_grouping_scores_one():
+    rng = np.random.default_rng(4)
+    kinds = rng.choice(["good", "bt", "rbt", "bad_seeing", "bgp_crowded"], 2000)
+    labels = np.where(kinds == "good", "Good", "Bad")
+    cell_of_kind = {"good": 5, "bt": 11, "rbt": 12, "bad_seeing": 40, "bgp_crowded": 399}
+    cells = np.array([cell_of_kind[k] for k in kinds])
+    h = heldout_scores(cells, labels, labelled_fraction=0.2, n_boot=100, kinds=kinds)
+    assert h["accuracy"] == 1.0 and h["precision"] == 1.0 and h["recall"] == 1.0
+    assert h["coverage"] == 1.0
+    assert h["ci95"]["accuracy"] == [1.0, 1.0]
+    assert h["all_members"]["optimistic"] is False
+    assert all(v["share_in_good_cells"] == 0.0 for k, v in h["confusion_by_kind"].items() if k != "good")
+
+
+def test_balanced_sample_is_balanced():
+    labels = _labels(900, 100)
+    cells = np.r_[np.zeros(900, int), np.ones(100, int)]
+    h = heldout_scores(cells, labels, labelled_fraction=0.3, seed=5, n_boot=10)
+    assert h["n_evaluated_good"] == h["n_evaluated_bad"] > 0
+    assert h["n_evaluated"] == 2 * h["n_evaluated_bad"]
+    assert h["n_labelled"] + h["n_heldout"] == 1000
+    unbalanced = heldout_scores(cells, labels, labelled_fraction=0.3, seed=5, balanced=False, n_boot=10)
+    assert unbalanced["n_evaluated_good"] > 5 * unbalanced["n_evaluated_bad"]
+
+
+def test_bad_kind_in_good_cells_shows_in_confusion_by_kind():
+    # Bad-pattern exposures hide in the Good cell (the paper's false positives).
+    kinds = np.array(["good"] * 300 + ["bgp_pattern"] * 30 + ["rbt"] * 200)
+    cells = np.array([0] * 330 + [1] * 200)
+    labels = np.where(kinds == "good", "Good", "Bad")
+    h = heldout_scores(cells, labels, labelled_fraction=0.3, kinds=kinds, n_boot=50)
+    assert h["confusion_by_kind"]["bgp_pattern"]["share_in_good_cells"] == 1.0
+    assert h["confusion_by_kind"]["rbt"]["share_in_good_cells"] == 0.0
+    assert h["fp"] > 0 and h["precision"] < 1.0 and h["recall"] == 1.0
+
+
+def test_bad_input_is_named():
+    with pytest.raises(ValueError, match="differ in length"):
+        cell_majority_scores([0, 1], ["Good"])
+    with pytest.raises(ValueError, match="labelled_fraction"):
+        heldout_scores([0, 1], ["Good", "Bad"], labelled_fraction=1.0)
+    with pytest.raises(ValueError, match="empty"):
+        cell_majority_scores([], [])
