@@ -293,7 +293,7 @@ def simulate_exposure(kind: str, seed: int, path, n_ccds: int = 36,
                 h["DATASEC"] = (_section(1, nx, 1, ny), "Science area")
                 h["BUNIT"] = ("ADU", "Pixel unit")
                 h["SKYSUB"] = (False, "Sky background kept (not subtracted)")
-                h["BIASSUB"] = (True, "Bias removed with the overscan of each amplifier")
+                h["BIASSUB"] = (True, "Bias removed (overscan of each amplifier)")
                 h["FLATCOR"] = (True, "Flat-field applied")
                 _ccd_wcs(h, p, ((row, col), (n_rows, n_cols)), (ny, nx), 0)
                 hdu = fits.ImageHDU(data=data.astype(np.float32), header=h)
