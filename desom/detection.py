@@ -188,9 +188,13 @@ def _detect_photutils(data, bad, bkg_mask, s, keep_subtracted):
         warnings.simplefilter("ignore")
         segm = _photutils_detect(smoothed, threshold, n_pixels=s["min_pixels"], mask=bad)
         if segm is not None and s["deblend"] and segm.n_labels:
-            segm = deblend_sources(smoothed, segm, n_pixels=s["min_pixels"],
-                                   n_levels=s["levels"], contrast=s["contrast"],
-                                   progress_bar=False)
+            if _has_skimage():
+                segm = deblend_sources(smoothed, segm, n_pixels=s["min_pixels"],
+                                       n_levels=s["levels"], contrast=s["contrast"],
+                                       progress_bar=False)
+            else:
+                notes.append("deblending skipped: photutils needs scikit-image for it "
+                             "(not installed); use detector='sep' to deblend")
     del threshold, smoothed
     if segm is None or segm.n_labels == 0:
         x = y = flux = np.zeros(0)
@@ -202,6 +206,12 @@ def _detect_photutils(data, bad, bkg_mask, s, keep_subtracted):
                            background_rms=rms_median,
                            subtracted=sub if keep_subtracted else None,
                            backend="photutils", timings=timings, warnings=notes)
+
+
+def _has_skimage() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("skimage") is not None
 
 
 def _medians(data, sub, rms):
