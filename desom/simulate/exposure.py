@@ -151,12 +151,13 @@ def _ccd_wcs(h: fits.Header, p: ExposureParams, grid_pos, shape, x_offset: int) 
 def _flat_field(shape, origin, fp_shape, amp_gain_ratio: float) -> np.ndarray:
     """Relative sensitivity: vignetting towards the mosaic edge and a gain step between amps."""
     ny, nx = shape
-    y = (np.arange(ny, dtype=np.float32) + origin[0] - fp_shape[0] / 2)[:, None] / fp_shape[0]
-    x = (np.arange(nx, dtype=np.float32) + origin[1] - fp_shape[1] / 2)[None, :] / fp_shape[1]
-    flat = 1.0 - 0.08 * (x * x + y * y)
-    flat = np.broadcast_to(flat, shape).copy()
-    flat[:, nx // 2:] *= amp_gain_ratio
-    return flat.astype(np.float32)
+    y = (np.arange(ny, dtype=np.float32) + origin[0] - fp_shape[0] / 2) / fp_shape[0]
+    x = (np.arange(nx, dtype=np.float32) + origin[1] - fp_shape[1] / 2) / fp_shape[1]
+    fx = (0.5 - 0.08 * x * x).astype(np.float32)
+    fx[nx // 2:] = (fx[nx // 2:] + 0.5) * amp_gain_ratio - 0.5  # fold the amp step into x
+    fy = (0.5 - 0.08 * y * y).astype(np.float32)
+    flat = np.add.outer(fy, fx)
+    return flat.astype(np.float32, copy=False)
 
 
 def simulate_exposure(kind: str, seed: int, path, n_ccds: int = 36,
@@ -235,21 +236,25 @@ def simulate_exposure(kind: str, seed: int, path, n_ccds: int = 36,
                 light, stats = render_ccd(p, crng, (ny, nx), kernel, capacity, origin, fp_shape)
                 for k in totals:
                     totals[k] += stats[k]
-            # Detector: sensitivity, shot and read noise (Gaussian approximation), bias, ADC.
-            signal = light * flat
-            gain = np.empty(nx, np.float32)
-            gain[: nx // 2], gain[nx // 2:] = gain_a, gain_b
-            rdn = np.empty(nx, np.float32)
-            rdn[: nx // 2], rdn[nx // 2:] = rdn_a, rdn_b
-            sigma = np.sqrt(np.maximum(signal, 0.0) / gain + rdn * rdn)
-            signal += sigma * crng.standard_normal((ny, nx), dtype=np.float32)
+            # Detector: sensitivity, shot noise (Gaussian approximation), then bias and read
+            # noise over the whole readout (overscan included), then the ADC.
+            # In-place arithmetic: full CCDs are 10 Mpx, temporaries cost more than the maths.
+            signal = light
+            signal *= flat
+            half = nx // 2
+            var = np.maximum(signal, 0.0)
+            var[:, :half] *= 1.0 / gain_a
+            var[:, half:] *= 1.0 / gain_b
+            np.sqrt(var, out=var)
+            var *= crng.standard_normal((ny, nx), dtype=np.float32)
+            signal += var
+            del var
             raw = np.empty((ny + OVERSCAN_ROWS, nx + 2 * OVERSCAN_COLS), np.float32)
-            raw[:, : OVERSCAN_COLS + nx // 2] = bias_a
-            raw[:, OVERSCAN_COLS + nx // 2:] = bias_b
-            raw[:, : OVERSCAN_COLS + nx // 2] += rdn_a * crng.standard_normal(
-                (raw.shape[0], OVERSCAN_COLS + nx // 2), dtype=np.float32)
-            raw[:, OVERSCAN_COLS + nx // 2:] += rdn_b * crng.standard_normal(
-                (raw.shape[0], OVERSCAN_COLS + nx // 2), dtype=np.float32)
+            crng.standard_normal(raw.shape, dtype=np.float32, out=raw)
+            raw[:, : OVERSCAN_COLS + half] *= rdn_a
+            raw[:, OVERSCAN_COLS + half:] *= rdn_b
+            raw[:, : OVERSCAN_COLS + half] += bias_a
+            raw[:, OVERSCAN_COLS + half:] += bias_b
             raw[:ny, OVERSCAN_COLS:OVERSCAN_COLS + nx] += signal
             if ccd in dead and dead_mode == "constant":
                 raw[:] = float(crng.choice([0.0, bias_a, float(SATURATE)]))

@@ -58,19 +58,25 @@ def psf_kernel(fwhm_px: float, trail_px: float = 0.0, trail_angle_deg: float = 0
     return (kernel / kernel.sum()).astype(np.float32)
 
 
-def _splat(image: np.ndarray, y: np.ndarray, x: np.ndarray, flux: np.ndarray) -> None:
-    """Add point fluxes at sub-pixel positions, shared bilinearly among 4 pixels (in place)."""
-    ny, nx = image.shape
+def _splat_terms(ny: int, nx: int, y: np.ndarray, x: np.ndarray, flux: np.ndarray):
+    """Flat indices and weights that share point fluxes bilinearly among 4 pixels."""
     y0 = np.floor(y).astype(np.int64)
     x0 = np.floor(x).astype(np.int64)
     fy, fx = y - y0, x - x0
-    flat = image.reshape(-1)
+    idx, wts = [], []
     for dy, dx, w in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx),
                       (1, 0, fy * (1 - fx)), (1, 1, fy * fx)):
         yy, xx = y0 + dy, x0 + dx
         ok = (yy >= 0) & (yy < ny) & (xx >= 0) & (xx < nx)
-        flat += np.bincount(yy[ok] * nx + xx[ok], weights=(flux * w)[ok],
-                            minlength=ny * nx).astype(flat.dtype)
+        idx.append(yy[ok] * nx + xx[ok])
+        wts.append((flux * w)[ok])
+    return np.concatenate(idx), np.concatenate(wts)
+
+
+def _splat(image: np.ndarray, y: np.ndarray, x: np.ndarray, flux: np.ndarray) -> None:
+    """Add point fluxes at sub-pixel positions, shared bilinearly among 4 pixels (in place)."""
+    idx, w = _splat_terms(*image.shape, y, x, flux)
+    np.add.at(image.reshape(-1), idx, w.astype(image.dtype))
 
 
 def _power_law_mags(rng, n, lo, hi, slope):
@@ -80,13 +86,14 @@ def _power_law_mags(rng, n, lo, hi, slope):
     return np.log10(a + u * (b - a)) / slope
 
 
-def _galaxy_stamps(canvas, rng, y, x, flux, re_px, q, theta, sersic_n):
-    """Render intrinsic (pre-seeing) Sersic galaxies into canvas, grouped by stamp size."""
+def _galaxy_terms(shape, y, x, flux, re_px, q, theta, sersic_n):
+    """Intrinsic (pre-seeing) Sersic galaxies as flat indices and weights on a canvas of
+    `shape`, rendered in groups of equal stamp size."""
     halves = np.clip(np.ceil(5 * re_px), 4, 40).astype(int)
     bins = np.array([4, 8, 16, 24, 40])
     group = np.searchsorted(bins, halves)
-    ny, nx = canvas.shape
-    flat = canvas.reshape(-1)
+    ny, nx = shape
+    idx_all, w_all = [], []
     for gi, h in enumerate(bins):
         sel = np.flatnonzero(group == gi)
         if sel.size == 0:
@@ -104,15 +111,21 @@ def _galaxy_stamps(canvas, rng, y, x, flux, re_px, q, theta, sersic_n):
         v = (-dx * s + dy * c) / q[sel].astype(np.float32)[:, None, None]
         r = np.sqrt(u * u + v * v) / re_px[sel].astype(np.float32)[:, None, None]
         r = np.maximum(r, 0.05)
-        n = sersic_n[sel].astype(np.float32)[:, None, None]
-        bn = 2.0 * n - 0.327
-        prof = np.exp(-bn * (r ** (1.0 / n) - 1.0))
+        # r**(1/n) for n = 1 (exponential) or 4 (de Vaucouleurs) without a general power.
+        dev = (sersic_n[sel] == 4.0)[:, None, None]
+        root = np.where(dev, np.sqrt(np.sqrt(r)), r)
+        bn = np.where(dev, np.float32(7.669), np.float32(1.678))
+        prof = np.exp(-bn * (root - 1.0))
         prof *= (flux[sel] / prof.sum(axis=(1, 2)))[:, None, None]
         yy = iy[:, None, None] + g.astype(np.int64)[None, :, None]
         xx = ix[:, None, None] + g.astype(np.int64)[None, None, :]
         yy, xx = np.broadcast_to(yy, prof.shape), np.broadcast_to(xx, prof.shape)
         ok = (yy >= 0) & (yy < ny) & (xx >= 0) & (xx < nx)
-        flat += np.bincount((yy * nx + xx)[ok], weights=prof[ok], minlength=ny * nx).astype(flat.dtype)
+        idx_all.append((yy * nx + xx)[ok])
+        w_all.append(prof[ok])
+    if not idx_all:
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    return np.concatenate(idx_all), np.concatenate(w_all)
 
 
 def pattern_field(p: ExposureParams, ny: int, nx: int, origin: tuple[int, int],
@@ -164,7 +177,6 @@ def render_ccd(p: ExposureParams, rng: np.random.Generator, shape: tuple[int, in
     khalf = kernel.shape[0] // 2
     pad = khalf + 40
     cy, cx = ny + 2 * pad, nx + 2 * pad
-    canvas = np.zeros((cy, cx), np.float32)
     area_arcmin2 = cy * cx * PIXEL_SCALE**2 / 3600.0
 
     n_stars = int(rng.poisson(p.star_density * area_arcmin2))
@@ -172,7 +184,7 @@ def render_ccd(p: ExposureParams, rng: np.random.Generator, shape: tuple[int, in
     sflux = p.flux_adu(smag)
     sy = rng.uniform(1, cy - 2, n_stars)
     sx = rng.uniform(1, cx - 2, n_stars)
-    _splat(canvas, sy, sx, sflux)
+    s_idx, s_w = _splat_terms(cy, cx, sy, sx, sflux)
 
     n_gal = int(rng.poisson(p.galaxy_density * area_arcmin2))
     gmag = _power_law_mags(rng, n_gal, *GALAXY_MAG_RANGE, GALAXY_MAG_SLOPE)
@@ -185,7 +197,11 @@ def render_ccd(p: ExposureParams, rng: np.random.Generator, shape: tuple[int, in
     theta = rng.uniform(0, math.pi, n_gal)
     gy = rng.uniform(1, cy - 2, n_gal)
     gx = rng.uniform(1, cx - 2, n_gal)
-    _galaxy_stamps(canvas, rng, gy, gx, gflux, re_px, q, theta, sersic_n)
+    g_idx, g_w = _galaxy_terms((cy, cx), gy, gx, gflux, re_px, q, theta, sersic_n)
+    # One accumulation for every source on the canvas.
+    canvas = np.bincount(np.concatenate([s_idx, g_idx]),
+                         weights=np.concatenate([s_w, g_w.astype(np.float64)]),
+                         minlength=cy * cx).astype(np.float32).reshape(cy, cx)
 
     image = fftconvolve(canvas, kernel, mode="same")[pad:pad + ny, pad:pad + nx].astype(np.float32)
     np.maximum(image, 0.0, out=image)  # FFT round-off
