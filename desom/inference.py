@@ -1,17 +1,18 @@
 """Batched inference with a trained DESOM: latent codes, best-matching units, quantization
 distances and soft prototype activations, for arrays or streams of batches of any length.
 
-Soft activations. For sample i and map unit k,
+Soft activations. For sample i and map unit k, with d2 the squared latent distances to the
+prototypes and b_i = min_k d2[i, k] the sample's quantization distance,
 
-    a[i, k] = softmax_k( -(d2[i, k] - min_j d2[i, j]) / (tau * s) )
+    a[i, k] = softmax_k( -(d2[i, k] - b_i) / (tau * (b_i + s)) )
 
-where d2 are squared latent distances to the prototypes and ``s`` is a fixed scale of the model:
-the median squared latent distance between prototypes of grid-adjacent units (the typical "one
-map step" in latent space). So the BMU gets the largest weight, a unit one map step farther
-away than the BMU gets about 1/e of it, and far units get almost nothing. Rows sum to 1; the
-kernel does not collapse to one-hot for samples that sit between prototypes, and since ``s`` is
-per model (not per sample) the activations of different samples are comparable and can be
-averaged over an exposure. ``tau`` (``activation_temperature``) widens or sharpens it.
+``s`` is a fixed scale of the model: the median squared latent distance between prototypes of
+grid-adjacent units (the typical "one map step" in latent space). A sample sitting on its
+prototype (b_i << s) gives a unit one map step farther away about 1/e of the BMU's weight; a
+sample far from every prototype (b_i >> s) is scored relative to its own distance, so the
+kernel stays soft instead of collapsing to one-hot when the map is coarse for the data. Rows
+sum to 1, the BMU has the largest weight, and ``tau`` (``activation_temperature``) widens or
+sharpens the kernel.
 
 Speed: the DESOM-1 encoder runs in channels-last memory under bf16 autocast on the CPU by
 default (measured in benchmarks/bench_desom_speed.py); the latent distances and everything
@@ -194,7 +195,8 @@ class DesomPredictor:
         dmin = top2.values[:, 0]
         act = None
         if return_activations:
-            logits = -(d2 - dmin[:, None]) / (self.activation_temperature * self.activation_scale)
+            scale = self.activation_temperature * (dmin[:, None] + self.activation_scale)
+            logits = -(d2 - dmin[:, None]) / scale
             act = torch.softmax(logits, dim=1).cpu().numpy().astype(np.float32, copy=False)
         second = top2.indices[:, -1]
         return Prediction(

@@ -19,6 +19,7 @@ from it continues exactly where it stopped.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,7 +128,7 @@ def pretrain_step(model: DESOM, optimizer: torch.optim.Optimizer, x: torch.Tenso
     loss.backward()
     optimizer.step()
     v = float(loss.detach())
-    return {"loss": v, "reconstruction": v, "som": float("nan")}
+    return {"loss": v, "reconstruction": v, "som": None}
 
 
 @torch.no_grad()
@@ -242,12 +243,12 @@ def train_desom(model: DESOM, data, cfg: DESOMConfig | None = None, progress: bo
             for it in range(first, n_iter):
                 x = _batch(data, rng.integers(0, n, size=bs), device)
                 if ph == "pretrain":
-                    temp = float("nan")
+                    temp = None
                     losses = pretrain_step(model, optimizer, x, precision, channels_last)
                 else:
                     temp = temperature(it, n_iter, cfg.t_max, cfg.t_min, cfg.schedule)
                     losses = joint_step(model, optimizer, x, temp, cfg.gamma, precision, channels_last)
-                if not np.isfinite(losses["loss"]):
+                if not math.isfinite(losses["loss"]):
                     raise FloatingPointError(f"{ph} loss became {losses['loss']} at iteration {it}; "
                                              f"lower lr ({cfg.lr}) or gamma ({cfg.gamma})")
                 last = it == n_iter - 1
@@ -261,7 +262,8 @@ def train_desom(model: DESOM, data, cfg: DESOMConfig | None = None, progress: bo
                     if it % 10 == 0 or last:
                         bar.set_postfix(phase=ph, loss=f"{losses['loss']:.4g}",
                                         rec=f"{losses['reconstruction']:.4g}",
-                                        som=f"{losses['som']:.4g}", T=f"{temp:.3g}", refresh=False)
+                                        som="-" if temp is None else f"{losses['som']:.4g}",
+                                        T="-" if temp is None else f"{temp:.3g}", refresh=False)
                 if cfg.checkpoint_every > 0 and (it + 1) % cfg.checkpoint_every == 0 and not last:
                     checkpoint(ph, it + 1, protos_ready)
             phase, start = ph, n_iter
