@@ -1,8 +1,13 @@
-"""Root URL map: admin, the archive's API and pages, the recommender's search API."""
+"""Root URL map: admin, the archive's API and pages, the recommender's search API, the schema."""
 from django.contrib import admin
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/", include("recommender.api_urls")),
+    path("api/", include("archive.api.urls")),
     path("", include("archive.urls")),
 ]

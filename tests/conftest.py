@@ -6,3 +6,112 @@ import tempfile
 # Must be set before Django's settings are imported by pytest-django.
 os.environ.setdefault("ARCHIVE_DATA_DIR", tempfile.mkdtemp(prefix="desom-test-data-"))
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+# --- a small simulated survey and two small trained DESOMs, made once per session ---------
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SURVEY_SIZE = 24
+SURVEY_CCDS = 2
+SURVEY_SHAPE = (512, 256)
+
+
+@pytest.fixture(scope="session")
+def imaging_config():
+    from desom.pipeline import ImagingConfig
+
+    # sep is the fast backend; the photutils default is exercised by the imaging tests.
+    return ImagingConfig(detector="sep", checksum=True)
+
+
+@pytest.fixture(scope="session")
+def survey_dir(tmp_path_factory) -> Path:
+    """24 exposures (balanced Good/Bad, all kinds) plus one bias and one flat frame."""
+    from desom.simulate import simulate_survey
+
+    out = tmp_path_factory.mktemp("survey")
+    simulate_survey(SURVEY_SIZE, out, seed=7, workers=2, n_ccds=SURVEY_CCDS, ccd_shape=SURVEY_SHAPE,
+                    good_share=0.5, include_calibration=2, progress=False, dead_ccd_prob=0.0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def science_files(survey_dir) -> list[Path]:
+    import csv
+
+    with open(survey_dir / "truth.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    return [survey_dir / row["file"] for row in rows if row["obstype"] == "OBJECT"]
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory, survey_dir, science_files, imaging_config) -> dict:
+    """Tiny DESOM-1 (4x4) and DESOM-2 (3x3) trained on the survey, saved as real checkpoints."""
+    from desom.checkpoint import save_checkpoint
+    from desom.inference import DesomPredictor
+    from desom.model import DESOMConfig, build_desom
+    from desom.normalise import HistoNormaliser
+    from desom.pipeline import sample_training_cutouts, summarise_exposure
+    from desom.training import train_desom
+
+    out = tmp_path_factory.mktemp("models")
+    cutouts = np.concatenate([sample_training_cutouts(str(f), max_per_ccd=40, seed=i, config=imaging_config)
+                              for i, f in enumerate(science_files)])
+    config1 = DESOMConfig.desom1(map_rows=4, map_cols=4, iterations=40, batch_size=32, seed=1)
+    model1 = build_desom(config1)
+    train_desom(model1, cutouts[:, None], config1, progress=False)
+    path1 = out / "desom1.pt"
+    save_checkpoint(path1, model1, config1)
+
+    predictor = DesomPredictor(model1)
+    histos = np.stack([summarise_exposure(str(f), predictor=predictor, config=imaging_config).histo
+                       for f in science_files])
+    normaliser = HistoNormaliser("minmax").fit(histos)
+    config2 = DESOMConfig.desom2(input_shape=(16,), map_rows=3, map_cols=3, iterations=60, batch_size=8, seed=2)
+    model2 = build_desom(config2)
+    train_desom(model2, normaliser.transform(histos).astype(np.float32), config2, progress=False)
+    path2 = out / "desom2.pt"
+    save_checkpoint(path2, model2, config2, normaliser=normaliser)
+    return {"desom1": path1, "desom2": path2}
+
+
+@pytest.fixture
+def archive_models(db, checkpoints, settings, tmp_path):
+    """Both checkpoints registered and active (copied into this test's data directory)."""
+    from archive.models import ModelVersion
+    from archive.services import versions
+
+    settings.ARCHIVE_DATA_DIR = tmp_path / "data"
+    versions.models_dir()
+    desom1 = versions.register_version(shutil.copy(checkpoints["desom1"], versions.models_dir()),
+                                       kind=ModelVersion.DESOM1)
+    desom2 = versions.register_version(shutil.copy(checkpoints["desom2"], versions.models_dir()),
+                                       kind=ModelVersion.DESOM2, trained_on=desom1)
+    return desom1, desom2
+
+
+@pytest.fixture
+def populated_archive(archive_models, survey_dir, imaging_config, django_capture_on_commit_callbacks):
+    """The survey ingested (in-process) under the active models, with cells assigned."""
+    from archive.services.assign import assign_cells
+    from archive.services.ingest import ingest
+
+    with django_capture_on_commit_callbacks(execute=True):
+        report = ingest([survey_dir], workers=0, imaging_config=imaging_config, progress=False)
+        assign_cells(progress=False)
+    assert report.failed == 0, report.failures
+    return archive_models
+
+
+@pytest.fixture(autouse=True)
+def _fresh_index_store():
+    """Each test starts with no index loaded in this process."""
+    from recommender import services
+
+    services.reset_store()
+    yield
+    services.reset_store()

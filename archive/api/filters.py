@@ -1,0 +1,85 @@
+"""Exposure filters for the API and the search page: DESOM-2 cell, label, flag, band, dates,
+exposure time and an RA/Dec cone."""
+import math
+
+import django_filters
+from django.db.models import F
+
+from ..models import Exposure, ModelVersion
+from ..services import quality, versions
+
+MAX_CONE_RADIUS_DEG = 30.0
+
+
+class ExposureFilter(django_filters.FilterSet):
+    cell = django_filters.NumberFilter(method="filter_cell", label="DESOM-2 cell (active model)")
+    label = django_filters.CharFilter(method="filter_label", label="quality label of the exposure's cell")
+    flag = django_filters.CharFilter(method="filter_flag", label="prototype flag name")
+    band = django_filters.CharFilter(field_name="band", lookup_expr="iexact")
+    object = django_filters.CharFilter(field_name="object_name", lookup_expr="icontains")
+    date_from = django_filters.IsoDateTimeFilter(field_name="date_obs", lookup_expr="gte")
+    date_to = django_filters.IsoDateTimeFilter(field_name="date_obs", lookup_expr="lte")
+    exptime_min = django_filters.NumberFilter(field_name="exptime", lookup_expr="gte")
+    exptime_max = django_filters.NumberFilter(field_name="exptime", lookup_expr="lte")
+    is_science = django_filters.BooleanFilter(field_name="is_science")
+    status = django_filters.ChoiceFilter(field_name="status", choices=Exposure.STATUS_CHOICES)
+    ra = django_filters.NumberFilter(method="filter_cone", label="cone centre RA (deg), with dec and radius")
+    dec = django_filters.NumberFilter(method="filter_cone", label="cone centre Dec (deg)")
+    radius = django_filters.NumberFilter(method="filter_cone", label="cone radius (deg)")
+
+    class Meta:
+        model = Exposure
+        fields = ["expnum", "runid", "obstype"]
+
+    def filter_cell(self, queryset, name, value):
+        desom2 = versions.active_version(ModelVersion.DESOM2)
+        if desom2 is None:
+            return queryset.none()
+        return queryset.filter(cells__model_version=desom2, cells__cell=int(value))
+
+    def filter_label(self, queryset, name, value):
+        desom2 = versions.active_version(ModelVersion.DESOM2)
+        if desom2 is None:
+            return queryset.none()
+        wanted = value.strip().lower()
+        cells = [cell for cell, row in quality.current_cell_labels(desom2).items() if row.label.lower() == wanted]
+        return queryset.filter(cells__model_version=desom2, cells__cell__in=cells)
+
+    def filter_flag(self, queryset, name, value):
+        return queryset.filter(flags__flag__name__iexact=value.strip(), flags__flag__is_active=True).distinct()
+
+    def filter_cone(self, queryset, name, value):
+        # Applied once, when all three are present; the other two calls pass through.
+        data = self.form.cleaned_data
+        ra, dec, radius = data.get("ra"), data.get("dec"), data.get("radius")
+        if name != "radius" or None in (ra, dec, radius):
+            return queryset
+        return cone(queryset, float(ra), float(dec), float(radius))
+
+    def is_valid(self):
+        valid = super().is_valid()
+        if valid:
+            data = self.form.cleaned_data
+            given = [data.get(k) is not None for k in ("ra", "dec", "radius")]
+            if any(given) and not all(given):
+                self.form.add_error(None, "a cone search needs ra, dec and radius together")
+                return False
+            if all(given):
+                if not -90 <= data["dec"] <= 90:
+                    self.form.add_error("dec", "dec must lie in [-90, 90]")
+                if not 0 < data["radius"] <= MAX_CONE_RADIUS_DEG:
+                    self.form.add_error("radius", f"radius must lie in (0, {MAX_CONE_RADIUS_DEG}] degrees")
+                return not self.form.errors
+        return valid
+
+
+def cone(queryset, ra: float, dec: float, radius: float):
+    """Exposures whose pointing lies within `radius` degrees of (ra, dec): the dot product of
+    stored unit vectors with the centre's, against cos(radius), evaluated by the database."""
+    ra_r, dec_r = math.radians(ra % 360.0), math.radians(dec)
+    x, y, z = math.cos(dec_r) * math.cos(ra_r), math.cos(dec_r) * math.sin(ra_r), math.sin(dec_r)
+    return (queryset.filter(sky_x__isnull=False)
+            .alias(dot=F("sky_x") * x + F("sky_y") * y + F("sky_z") * z)
+            .filter(dot__gte=math.cos(math.radians(radius))))
+
+

@@ -1,0 +1,111 @@
+from django.urls import reverse
+from rest_framework import serializers
+
+from ..models import CellLabel, Exposure, IngestFailure, IngestRun, ModelVersion, PrototypeFlag
+
+
+class ExposureSerializer(serializers.ModelSerializer):
+    """An exposure with its quality (cell, label, flags, warnings). The quality verdicts for a
+    whole page are computed in bulk by the view and passed in the context."""
+
+    quality = serializers.SerializerMethodField()
+    is_public = serializers.BooleanField(read_only=True)
+    links = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Exposure
+        fields = ["id", "expnum", "filename", "obstype", "is_science", "layout", "object_name", "ra_deg", "dec_deg",
+                  "mjd_obs", "date_obs", "exptime", "filter_name", "band", "airmass", "instrument", "n_ccds",
+                  "runid", "n_detected", "n_sampled", "status", "release_date", "is_public", "quality", "links"]
+
+    def get_quality(self, exposure) -> dict | None:
+        verdict = self.context.get("verdicts", {}).get(exposure.pk)
+        return verdict.as_dict() if verdict else None
+
+    def get_links(self, exposure) -> dict:
+        return {"self": reverse("archive-api:exposure-detail", args=[exposure.pk]),
+                "download": reverse("archive:download", args=[exposure.pk]),
+                "preview": reverse("archive:preview", args=[exposure.pk]),
+                "similar": f"/api/exposures/{exposure.pk}/similar/"}
+
+
+class ExposureDetailSerializer(ExposureSerializer):
+    histo_vector = serializers.SerializerMethodField()
+    density_map = serializers.SerializerMethodField()
+    model_version = serializers.SerializerMethodField()
+
+    class Meta(ExposureSerializer.Meta):
+        fields = ExposureSerializer.Meta.fields + ["warnings", "timings", "checksum", "file_size",
+                                                   "model_version", "histo_vector", "density_map"]
+
+    def _vector(self):
+        return self.context.get("vector")
+
+    def get_model_version(self, exposure) -> str | None:
+        vector = self._vector()
+        return vector.model_version.version_id if vector else None
+
+    def get_histo_vector(self, exposure) -> list[float] | None:
+        vector = self._vector()
+        return [round(float(v), 3) for v in vector.histo_array] if vector else None
+
+    def get_density_map(self, exposure) -> list[list[float]] | None:
+        vector = self._vector()
+        if not vector:
+            return None
+        rows, cols = vector.model_version.map_shape
+        histo = vector.histo_array
+        return [[round(float(v), 3) for v in histo[r * cols:(r + 1) * cols]] for r in range(rows)]
+
+
+class ModelVersionSerializer(serializers.ModelSerializer):
+    trained_on = serializers.SlugRelatedField(slug_field="version_id", read_only=True)
+
+    class Meta:
+        model = ModelVersion
+        fields = ["version_id", "kind", "is_active", "config", "metrics", "trained_on", "created_at", "activated_at"]
+
+
+class CellLabelSerializer(serializers.ModelSerializer):
+    labelled_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = CellLabel
+        fields = ["cell", "label", "note", "labelled_by", "created_at"]
+
+
+class CellLabelInput(serializers.Serializer):
+    label = serializers.CharField(max_length=64, allow_blank=True,
+                                  help_text="Good, BT, RBT, B-Seeing, BGP, bad focus, low exposure, a new "
+                                            "label, or 'mixed' / empty for an unlabelled cell")
+    note = serializers.CharField(required=False, allow_blank=True, max_length=2000)
+
+
+class PrototypeFlagSerializer(serializers.ModelSerializer):
+    n_exposures = serializers.IntegerField(read_only=True, required=False)
+
+    class Meta:
+        model = PrototypeFlag
+        fields = ["id", "name", "nodes", "threshold", "mode", "description", "is_active", "n_exposures",
+                  "updated_at"]
+        read_only_fields = ["id", "updated_at", "n_exposures"]
+
+
+class QualityCheckInput(serializers.Serializer):
+    ids = serializers.ListField(child=serializers.IntegerField(min_value=1), min_length=1, max_length=5000,
+                                help_text="exposure ids (database ids), a download cart")
+
+
+class IngestFailureSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = IngestFailure
+        fields = ["path", "reason", "created_at"]
+
+
+class IngestRunSerializer(serializers.ModelSerializer):
+    progress = serializers.FloatField(read_only=True)
+
+    class Meta:
+        model = IngestRun
+        fields = ["id", "status", "scheduler", "n_files", "n_done", "n_ingested", "n_skipped", "n_failed",
+                  "n_calibration", "progress", "started_at", "updated_at", "finished_at"]

@@ -1,0 +1,60 @@
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+
+from archive.services.training import TrainingDataError, train_desom1
+
+
+class Command(BaseCommand):
+    help = ("Train DESOM-1 on cutouts sampled from the archive's science exposures (or from files "
+            "given with --from), save the checkpoint and make it the active DESOM-1.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--from", dest="paths", nargs="*", default=None, help="files, folders or globs")
+        parser.add_argument("--exposures", type=int, default=None, help="sample at most this many exposures")
+        parser.add_argument("--per-ccd", type=int, default=100, help="cutouts sampled per CCD")
+        parser.add_argument("--max-cutouts", type=int, default=200_000)
+        parser.add_argument("--iterations", type=int, default=None)
+        parser.add_argument("--batch-size", type=int, default=None)
+        parser.add_argument("--map", default=None, help="map size ROWSxCOLS, e.g. 25x25")
+        parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                            help="any other DESOMConfig field, e.g. --set t_min=0.5")
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--workers", type=int, default=2)
+        parser.add_argument("--no-activate", action="store_true")
+
+    def handle(self, *args, **opts):
+        overrides = config_overrides(opts)
+        try:
+            version = train_desom1(paths=opts["paths"], n_exposures=opts["exposures"], max_per_ccd=opts["per_ccd"],
+                                   max_cutouts=opts["max_cutouts"], overrides=overrides, seed=opts["seed"],
+                                   activate=not opts["no_activate"], workers=opts["workers"],
+                                   progress=opts["verbosity"] > 0)
+        except TrainingDataError as exc:
+            raise CommandError(str(exc)) from exc
+        self.stdout.write(f"DESOM-1 {version.version_id} saved to {version.checkpoint_path}"
+                          f"{' and activated' if version.is_active else ''}")
+        self.stdout.write(json.dumps(version.metrics, indent=1))
+
+
+def config_overrides(opts) -> dict:
+    overrides = {}
+    if opts.get("iterations"):
+        overrides["iterations"] = opts["iterations"]
+    if opts.get("batch_size"):
+        overrides["batch_size"] = opts["batch_size"]
+    if opts.get("map"):
+        try:
+            rows, cols = (int(v) for v in opts["map"].lower().split("x"))
+        except ValueError:
+            raise CommandError(f"--map must look like 25x25, not {opts['map']!r}")
+        overrides.update(map_rows=rows, map_cols=cols)
+    for item in opts.get("set") or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise CommandError(f"--set takes KEY=VALUE, not {item!r}")
+        try:
+            overrides[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key.strip()] = value
+    return overrides

@@ -1,0 +1,31 @@
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+
+from archive.services.training import TrainingDataError, train_desom2
+
+from .train_desom1 import config_overrides
+
+
+class Command(BaseCommand):
+    help = "Train DESOM-2 on the stored histo-vectors of the active DESOM-1 and make it active."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--iterations", type=int, default=None)
+        parser.add_argument("--batch-size", type=int, default=None)
+        parser.add_argument("--map", default=None, help="map size ROWSxCOLS, e.g. 20x20")
+        parser.add_argument("--normaliser", choices=["minmax", "authors"], default="minmax")
+        parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON")
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--no-activate", action="store_true")
+
+    def handle(self, *args, **opts):
+        try:
+            version = train_desom2(overrides=config_overrides(opts), normaliser=opts["normaliser"],
+                                   seed=opts["seed"], activate=not opts["no_activate"],
+                                   progress=opts["verbosity"] > 0)
+        except TrainingDataError as exc:
+            raise CommandError(str(exc)) from exc
+        self.stdout.write(f"DESOM-2 {version.version_id} saved to {version.checkpoint_path}"
+                          f"{' and activated' if version.is_active else ''}")
+        self.stdout.write(json.dumps(version.metrics, indent=1))

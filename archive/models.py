@@ -1,0 +1,268 @@
+"""The archive's records: exposures, the model versions that describe them, their vectors and
+cells, the experts' cell labels and prototype flags, and the ingest runs that brought them in.
+
+Vectors are stored portably as float32 bytes (see `archive.vectors`) so the same rows serve
+SQLite and PostgreSQL; every vector and cell names the model version that made it.
+"""
+from __future__ import annotations
+
+import math
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from . import vectors
+
+
+class ModelVersion(models.Model):
+    """One trained DESOM checkpoint. At most one version of each kind is active."""
+
+    DESOM1 = "desom1"
+    DESOM2 = "desom2"
+    KIND_CHOICES = [(DESOM1, "DESOM-1 (cutouts)"), (DESOM2, "DESOM-2 (histo-vectors)")]
+
+    version_id = models.CharField(max_length=64, unique=True)
+    kind = models.CharField(max_length=8, choices=KIND_CHOICES)
+    checkpoint_path = models.CharField(max_length=1024)
+    config = models.JSONField(default=dict)
+    metrics = models.JSONField(default=dict, blank=True)
+    # A DESOM-2 is trained on the histo-vectors of one DESOM-1; its cells mean nothing under another.
+    trained_on = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT,
+                                   related_name="derived_versions")
+    is_active = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["kind"], condition=Q(is_active=True),
+                                    name="one_active_version_per_kind"),
+        ]
+
+    def __str__(self):
+        return f"{self.kind} {self.version_id}{' (active)' if self.is_active else ''}"
+
+    @property
+    def map_shape(self) -> tuple[int, int]:
+        return int(self.config.get("map_rows", 0)), int(self.config.get("map_cols", 0))
+
+
+class Exposure(models.Model):
+    """One exposure file and what its headers say. Calibration frames are kept with their
+    metadata but never enter models, vectors, cells or search (is_science False)."""
+
+    STATUS_OK = "ok"
+    STATUS_WARNINGS = "warnings"
+    STATUS_NO_SOURCES = "no_sources"
+    STATUS_CHOICES = [(STATUS_OK, "ok"), (STATUS_WARNINGS, "ingested with warnings"),
+                      (STATUS_NO_SOURCES, "no sources detected")]
+
+    expnum = models.BigIntegerField(unique=True, help_text="Exposure number (odometer)")
+    filename = models.CharField(max_length=255, blank=True, db_index=True)
+    file_path = models.CharField(max_length=1024, unique=True)
+    file_size = models.BigIntegerField(default=0)
+    checksum = models.CharField(max_length=64, db_index=True, help_text="sha256 of the file")
+
+    obstype = models.CharField(max_length=16, default="OBJECT", db_index=True)
+    is_science = models.BooleanField(default=True, db_index=True)
+    layout = models.CharField(max_length=16, blank=True, help_text="raw, processed or unknown")
+    object_name = models.CharField(max_length=128, blank=True, db_index=True)
+    ra_deg = models.FloatField(null=True, blank=True, db_index=True)
+    dec_deg = models.FloatField(null=True, blank=True, db_index=True)
+    # Unit vector of (RA, Dec): a cone search becomes a dot product the database can evaluate.
+    sky_x = models.FloatField(null=True, blank=True)
+    sky_y = models.FloatField(null=True, blank=True)
+    sky_z = models.FloatField(null=True, blank=True)
+    mjd_obs = models.FloatField(null=True, blank=True, db_index=True)
+    date_obs = models.DateTimeField(null=True, blank=True, db_index=True)
+    exptime = models.FloatField(null=True, blank=True, db_index=True)
+    filter_name = models.CharField(max_length=32, blank=True)
+    band = models.CharField(max_length=8, blank=True, db_index=True)
+    airmass = models.FloatField(null=True, blank=True)
+    instrument = models.CharField(max_length=64, blank=True)
+    n_ccds = models.PositiveIntegerField(default=0)
+    runid = models.CharField(max_length=32, blank=True, db_index=True)
+
+    n_detected = models.PositiveIntegerField(default=0)
+    n_sampled = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=16, choices=STATUS_CHOICES, default=STATUS_OK)
+    warnings = models.JSONField(default=list, blank=True)
+    timings = models.JSONField(default=dict, blank=True)
+
+    # End of the proprietary period; before it only staff and the run's members may see it.
+    release_date = models.DateField(null=True, blank=True, db_index=True)
+    ingested_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["expnum"]
+
+    def __str__(self):
+        return f"{self.expnum} {self.filename}".strip()
+
+    def save(self, *args, **kwargs):
+        self.sky_x, self.sky_y, self.sky_z = sky_unit_vector(self.ra_deg, self.dec_deg)
+        super().save(*args, **kwargs)
+
+    @property
+    def is_public(self) -> bool:
+        from django.utils import timezone
+
+        return self.release_date is None or self.release_date <= timezone.now().date()
+
+
+def sky_unit_vector(ra_deg, dec_deg):
+    if ra_deg is None or dec_deg is None:
+        return None, None, None
+    ra, dec = math.radians(ra_deg), math.radians(dec_deg)
+    return math.cos(dec) * math.cos(ra), math.cos(dec) * math.sin(ra), math.sin(dec)
+
+
+class RunAccess(models.Model):
+    """A user entitled to the proprietary exposures of one observing run (RUNID)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="run_access")
+    runid = models.CharField(max_length=32, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "runid"], name="unique_run_access")]
+
+
+class ExposureVector(models.Model):
+    """An exposure's histo-vector (weighted BMU counts over the DESOM-1 nodes) and mean soft
+    prototype activations, under one DESOM-1 version."""
+
+    exposure = models.ForeignKey(Exposure, on_delete=models.CASCADE, related_name="vectors")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="vectors")
+    histo = models.BinaryField()
+    activations = models.BinaryField(null=True, blank=True)
+    n_detected = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["exposure", "model_version"],
+                                               name="one_vector_per_exposure_and_version")]
+
+    @property
+    def histo_array(self):
+        return vectors.from_blob(self.histo)
+
+    @property
+    def activations_array(self):
+        return None if self.activations is None else vectors.from_blob(self.activations)
+
+
+class CellAssignment(models.Model):
+    """An exposure's DESOM-2 cell under one DESOM-2 version."""
+
+    exposure = models.ForeignKey(Exposure, on_delete=models.CASCADE, related_name="cells")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="cells")
+    cell = models.PositiveIntegerField()
+    quantization = models.FloatField(default=0.0)
+    latent = models.BinaryField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["exposure", "model_version"],
+                                               name="one_cell_per_exposure_and_version")]
+        indexes = [models.Index(fields=["model_version", "cell"])]
+
+
+QUALITY_LABELS = ["Good", "BT", "RBT", "B-Seeing", "BGP", "bad focus", "low exposure"]
+MIXED_LABEL = "mixed"
+
+
+class CellLabel(models.Model):
+    """An expert's label for a DESOM-2 cell. Rows are never edited: a relabel adds a row and
+    the newest row is the cell's label, so the history is kept. `mixed` marks a cell the expert
+    left unlabelled on purpose (the paper's white cells)."""
+
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="cell_labels")
+    cell = models.PositiveIntegerField()
+    label = models.CharField(max_length=64)
+    note = models.TextField(blank=True)
+    labelled_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["model_version", "cell", "-created_at"])]
+
+
+class PrototypeFlag(models.Model):
+    """A named set of DESOM-1 nodes (for example the donut prototypes as "bad focus"). An
+    exposure carries the flag when the share of its sources in those nodes passes the threshold,
+    either as a share (mode `share`) or as a multiple of the archive's median share (`excess`)."""
+
+    MODE_SHARE = "share"
+    MODE_EXCESS = "excess"
+    MODE_CHOICES = [(MODE_SHARE, "share of sources"), (MODE_EXCESS, "times the archive median")]
+
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="flags")
+    name = models.CharField(max_length=64)
+    nodes = models.JSONField(default=list)
+    threshold = models.FloatField()
+    mode = models.CharField(max_length=8, choices=MODE_CHOICES, default=MODE_SHARE)
+    description = models.TextField(blank=True)
+    is_active = models.BooleanField(default=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["model_version", "name"], name="unique_flag_name")]
+
+    def __str__(self):
+        return self.name
+
+
+class ExposureFlag(models.Model):
+    """A flag an exposure carries now, with the share that set it (recomputed in bulk)."""
+
+    exposure = models.ForeignKey(Exposure, on_delete=models.CASCADE, related_name="flags")
+    flag = models.ForeignKey(PrototypeFlag, on_delete=models.CASCADE, related_name="exposures")
+    share = models.FloatField()
+    reason = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["exposure", "flag"], name="unique_exposure_flag")]
+
+
+class IngestRun(models.Model):
+    """One `ingest` invocation: what it was asked, how far it got, and every failure."""
+
+    RUNNING = "running"
+    FINISHED = "finished"
+    INTERRUPTED = "interrupted"
+    STATUS_CHOICES = [(RUNNING, "running"), (FINISHED, "finished"), (INTERRUPTED, "interrupted")]
+
+    paths = models.JSONField(default=list)
+    status = models.CharField(max_length=16, choices=STATUS_CHOICES, default=RUNNING)
+    scheduler = models.CharField(max_length=255, blank=True)
+    model_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL)
+    pid = models.IntegerField(null=True, blank=True)
+    n_files = models.PositiveIntegerField(default=0)
+    n_done = models.PositiveIntegerField(default=0)
+    n_ingested = models.PositiveIntegerField(default=0)
+    n_skipped = models.PositiveIntegerField(default=0)
+    n_failed = models.PositiveIntegerField(default=0)
+    n_calibration = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    @property
+    def progress(self) -> float:
+        return self.n_done / self.n_files if self.n_files else 1.0
+
+
+class IngestFailure(models.Model):
+    run = models.ForeignKey(IngestRun, on_delete=models.CASCADE, related_name="failures")
+    path = models.CharField(max_length=1024)
+    reason = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)

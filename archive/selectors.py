@@ -1,0 +1,40 @@
+"""The one place that decides which exposures a user may see. Every read path (API, pages,
+VO queries, downloads, similar results, cell members, previews) goes through it."""
+from __future__ import annotations
+
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from .models import Exposure, RunAccess
+
+
+def is_staff(user) -> bool:
+    return bool(user is not None and user.is_authenticated and user.is_staff)
+
+
+def public_q() -> Q:
+    return Q(release_date__isnull=True) | Q(release_date__lte=timezone.now().date())
+
+
+def visible_exposures(user, queryset: QuerySet | None = None) -> QuerySet:
+    """Exposures `user` may see: public ones, all for staff, and the proprietary exposures of
+    the runs the user has been granted."""
+    queryset = Exposure.objects.all() if queryset is None else queryset
+    if is_staff(user):
+        return queryset
+    if user is not None and user.is_authenticated:
+        granted = RunAccess.objects.filter(user=user).values("runid")
+        return queryset.filter(public_q() | Q(runid__in=granted))
+    return queryset.filter(public_q())
+
+
+def visible_ids(user, ids) -> set[int]:
+    """Which of `ids` the user may see, in one query."""
+    ids = [int(i) for i in ids]
+    if not ids:
+        return set()
+    return set(visible_exposures(user, Exposure.objects.filter(pk__in=ids)).values_list("pk", flat=True))
+
+
+def can_see(user, exposure: Exposure) -> bool:
+    return visible_exposures(user, Exposure.objects.filter(pk=exposure.pk)).exists()

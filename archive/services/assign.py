@@ -1,0 +1,143 @@
+"""Assignment: bring every science exposure up to the active models. Vectors are recomputed
+for exposures that have none under the active DESOM-1; cells for those that have none under
+the active DESOM-2 (which must have been trained on that DESOM-1's histo-vectors)."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from django.db import transaction
+from tqdm import tqdm
+
+from .. import vectors
+from ..executors import make_executor
+from ..models import CellAssignment, Exposure, ExposureVector, ModelVersion
+from ..signals import batch_finished, exposures_ingested, vectors_changed
+from ..tasks import summarise_safely
+from . import versions
+from .training import histo_matrix
+
+logger = logging.getLogger(__name__)
+
+
+class AssignmentError(RuntimeError):
+    pass
+
+
+@dataclass
+class AssignReport:
+    vectors_added: int = 0
+    vector_failures: int = 0
+    cells_assigned: int = 0
+    desom1: str | None = None
+    desom2: str | None = None
+
+    def lines(self) -> list[str]:
+        return [f"vectors under DESOM-1 {self.desom1}: {self.vectors_added} added, {self.vector_failures} failed",
+                f"cells under DESOM-2 {self.desom2}: {self.cells_assigned} assigned"]
+
+
+def compute_missing_vectors(*, workers: int = 2, scheduler: str | None = None, progress: bool = True,
+                            batch_size: int = 50, imaging_config=None) -> tuple[int, int]:
+    """Histo-vectors under the active DESOM-1 for science exposures that lack one."""
+    from desom.pipeline import ImagingConfig
+
+    desom1 = versions.active_version(ModelVersion.DESOM1)
+    if desom1 is None:
+        raise AssignmentError("no active DESOM-1: run train_desom1 first")
+    missing = dict(Exposure.objects.filter(is_science=True).exclude(vectors__model_version=desom1)
+                   .values_list("file_path", "pk"))
+    if not missing:
+        return 0, 0
+    predictor = versions.predictor_for(desom1)
+    added, failed, pending = 0, 0, []
+
+    def flush():
+        nonlocal pending
+        if not pending:
+            return
+        with transaction.atomic():
+            ExposureVector.objects.bulk_create(pending, ignore_conflicts=True)
+            ids = [row.exposure_id for row in pending]
+            transaction.on_commit(lambda: exposures_ingested.send(sender=None, exposure_ids=ids, model_version=desom1))
+        pending = []
+
+    config = imaging_config or ImagingConfig()
+    with make_executor(scheduler, workers if len(missing) > 1 else 0) as executor:
+        shared = executor.scatter(predictor)
+        bar = tqdm(total=len(missing), desc="histo-vectors", unit="exp", disable=not progress)
+        for outcome in executor.map_unordered(summarise_safely, sorted(missing), shared, config):
+            bar.update(1)
+            if outcome.error or outcome.summary.histo is None:
+                failed += 1
+                logger.warning("no vector for %s: %s", outcome.path, outcome.error or "no histo-vector")
+                continue
+            summary = outcome.summary
+            pending.append(ExposureVector(
+                exposure_id=missing[outcome.path], model_version=desom1, histo=vectors.to_blob(summary.histo),
+                activations=None if summary.activations is None else vectors.to_blob(summary.activations),
+                n_detected=int(summary.n_detected or 0)))
+            added += 1
+            if len(pending) >= batch_size:
+                flush()
+        bar.close()
+        flush()
+    return added, failed
+
+
+def assign_cells(*, desom2: ModelVersion | None = None, recompute: bool = False, progress: bool = True,
+                 chunk: int = 8192) -> int:
+    """DESOM-2 cells for every science exposure with a vector under the DESOM-1 that the
+    DESOM-2 was trained on. Returns how many cells were written."""
+    from desom.inference import DesomPredictor
+
+    desom2 = desom2 or versions.active_version(ModelVersion.DESOM2)
+    if desom2 is None:
+        raise AssignmentError("no active DESOM-2: run train_desom2 first")
+    desom1 = desom2.trained_on
+    active1 = versions.active_version(ModelVersion.DESOM1)
+    if desom1 is None or (active1 is not None and active1.pk != desom1.pk):
+        raise AssignmentError(f"DESOM-2 {desom2.version_id} was trained on DESOM-1 "
+                              f"{desom1.version_id if desom1 else '?'}, but the active DESOM-1 is "
+                              f"{active1.version_id if active1 else 'none'}: train a DESOM-2 on the active one")
+    ids, histos = histo_matrix(desom1)
+    if not recompute and len(ids):
+        done = set(CellAssignment.objects.filter(model_version=desom2).values_list("exposure_id", flat=True))
+        keep = np.array([i not in done for i in ids], dtype=bool)
+        ids, histos = ids[keep], histos[keep]
+    if not len(ids):
+        return 0
+    checkpoint = versions.load_checkpoint_for(desom2)
+    predictor = DesomPredictor(checkpoint)
+    written = 0
+    bar = tqdm(total=len(ids), desc="DESOM-2 cells", unit="exp", disable=not progress)
+    for start in range(0, len(ids), chunk):
+        part_ids = ids[start:start + chunk]
+        prediction = predictor.predict(checkpoint.normaliser.transform(histos[start:start + chunk]), return_latent=True)
+        rows = [CellAssignment(exposure_id=int(e), model_version=desom2, cell=int(c), quantization=float(q),
+                               latent=vectors.to_blob(z))
+                for e, c, q, z in zip(part_ids, prediction.bmu, prediction.quantization, prediction.latent)]
+        with transaction.atomic():
+            if recompute:
+                CellAssignment.objects.filter(model_version=desom2, exposure_id__in=part_ids.tolist()).delete()
+            CellAssignment.objects.bulk_create(rows, ignore_conflicts=True)
+        written += len(rows)
+        bar.update(len(rows))
+    bar.close()
+    transaction.on_commit(lambda: vectors_changed.send(sender=None, exposure_ids=None))
+    return written
+
+
+def assign(*, workers: int = 2, scheduler: str | None = None, progress: bool = True,
+           recompute_cells: bool = False) -> AssignReport:
+    desom1 = versions.active_version(ModelVersion.DESOM1)
+    desom2 = versions.active_version(ModelVersion.DESOM2)
+    report = AssignReport(desom1=desom1.version_id if desom1 else None, desom2=desom2.version_id if desom2 else None)
+    if desom1 is not None:
+        report.vectors_added, report.vector_failures = compute_missing_vectors(
+            workers=workers, scheduler=scheduler, progress=progress)
+    if desom2 is not None:
+        report.cells_assigned = assign_cells(desom2=desom2, recompute=recompute_cells, progress=progress)
+    batch_finished.send(sender=None)
+    return report

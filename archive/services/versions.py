@@ -1,0 +1,95 @@
+"""Model versions: registering trained checkpoints, activating one per kind, and loading the
+active models once per process."""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from ..models import ModelVersion
+from ..signals import model_version_activated
+
+_cache_lock = threading.Lock()
+_checkpoint_cache: dict[str, object] = {}
+
+
+def models_dir() -> Path:
+    path = Path(settings.ARCHIVE_DATA_DIR) / "models"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _stored_path(path: Path) -> str:
+    """Keep checkpoints inside the data directory relative to it, so the directory can move."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(Path(settings.ARCHIVE_DATA_DIR)))
+    except ValueError:
+        return str(path)
+
+
+def checkpoint_file(version: ModelVersion) -> Path:
+    path = Path(version.checkpoint_path)
+    return path if path.is_absolute() else Path(settings.ARCHIVE_DATA_DIR) / path
+
+
+def register_version(checkpoint_path, *, kind: str, trained_on: ModelVersion | None = None,
+                     metrics: dict | None = None, activate: bool = True) -> ModelVersion:
+    """Record a saved checkpoint as a model version (its id and config come from the file)."""
+    from desom.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(checkpoint_path, expected_kind=kind)
+    version, _ = ModelVersion.objects.update_or_create(
+        version_id=checkpoint.version_id,
+        defaults=dict(kind=kind, checkpoint_path=_stored_path(checkpoint_path),
+                      config=checkpoint.config.to_dict(), metrics=metrics or dict(checkpoint.metrics or {}),
+                      trained_on=trained_on),
+    )
+    with _cache_lock:
+        _checkpoint_cache[version.version_id] = checkpoint
+    if activate:
+        activate_version(version)
+    return version
+
+
+def activate_version(version: ModelVersion) -> None:
+    with transaction.atomic():
+        ModelVersion.objects.filter(kind=version.kind, is_active=True).exclude(pk=version.pk).update(is_active=False)
+        version.is_active = True
+        version.activated_at = timezone.now()
+        version.save(update_fields=["is_active", "activated_at"])
+        transaction.on_commit(lambda: model_version_activated.send(sender=None, version=version))
+
+
+def active_version(kind: str) -> ModelVersion | None:
+    return ModelVersion.objects.filter(kind=kind, is_active=True).first()
+
+
+def load_checkpoint_for(version: ModelVersion):
+    """The version's checkpoint, loaded once per process."""
+    from desom.checkpoint import load_checkpoint
+
+    with _cache_lock:
+        cached = _checkpoint_cache.get(version.version_id)
+    if cached is None:
+        cached = load_checkpoint(checkpoint_file(version), expected_kind=version.kind)
+        if cached.version_id != version.version_id:
+            raise ValueError(f"checkpoint {checkpoint_file(version)} holds version {cached.version_id}, "
+                             f"not {version.version_id}")
+        with _cache_lock:
+            _checkpoint_cache[version.version_id] = cached
+    return cached
+
+
+def predictor_for(version: ModelVersion, batch_size: int = 1024):
+    from desom.inference import DesomPredictor
+
+    return DesomPredictor(load_checkpoint_for(version), batch_size=batch_size)
+
+
+def clear_cache() -> None:
+    with _cache_lock:
+        _checkpoint_cache.clear()

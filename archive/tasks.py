@@ -1,0 +1,66 @@
+"""Work that runs on ingest workers (local processes or a Dask cluster).
+
+Deliberately free of Django: a worker imports this module and `desom`, nothing else, and
+returns plain picklable results; only the driver writes to the database.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+CHUNK_BYTES = 8 * 1024 * 1024
+
+
+@dataclass
+class FileFingerprint:
+    path: str
+    size: int
+    sha256: str | None
+    error: str | None = None
+
+
+def fingerprint(path: str) -> FileFingerprint:
+    """Size and sha256 of a file, read in chunks so a 1.4 GB exposure costs 8 MB of memory."""
+    try:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            while chunk := handle.read(CHUNK_BYTES):
+                digest.update(chunk)
+        return FileFingerprint(path=path, size=os.path.getsize(path), sha256=digest.hexdigest())
+    except OSError as exc:
+        return FileFingerprint(path=path, size=0, sha256=None, error=f"cannot read {path}: {exc}")
+
+
+@dataclass
+class SummariseOutcome:
+    path: str
+    summary: Any = None
+    error: str | None = None
+
+
+def summarise_safely(path: str, predictor, config) -> SummariseOutcome:
+    """Run the imaging pipeline on one file; any failure becomes a recorded reason, never a
+    crash of the batch."""
+    from desom.pipeline import summarise_exposure
+
+    try:
+        return SummariseOutcome(path=path, summary=summarise_exposure(path, predictor=predictor, config=config))
+    except Exception as exc:  # each file's failure is data for the ingest report
+        reason = str(exc) or exc.__class__.__name__
+        if not isinstance(exc, (ValueError, OSError)) and "ExposureReadError" not in type(exc).__name__:
+            reason = f"{exc.__class__.__name__}: {reason}\n{traceback.format_exc(limit=3)}"
+        return SummariseOutcome(path=path, error=reason)
+
+
+def sample_cutouts_safely(task: tuple[str, int], max_per_ccd: int, config):
+    """(path, cutouts or None, error or None) for DESOM-1 training."""
+    from desom.pipeline import sample_training_cutouts
+
+    path, seed = task
+    try:
+        return path, sample_training_cutouts(path, max_per_ccd=max_per_ccd, seed=seed, config=config), None
+    except Exception as exc:  # one unreadable file must not stop the sampling
+        return path, None, str(exc) or exc.__class__.__name__

@@ -1,0 +1,32 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from recommender import services
+
+
+class Command(BaseCommand):
+    help = ("Check the FAISS indexes of the active DESOM-1 against the database and rebuild what is "
+            "missing, stale or corrupt.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--force", action="store_true", help="delete the index files first")
+
+    def handle(self, *args, **opts):
+        from archive.models import ModelVersion
+        from archive.services import versions
+
+        desom1 = versions.active_version(ModelVersion.DESOM1)
+        if desom1 is None:
+            raise CommandError("no active DESOM-1: train one first (manage.py train_desom1)")
+        if opts["force"]:
+            for kind in services.INDEX_KINDS:
+                services.store().path_for(desom1.version_id, kind).unlink(missing_ok=True)
+            services.reset_store()
+        from tqdm import tqdm
+
+        sizes = {}
+        for kind in tqdm(services.INDEX_KINDS, desc="indexes", disable=opts["verbosity"] == 0):
+            sizes[kind] = len(services.get_index(kind, desom1, verify=True))
+        services.flush_indexes()
+        for kind, size in sizes.items():
+            self.stdout.write(f"{kind} index of DESOM-1 {desom1.version_id}: {size} exposures "
+                              f"({services.store().path_for(desom1.version_id, kind)})")

@@ -1,0 +1,289 @@
+"""Content search over the archive: find-similar, search by prototypes, by an example cutout
+and by an uploaded exposure. Views stay thin and call these.
+
+Two FAISS indexes per active DESOM-1 version (see `recommender.indexes`): "histo" holds
+histo-vectors compared as distributions (Hellinger), "activation" holds each exposure's mean
+soft prototype activations for inner-product queries over DESOM-1 nodes. The indexes are
+derived data: built from the database when missing, stale or corrupt, and kept in step with
+it by the receivers in `recommender.receivers`.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+
+from archive import selectors, vectors
+from archive.models import Exposure, ExposureVector, ModelVersion
+from archive.services import versions
+
+from .indexes import IndexStore, neighbourhood_query, node_query_vector
+
+MAX_K = 200
+HISTO = "histo"
+ACTIVATION = "activation"
+INDEX_KINDS = (HISTO, ACTIVATION)
+
+_store_lock = threading.Lock()
+_store: IndexStore | None = None
+
+
+class SearchError(ValueError):
+    """A search that cannot be answered as asked; the message says why."""
+
+
+def index_dir() -> Path:
+    path = Path(settings.ARCHIVE_DATA_DIR) / "indexes"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def store() -> IndexStore:
+    """The process's index store (indexes load lazily, once per process)."""
+    global _store
+    with _store_lock:
+        if _store is None or _store.directory != index_dir():
+            _store = IndexStore(index_dir(), autosave=False)
+        return _store
+
+
+def reset_store() -> None:
+    global _store
+    with _store_lock:
+        _store = None
+
+
+def _active_desom1() -> ModelVersion:
+    desom1 = versions.active_version(ModelVersion.DESOM1)
+    if desom1 is None:
+        raise SearchError("no active DESOM-1 yet: the archive has no vectors to search")
+    return desom1
+
+
+def _vector_rows(desom1: ModelVersion):
+    return ExposureVector.objects.filter(model_version=desom1, exposure__is_science=True)
+
+
+def expected_ids(desom1: ModelVersion) -> np.ndarray:
+    return np.fromiter(_vector_rows(desom1).values_list("exposure_id", flat=True), dtype=np.int64)
+
+
+def index_vectors(desom1: ModelVersion, kind: str, exposure_ids=None) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, raw vectors) for one index kind, from the database. The activation index falls
+    back to the histo-vector for an exposure stored without activations."""
+    rows = _vector_rows(desom1)
+    if exposure_ids is not None:
+        rows = rows.filter(exposure_id__in=list(exposure_ids))
+    ids, blobs = [], []
+    for exposure_id, histo, activations in rows.order_by("exposure_id").values_list(
+            "exposure_id", "histo", "activations").iterator(chunk_size=2000):
+        ids.append(exposure_id)
+        blobs.append(activations if (kind == ACTIVATION and activations is not None) else histo)
+    n_nodes = desom1.map_shape[0] * desom1.map_shape[1]
+    return np.asarray(ids, dtype=np.int64), vectors.stack(blobs, length=n_nodes)
+
+
+def get_index(kind: str, desom1: ModelVersion | None = None, *, verify: bool = False):
+    if kind not in INDEX_KINDS:
+        raise SearchError(f"index must be one of {list(INDEX_KINDS)}, not {kind!r}")
+    desom1 = desom1 or _active_desom1()
+    the_store = store()
+    the_store.dim = desom1.map_shape[0] * desom1.map_shape[1]
+    return the_store.get(desom1.version_id, kind, lambda: expected_ids(desom1),
+                         lambda: index_vectors(desom1, kind), verify=verify)
+
+
+def build_indexes(*, desom1: ModelVersion | None = None, progress: bool = True) -> dict[str, int]:
+    """Check both indexes of the active DESOM-1 against the database, rebuilding what is stale."""
+    desom1 = desom1 or _active_desom1()
+    sizes = {}
+    for kind in INDEX_KINDS:
+        index = get_index(kind, desom1, verify=True)
+        sizes[kind] = len(index)
+    store().flush()
+    return sizes
+
+
+@dataclass
+class Match:
+    exposure: Exposure
+    score: float
+    reason: str
+    details: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        e = self.exposure
+        return {"id": e.pk, "expnum": e.expnum, "filename": e.filename, "band": e.band, "exptime": e.exptime,
+                "score": round(float(self.score), 5), "reason": self.reason, **self.details}
+
+
+def _check_k(k) -> int:
+    try:
+        k = int(k)
+    except (TypeError, ValueError):
+        raise SearchError("k must be a whole number")
+    if not 1 <= k <= MAX_K:
+        raise SearchError(f"k must lie in 1..{MAX_K}")
+    return k
+
+
+def _visible_matches(user, ids, scores, k, queryset=None, exclude=()) -> list[tuple[Exposure, float]]:
+    """Keep results the user may see (and that pass `queryset`'s filters), in rank order."""
+    allowed = selectors.visible_exposures(user, queryset if queryset is not None else Exposure.objects.all())
+    rows = {e.pk: e for e in allowed.filter(pk__in=[int(i) for i in ids])}
+    kept = [(rows[int(i)], float(s)) for i, s in zip(ids, scores) if int(i) in rows and int(i) not in exclude]
+    return kept[:k]
+
+
+def _search_until_enough(search, k: int, user, queryset, exclude=()):
+    """Ask the index for more candidates until k visible, filtered results are found or the
+    index is exhausted: proprietary exposures and filters never shorten a page silently."""
+    want = k
+    while True:
+        ids, scores = search(want)
+        kept = _visible_matches(user, ids, scores, k, queryset, exclude)
+        if len(kept) >= k or len(ids) < want or want >= 50 * k:
+            return kept
+        want *= 4
+
+
+def similar(exposure: Exposure, *, k: int = 10, index: str = HISTO, user=None, queryset=None) -> list[Match]:
+    """Exposures most like `exposure` (itself excluded), nearest first."""
+    k = _check_k(k)
+    desom1 = _active_desom1()
+    the_index = get_index(index, desom1)
+    if exposure.pk not in the_index:
+        raise SearchError(f"exposure {exposure.expnum} has no vector under the active DESOM-1 "
+                          f"({'calibration frame' if not exposure.is_science else 'run manage.py assign'})")
+    kept = _search_until_enough(lambda n: the_index.search_like(exposure.pk, n), k, user, queryset)
+    what = "Hellinger distance between histo-vectors" if index == HISTO else "inner product of prototype activations"
+    return [Match(e, s, f"{what}: {s:.3f}") for e, s in kept]
+
+
+def _share_in_nodes(exposure_ids, nodes, desom1) -> dict[int, float]:
+    ids, histos = index_vectors(desom1, HISTO, exposure_ids)
+    totals = histos.sum(axis=1)
+    shares = np.divide(histos[:, nodes].sum(axis=1), totals, out=np.zeros(len(ids)), where=totals > 0)
+    return dict(zip(ids.tolist(), shares.tolist()))
+
+
+def parse_node_weights(nodes, n_nodes: int) -> dict[int, float]:
+    """Nodes as a list of node numbers, a {node: weight} mapping, or "3,7:0.5,12"."""
+    if isinstance(nodes, str):
+        parsed = {}
+        for part in filter(None, (p.strip() for p in nodes.split(","))):
+            node, _, weight = part.partition(":")
+            try:
+                parsed[int(node)] = float(weight) if weight else 1.0
+            except ValueError:
+                raise SearchError(f"cannot read node {part!r}: use 12 or 12:0.5")
+        nodes = parsed
+    elif isinstance(nodes, (list, tuple)):
+        try:
+            nodes = {int(n): 1.0 for n in nodes}
+        except (TypeError, ValueError):
+            raise SearchError("nodes must be node numbers")
+    elif isinstance(nodes, dict):
+        try:
+            nodes = {int(n): float(w) for n, w in nodes.items()}
+        except (TypeError, ValueError):
+            raise SearchError("nodes must map node numbers to weights")
+    else:
+        raise SearchError("nodes must be a list, a mapping or a comma-separated string")
+    if not nodes:
+        raise SearchError("give at least one DESOM-1 node")
+    bad = [n for n in nodes if not 0 <= n < n_nodes]
+    if bad:
+        raise SearchError(f"nodes {bad[:5]} are outside the DESOM-1 map (0..{n_nodes - 1})")
+    if any((not np.isfinite(w)) or w < 0 for w in nodes.values()) or not any(w > 0 for w in nodes.values()):
+        raise SearchError("node weights must be non-negative numbers, at least one positive")
+    return nodes
+
+
+def by_prototypes(nodes, *, k: int = 10, user=None, spread: float = 0.0, queryset=None,
+                  query_vector: np.ndarray | None = None, why: str = "") -> list[Match]:
+    """Exposures whose sources crowd into the given DESOM-1 nodes (maximum inner product of
+    the node weights with each exposure's prototype activations), highest first."""
+    k = _check_k(k)
+    desom1 = _active_desom1()
+    n_nodes = desom1.map_shape[0] * desom1.map_shape[1]
+    if query_vector is None:
+        weights = parse_node_weights(nodes, n_nodes)
+        query_vector = node_query_vector(weights, n_nodes, map_shape=desom1.map_shape, spread=spread)
+        core = sorted(weights)
+    else:
+        core = [int(n) for n in np.argsort(query_vector)[::-1][:5] if query_vector[n] > 0]
+    the_index = get_index(ACTIVATION, desom1)
+    kept = _search_until_enough(lambda n: the_index.search(query_vector, n), k, user, queryset)
+    shares = _share_in_nodes([e.pk for e, _ in kept], core, desom1)
+    label = why or f"nodes {core[:8]}{'...' if len(core) > 8 else ''}"
+    return [Match(e, s, f"{shares.get(e.pk, 0.0):.0%} of its sources in {label} (score {s:.3f})",
+                  {"share_in_nodes": round(shares.get(e.pk, 0.0), 4)}) for e, s in kept]
+
+
+def by_cutout(image, *, k: int = 10, user=None, radius: float = 1.0, queryset=None) -> tuple[dict, list[Match]]:
+    """An example source: the 32x32 stamp goes through DESOM-1, then exposures rich in its BMU
+    and the nodes around it are found. Returns (the stamp's BMU and map position, matches)."""
+    from desom.cutouts import normalise_stamps
+    from desom.inference import DesomPredictor
+
+    desom1 = _active_desom1()
+    stamp = np.asarray(image, dtype=np.float32)
+    if stamp.shape != (32, 32):
+        raise SearchError(f"a cutout must be 32x32 pixels, not {'x'.join(map(str, stamp.shape))}")
+    if not np.isfinite(stamp).any():
+        raise SearchError("the cutout holds no finite pixel")
+    normalised = normalise_stamps(np.nan_to_num(stamp, nan=float(np.nanmedian(stamp)))[None])
+    prediction = DesomPredictor(versions.load_checkpoint_for(desom1)).predict(normalised)
+    bmu = int(prediction.bmu[0])
+    rows, cols = desom1.map_shape
+    query = neighbourhood_query(bmu, desom1.map_shape, radius)
+    matches = by_prototypes(None, k=k, user=user, queryset=queryset, query_vector=query,
+                            why=f"node {bmu} ({bmu // cols}, {bmu % cols}) and its neighbours")
+    return {"bmu": bmu, "row": bmu // cols, "col": bmu % cols,
+            "quantization": float(prediction.quantization[0])}, matches
+
+
+def by_exposure_file(path, *, k: int = 10, user=None, queryset=None) -> tuple[dict, list[Match]]:
+    """An exposure that is not in the archive: summarised through the imaging path, then its
+    nearest histo-vectors. Returns (the upload's summary, matches)."""
+    from desom.pipeline import summarise_exposure
+
+    desom1 = _active_desom1()
+    summary = summarise_exposure(str(path), predictor=versions.predictor_for(desom1))
+    if not summary.is_science:
+        raise SearchError(f"the upload is a calibration frame ({summary.metadata.obstype}), not a science exposure")
+    if summary.histo is None or summary.n_detected == 0:
+        raise SearchError("no sources were detected in the uploaded exposure, so it has no histo-vector to compare")
+    the_index = get_index(HISTO, desom1)
+    kept = _search_until_enough(lambda n: the_index.search(summary.histo, n), _check_k(k), user, queryset)
+    info = {"n_detected": int(summary.n_detected), "n_ccds": len(summary.ccds), "warnings": list(summary.warnings),
+            "expnum": summary.metadata.expnum}
+    return info, [Match(e, s, f"Hellinger distance between histo-vectors: {s:.3f}") for e, s in kept]
+
+
+# --- keeping the indexes in step (called by the receivers) ---------------------------------
+
+def on_exposures_ingested(exposure_ids, model_version=None) -> None:
+    desom1 = model_version or versions.active_version(ModelVersion.DESOM1)
+    if desom1 is None or not exposure_ids:
+        return
+    for kind in INDEX_KINDS:
+        ids, raw = index_vectors(desom1, kind, exposure_ids)
+        if len(ids):
+            store().add(desom1.version_id, kind, ids, raw)
+
+
+def on_exposures_deleted(exposure_ids) -> None:
+    desom1 = versions.active_version(ModelVersion.DESOM1)
+    if desom1 is not None:
+        for kind in INDEX_KINDS:
+            store().remove(desom1.version_id, kind, exposure_ids)
+    store().remove_everywhere(exposure_ids)
+
+
+def flush_indexes() -> None:
+    store().flush()
