@@ -269,3 +269,32 @@ def heldout_scores(cells, labels, labelled_fraction: float = 0.3, seed: int = 0,
                                "for the label it is scored against")
     out["all_members"] = all_members
     return out
+
+
+def evaluate_cells(cell_of: dict, truth_rows, key: str = "expnum", labelled_fraction: float = 0.3,
+                   seed: int = 0, n_boot: int = 1000, shares=(0.9, 0.99)) -> dict:
+    """Every protocol at once for a simulated survey.
+
+    cell_of: {exposure key -> DESOM-2 cell}; truth_rows: rows of truth.csv (dicts with at least
+    key, kind, label, good_bad), e.g. from desom.simulate.read_truth_csv. Calibration rows and
+    exposures without a cell are left out (their number is reported as n_without_cell).
+    """
+    rows = [r for r in truth_rows if r.get("good_bad") in ("Good", "Bad")]
+    missing = [r[key] for r in rows if r[key] not in cell_of]
+    rows = [r for r in rows if r[key] in cell_of]
+    if not rows:
+        raise ValueError(f"no science exposure of the truth has a cell (matched on {key!r})")
+    cells = np.array([cell_of[r[key]] for r in rows])
+    good_bad = np.array([r["good_bad"] for r in rows])
+    five = np.array([r["label"] for r in rows])
+    kinds = np.array([r["kind"] for r in rows])
+    return {
+        "n_exposures": len(rows),
+        "n_without_cell": len(missing),
+        "all_members": cell_majority_scores(cells, good_bad),
+        "heldout": heldout_scores(cells, good_bad, labelled_fraction=labelled_fraction, seed=seed,
+                                  n_boot=n_boot, kinds=kinds),
+        "five_class": five_class_purity(cells, five),
+        "kinds": five_class_purity(cells, kinds),
+        "labelling_effort": labelling_effort(cells, shares),
+    }

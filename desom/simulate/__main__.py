@@ -40,13 +40,15 @@ def main(argv=None) -> int:
     ap.add_argument("--good-share", type=float, default=None)
     ap.add_argument("--calibration", type=int, default=0, help="extra BIAS/FLAT frames")
     ap.add_argument("--dead-ccd-prob", type=float, default=0.03)
+    ap.add_argument("--compress", action="store_true", help="write .fits.fz (RICE tile compression)")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
     try:
         path = simulate_survey(a.n, a.outdir, mix=a.mix, seed=a.seed, workers=a.workers,
                                n_ccds=a.ccds, ccd_shape=a.ccd_shape, layout=a.layout,
                                good_share=a.good_share, include_calibration=a.calibration,
-                               dead_ccd_prob=a.dead_ccd_prob, progress=not a.no_progress)
+                               dead_ccd_prob=a.dead_ccd_prob, compress=a.compress,
+                               progress=not a.no_progress)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -28,6 +28,7 @@ OVERSCAN_ROWS = 32
 LAYOUTS = ("raw", "processed")
 DEAD_MODES = ("bias_only", "constant")
 FULL_CCD_SHAPE = (4612, 2048)
+STREAM_ABOVE_PIXELS = 40_000_000  # write CCD by CCD above this many raw pixels
 
 
 @dataclass
@@ -172,7 +173,8 @@ def simulate_exposure(kind: str, seed: int, path, n_ccds: int = 36,
     ccd_shape: (ny, nx) of each CCD's science area; nx must be even (two amplifiers).
     layout: 'raw' (int16 + BZERO, overscan) or 'processed' (float32, trimmed, bias removed,
     flat-fielded, sky kept). severity: in [0, 1], drawn when None. overrides: replace drawn
-    physical parameters (see ExposureParams). Same arguments, same bytes.
+    physical parameters (see ExposureParams). A path ending in '.fz' writes tile-compressed
+    (RICE) extensions, as CFHT distributes them. Same arguments, same bytes.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
@@ -212,8 +214,12 @@ def simulate_exposure(kind: str, seed: int, path, n_ccds: int = 36,
     if is_science:
         kernel = psf_kernel(p.fwhm_px, p.trail_px, p.trail_angle_deg, p.defocus_px)
     totals = {"n_stars": 0, "n_galaxies": 0, "n_saturated_stars": 0, "n_cosmics": 0}
+    compress = path.name.endswith(".fz")
     tmp = path.with_name(path.name + ".part")
-    fits.HDUList([fits.PrimaryHDU(header=primary)]).writeto(tmp, overwrite=True)
+    # Small exposures are written in one go; big ones CCD by CCD so that a full 36-CCD raw
+    # exposure (~700 MB) never sits in memory whole.
+    stream = n_ccds * (ny + OVERSCAN_ROWS) * (nx + 2 * OVERSCAN_COLS) > STREAM_ABOVE_PIXELS
+    pending = [fits.PrimaryHDU(header=primary)]
     try:
         for ccd in range(n_ccds):
             crng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(ccd + 1,)))
@@ -302,7 +308,24 @@ def simulate_exposure(kind: str, seed: int, path, n_ccds: int = 36,
                 h["FLATCOR"] = (True, "Flat-field applied")
                 _ccd_wcs(h, p, ((row, col), (n_rows, n_cols)), (ny, nx), 0)
                 hdu = fits.ImageHDU(data=data.astype(np.float32), header=h)
-            fits.append(tmp, hdu.data, hdu.header)
+            if compress:
+                # Tile compression as CFHT ships .fz files: RICE is lossless on the raw integers;
+                # floats are quantised with a fixed dither seed so the bytes stay reproducible.
+                hdu = fits.CompImageHDU(hdu.data, hdu.header, compression_type="RICE_1",
+                                        quantize_level=16.0, dither_seed=1 + ccd)
+            if not stream or ccd == 0:
+                # The primary goes out with the first CCD, so astropy keeps EXTEND = T.
+                pending.append(hdu)
+                if stream:
+                    fits.HDUList(pending).writeto(tmp, overwrite=True)
+                    pending = []
+            elif compress:
+                with fits.open(tmp, mode="append") as hdul:
+                    hdul.append(hdu)
+            else:
+                fits.append(tmp, hdu.data, hdu.header)
+        if not stream:
+            fits.HDUList(pending).writeto(tmp, overwrite=True)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

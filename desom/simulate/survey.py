@@ -47,6 +47,7 @@ class SurveyConfig:
     mjd_range: tuple = (52700.0, 61340.0)  # 2003-02-24 .. 2026-10-27
     first_expnum: int = FIRST_EXPNUM
     severity_range: tuple = (0.0, 1.0)  # squeeze severities, e.g. (0.5, 1.0) for clearer kinds
+    compress: bool = False  # write .fits.fz (RICE tile compression) instead of .fits
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -110,7 +111,8 @@ def plan_survey(cfg: SurveyConfig) -> list[dict]:
         expnum = int(expnums[i])
         jobs.append({
             "kind": kind, "seed": seed, "expnum": expnum, "mjd_obs": float(mjds[i]),
-            "file": f"{expnum}{'o' if layout == 'raw' else 'p'}.fits", "layout": layout,
+            "file": f"{expnum}{'o' if layout == 'raw' else 'p'}.fits{'.fz' if cfg.compress else ''}",
+            "layout": layout,
             "severity": severity,
         })
     return jobs
@@ -163,7 +165,8 @@ def simulate_survey(n: int | None = None, outdir=None, mix: dict | None = None, 
                     ccd_shape=DEMO_SURVEY["ccd_shape"], layout: str = "raw",
                     good_share: float | None = None, include_calibration: int = 0,
                     progress: bool = True, dead_ccd_prob: float = 0.03,
-                    config: SurveyConfig | None = None, mp_context: str | None = None) -> Path:
+                    compress: bool = False, config: SurveyConfig | None = None,
+                    mp_context: str | None = None) -> Path:
     """Write n exposures (plus include_calibration BIAS/FLAT frames) into outdir and a
     truth.csv listing them in odometer order; returns the truth.csv path.
 
@@ -177,7 +180,8 @@ def simulate_survey(n: int | None = None, outdir=None, mix: dict | None = None, 
             raise ValueError("simulate_survey needs n (or a SurveyConfig)")
         config = SurveyConfig(n=int(n), mix=mix, seed=seed, workers=workers, n_ccds=n_ccds,
                               ccd_shape=tuple(ccd_shape), layout=layout, good_share=good_share,
-                              include_calibration=include_calibration, dead_ccd_prob=dead_ccd_prob)
+                              include_calibration=include_calibration, dead_ccd_prob=dead_ccd_prob,
+                              compress=compress)
     if outdir is None:
         raise ValueError("simulate_survey needs an output directory")
     outdir = Path(outdir)

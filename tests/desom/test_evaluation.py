@@ -126,3 +126,23 @@ def test_bad_input_is_named():
         heldout_scores([0, 1], ["Good", "Bad"], labelled_fraction=1.0)
     with pytest.raises(ValueError, match="empty"):
         cell_majority_scores([], [])
+
+
+def test_evaluate_cells_joins_truth_rows_and_skips_calibration():
+    from desom.evaluation import evaluate_cells
+    rows = []
+    for i in range(60):
+        kind = ["good", "rbt", "bad_focus"][i % 3]
+        label = {"good": "Good", "rbt": "RBT", "bad_focus": "B-Seeing"}[kind]
+        rows.append({"expnum": 1000 + i, "kind": kind, "label": label,
+                     "good_bad": "Good" if kind == "good" else "Bad"})
+    rows.append({"expnum": 5000, "kind": "bias", "label": "Calibration", "good_bad": ""})
+    cell_of = {r["expnum"]: {"good": 3, "rbt": 7, "bad_focus": 7}[r["kind"]] for r in rows[:-2]}
+    out = evaluate_cells(cell_of, rows, n_boot=20)
+    assert out["n_exposures"] == 59 and out["n_without_cell"] == 1
+    assert out["all_members"]["accuracy"] == 1.0
+    # RBT and bad focus share a cell: Good/Bad is perfect, the kinds are not.
+    assert out["kinds"]["purity"] < 1.0 and out["five_class"]["per_class"]["Good"]["purity"] == 1.0
+    assert out["labelling_effort"]["n_cells"] == 2
+    with pytest.raises(ValueError, match="no science exposure"):
+        evaluate_cells({}, rows)

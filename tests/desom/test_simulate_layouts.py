@@ -208,3 +208,39 @@ def test_dead_ccd_holds_no_light(tmp_path, layout):
                 assert spread < 30  # constant or bias + read noise
             else:
                 assert spread > 300  # a crowded field's stars
+
+
+def test_fz_compression_is_lossless_for_raw_and_reproducible(tmp_path):
+    plain = tmp_path / "1000001o.fits"
+    packed = tmp_path / "1000001o.fits.fz"
+    again = tmp_path / "again.fits.fz"
+    for p in (plain, packed, again):
+        simulate_exposure("bt", 5, p, n_ccds=2, ccd_shape=(128, 128), dead_ccd_prob=0.0)
+    assert packed.read_bytes() == again.read_bytes()
+    assert packed.stat().st_size < plain.stat().st_size
+    with fits.open(plain) as a, fits.open(packed) as b:
+        assert isinstance(b[1], fits.CompImageHDU)
+        for ha, hb in zip(a[1:], b[1:]):
+            assert hb.header["EXTNAME"] == ha.header["EXTNAME"]
+            assert hb.header["DATASEC"] == ha.header["DATASEC"]
+            np.testing.assert_array_equal(hb.data, ha.data)
+
+
+def test_fz_processed_is_close_to_plain(tmp_path):
+    plain, packed = tmp_path / "p.fits", tmp_path / "p.fits.fz"
+    for p in (plain, packed):
+        simulate_exposure("good", 5, p, n_ccds=1, ccd_shape=(128, 128), layout="processed")
+    with fits.open(plain) as a, fits.open(packed) as b:
+        noise = 1.4826 * np.median(np.abs(a[1].data - np.median(a[1].data)))
+        assert np.max(np.abs(b[1].data - a[1].data)) < noise / 4
+
+
+@pytest.mark.parametrize("name", ["s.fits", "s.fits.fz"])
+def test_streamed_writing_gives_the_same_bytes(tmp_path, monkeypatch, name):
+    # Full-size exposures are written CCD by CCD; the file must not depend on that choice.
+    import desom.simulate.exposure as exposure
+    simulate_exposure("rbt", 8, tmp_path / f"one_{name}", n_ccds=3, ccd_shape=(64, 64))
+    monkeypatch.setattr(exposure, "STREAM_ABOVE_PIXELS", 0)
+    simulate_exposure("rbt", 8, tmp_path / f"str_{name}", n_ccds=3, ccd_shape=(64, 64))
+    assert (tmp_path / f"one_{name}").read_bytes() == (tmp_path / f"str_{name}").read_bytes()
+    assert fits.getheader(tmp_path / f"str_{name}", 0)["EXTEND"] is True
