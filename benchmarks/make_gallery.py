@@ -1,6 +1,6 @@
 """Draw docs/gallery.png: one simulated example per quality kind (and BIAS / FLAT frames).
 
-    .venv/bin/python benchmarks/make_gallery.py [--severity 0.75] [--out docs/gallery.png]
+    .venv/bin/python benchmarks/make_gallery.py [--severities 0.2 0.8] [--out docs/gallery.png]
 """
 import argparse
 import sys
@@ -13,7 +13,7 @@ from desom.simulate.gallery import make_gallery  # noqa: E402
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "docs" / "gallery.png"))
-    ap.add_argument("--severity", type=float, default=0.75)
+    ap.add_argument("--severities", type=float, nargs="+", default=[0.2, 0.8])
     ap.add_argument("--seed", type=int, default=11)
     a = ap.parse_args()
-    print(make_gallery(a.out, severity=a.severity, seed=a.seed))
+    print(make_gallery(a.out, severities=tuple(a.severities), seed=a.seed))
