@@ -181,8 +181,10 @@ def _detect_photutils(data, bad, bkg_mask, s, keep_subtracted):
 
     t0 = time.perf_counter()
     smoothed = _smooth(filled, s["fwhm"], s["ksize"])
-    threshold = rms * np.float32(s["thresh"])
+    del filled
     bkg_median, rms_median = _medians(data, sub, rms)
+    threshold = rms
+    threshold *= np.float32(s["thresh"])     # in place: one full-size map fewer
     del rms
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -215,9 +217,9 @@ def _has_skimage() -> bool:
 
 
 def _medians(data, sub, rms):
-    finite = np.isfinite(sub)
     sample = np.s_[::4, ::4]   # a 1/16 sample is plenty for a summary number
-    diff = (data - sub)[sample][finite[sample]]
+    diff = data[sample] - sub[sample]
+    diff = diff[np.isfinite(diff)]
     bkg_median = float(np.median(diff)) if diff.size else float("nan")
     return bkg_median, float(np.median(rms[sample]))
 
@@ -229,8 +231,9 @@ _SEP_SUBOBJ = [0]
 def _sep_limits(n_pixels):
     import sep
 
-    # Crowded fields overflow sep's defaults (300000 pixels, 1024 sub-objects).
-    want = max(1_000_000, n_pixels // 2)
+    # Crowded fields overflow sep's defaults (300000 pixels, 1024 sub-objects); the stack is
+    # allocated whole (tens of bytes a pixel), so start at 1M and grow only on overflow.
+    want = 1_000_000
     if want > _SEP_PIXSTACK[0]:
         sep.set_extract_pixstack(int(want))
         _SEP_PIXSTACK[0] = want
@@ -251,18 +254,21 @@ def _detect_sep(data, bad, bkg_mask, s, keep_subtracted):
                              fw=s["filter_size"], fh=s["filter_size"])
         back = bkg.back().astype(np.float32, copy=False)
         rms = bkg.rms().astype(np.float32, copy=False)
+        del bkg
     except Exception as exc:
         notes.append(f"background map failed ({exc}); used a global level")
         back, rms = _global_background(data, bkg_mask)
+    del work
     sub = data - back
-    filled = np.ascontiguousarray(sub if bad is None else np.where(bad, np.float32(0), sub))
     del back
+    filled = sub if bad is None else np.where(bad, np.float32(0), sub)
     timings["background"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    rms_safe = np.where(rms > 0, rms, np.float32(np.finfo(np.float32).tiny))
+    # A zero RMS (flat patch) would make the threshold zero: floor it, in place.
+    np.maximum(rms, np.float32(np.finfo(np.float32).tiny), out=rms)
     kernel = smoothing_kernel(s["fwhm"], s["ksize"])
-    kwargs = dict(thresh=s["thresh"], err=rms_safe, mask=bad, minarea=s["min_pixels"],
+    kwargs = dict(thresh=s["thresh"], err=rms, mask=bad, minarea=s["min_pixels"],
                   filter_kernel=kernel, filter_type="conv", deblend_nthresh=s["levels"],
                   deblend_cont=s["contrast"] if s["deblend"] else 1.0, clean=s["clean"])
     objects = None
@@ -281,7 +287,7 @@ def _detect_sep(data, bad, bkg_mask, s, keep_subtracted):
             _SEP_SUBOBJ[0] *= 4
             sep.set_sub_object_limit(int(_SEP_SUBOBJ[0]))
     bkg_median, rms_median = _medians(data, sub, rms)
-    del rms, rms_safe, filled
+    del rms, filled
     if objects is None or len(objects) == 0:
         x = y = flux = np.zeros(0)
         npix = np.zeros(0, np.int64)

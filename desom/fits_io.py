@@ -406,14 +406,41 @@ def prepare_ccd(raw: np.ndarray, header, overscan_smooth_rows: int = 31,
     The bias of an amplifier is the median over its overscan columns, row by row, smoothed
     along rows with a running median (robust to cosmic rays and bleed trails crossing the
     overscan), so row-dependent bias structure is removed too. Processed float data pass
-    through (trimmed to DATASEC only if that is smaller than the array).
+    through (trimmed to DATASEC only if that is smaller than the array). Only the science
+    area and the overscan strips are converted to float, so the peak memory is one float32
+    science area plus the stored array.
     """
     extname = extname or f"HDU{index}"
     raw_shape = tuple(raw.shape)
     notes = []
     if raw.ndim != 2:
         raise ValueError(f"CCD {extname} is not a 2-D image (shape {raw_shape})")
-    data = _scale(raw, header)
+    layout = layout_from_header(header)
+    is_int = np.issubdtype(raw.dtype, np.integer)
+    if layout == "unknown" and not is_int:
+        layout = "processed"
+    full = (slice(0, raw_shape[0]), slice(0, raw_shape[1]))
+    datasec = parse_section(_str(header, "DATASEC"), raw_shape)
+    if datasec is None:
+        if layout != "processed":
+            notes.append(f"{extname}: no valid DATASEC keyword; using the untrimmed array "
+                         f"{raw_shape[1]}x{raw_shape[0]}")
+        datasec = full
+    amps = _amplifier_sections(header, raw_shape)
+
+    # Bias per amplifier and row, from the overscan strips alone.
+    corrections = []
+    biases = {}
+    for amp, bsec, dsec in amps:
+        level, rows_bias = _overscan_bias(_scale(raw[bsec], header), bsec, dsec,
+                                          overscan_smooth_rows)
+        biases[amp or "single"] = level
+        corrections.append((dsec, rows_bias))
+    if not amps and is_int:
+        notes.append(f"{extname}: no overscan keywords (BSECA/BSECB+DSECA/DSECB or BIASSEC); "
+                     "bias not subtracted")
+
+    data = _scale(raw[datasec], header)   # a fresh C-contiguous float32 array
     level = _saturation_level(header, raw.dtype)
     saturated = None
     if level is not None:
@@ -421,54 +448,38 @@ def prepare_ccd(raw: np.ndarray, header, overscan_smooth_rows: int = 31,
             saturated = data >= np.float32(level)
         if not saturated.any():
             saturated = None
-
-    layout = layout_from_header(header)
-    if layout == "unknown" and not np.issubdtype(raw.dtype, np.integer):
-        layout = "processed"
-    amps = _amplifier_sections(header, raw_shape)
-    biases = {}
-    if layout in ("raw", "unknown") and np.issubdtype(raw.dtype, np.integer) or amps:
-        if amps:
-            for amp, bsec, dsec in amps:
-                biases[amp or "single"] = _subtract_overscan(data, bsec, dsec, overscan_smooth_rows)
-        else:
-            notes.append(f"{extname}: no overscan keywords (BSECA/BSECB+DSECA/DSECB or BIASSEC); "
-                         "bias not subtracted")
-    datasec = parse_section(_str(header, "DATASEC"), raw_shape)
-    if datasec is not None:
-        if (datasec[0].stop - datasec[0].start, datasec[1].stop - datasec[1].start) != raw_shape:
-            data = np.ascontiguousarray(data[datasec])
-            if saturated is not None:
-                saturated = np.ascontiguousarray(saturated[datasec])
-    elif layout != "processed":
-        notes.append(f"{extname}: no valid DATASEC keyword; using the untrimmed array "
-                     f"{raw_shape[1]}x{raw_shape[0]}")
+    r0, c0 = datasec[0].start, datasec[1].start
+    for dsec, rows_bias in corrections:
+        # The amplifier's data section, clipped to DATASEC, in trimmed coordinates.
+        ra, rb = max(dsec[0].start, r0), min(dsec[0].stop, datasec[0].stop)
+        ca, cb = max(dsec[1].start, c0), min(dsec[1].stop, datasec[1].stop)
+        if ra >= rb or ca >= cb or rows_bias is None:
+            continue
+        bias = rows_bias[ra - dsec[0].start:rb - dsec[0].start]
+        data[ra - r0:rb - r0, ca - c0:cb - c0] -= bias[:, None]
     return CCDImage(index=index, extname=extname, data=data, saturated=saturated, header=header,
                     layout=layout, raw_shape=raw_shape, bias_levels=biases, warnings=notes)
 
 
-def _subtract_overscan(data, bsec, dsec, smooth_rows):
+def _overscan_bias(overscan, bsec, dsec, smooth_rows):
+    """(median level, bias for each row of ``dsec`` (float32) or None if unusable)."""
     from scipy.ndimage import median_filter
 
-    overscan = data[bsec]
+    n_rows = dsec[0].stop - dsec[0].start
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)   # an all-BLANK overscan is handled
-        level = float(np.nanmedian(overscan)) if overscan.size else 0.0
+        level = float(np.nanmedian(overscan)) if overscan.size else float("nan")
         if not np.isfinite(level):
-            return float("nan")
+            return float("nan"), None
         per_row = np.nanmedian(overscan, axis=1)
     rows0 = bsec[0].start
-    d_rows = np.arange(dsec[0].start, dsec[0].stop)
-    covered = d_rows.size and d_rows[0] >= rows0 and d_rows[-1] < bsec[0].stop
+    covered = dsec[0].start >= rows0 and dsec[0].stop <= bsec[0].stop
     if overscan.shape[1] >= 3 and overscan.shape[0] >= 2 and covered:
         per_row = np.where(np.isfinite(per_row), per_row, level)
         size = max(1, min(int(smooth_rows), per_row.size))
         smooth = median_filter(per_row, size=size, mode="nearest")
-        bias = smooth[d_rows - rows0].astype(np.float32)
-        data[dsec] -= bias[:, None]
-    else:
-        data[dsec] -= np.float32(level)
-    return level
+        return level, smooth[dsec[0].start - rows0:dsec[0].stop - rows0].astype(np.float32)
+    return level, np.full(n_rows, level, np.float32)
 
 
 # --------------------------------------------------------------------------------------------

@@ -29,6 +29,9 @@ __all__ = ["ImagingConfig", "CCDRecord", "ExposureSummary", "summarise_exposure"
            "ExposureReadError"]
 
 
+_INFERENCE_CHUNK = 256
+
+
 @dataclass(frozen=True)
 class ImagingConfig:
     """Settings of the imaging path. Defaults follow the authors' Source Extractor set-up."""
@@ -286,10 +289,17 @@ def summarise_exposure(path, predictor=None, config: ImagingConfig = ImagingConf
         if all_cutouts:
             cutouts = np.concatenate(all_cutouts)
             weights = np.concatenate(all_weights)
-            prediction = predictor.predict(cutouts[:, None, :, :])
-            summary.histo = histo_from_predictions(prediction.bmu, weights, n_nodes)
-            act = np.asarray(prediction.activations, np.float64)
-            summary.activations = ((weights[:, None] * act).sum(axis=0) / weights.sum()).astype(np.float32)
+            bmu = np.empty(cutouts.shape[0], np.int64)
+            act_sum = np.zeros(n_nodes, np.float64)
+            # Chunks bound the encoder's activation memory (a 1024-cutout batch of conv
+            # feature maps is ~130 MB) whatever the predictor's batch size.
+            for start in range(0, cutouts.shape[0], _INFERENCE_CHUNK):
+                stop = start + _INFERENCE_CHUNK
+                prediction = predictor.predict(cutouts[start:stop, None, :, :])
+                bmu[start:stop] = prediction.bmu
+                act_sum += (weights[start:stop, None] * prediction.activations).sum(axis=0)
+            summary.histo = histo_from_predictions(bmu, weights, n_nodes)
+            summary.activations = (act_sum / weights.sum()).astype(np.float32)
         else:
             summary.histo = np.zeros(n_nodes, np.float32)
         timings["inference"] = time.perf_counter() - t0
