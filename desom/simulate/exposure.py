@@ -161,6 +161,19 @@ def _flat_field(shape, origin, fp_shape, amp_gain_ratio: float) -> np.ndarray:
     return flat.astype(np.float32, copy=False)
 
 
+def check_geometry(n_ccds, ccd_shape) -> tuple[int, tuple[int, int]]:
+    """Validate the mosaic: 1-40 CCDs of (ny, nx) science pixels, nx even (two amplifiers)."""
+    try:
+        ny, nx = (int(v) for v in ccd_shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"ccd_shape must be (ny, nx), got {ccd_shape!r}") from None
+    if ny < 16 or nx < 16 or nx % 2:
+        raise ValueError(f"ccd_shape must be (ny, nx) with both >= 16 and nx even, got {ccd_shape}")
+    if not 1 <= int(n_ccds) <= 40:
+        raise ValueError(f"n_ccds must be between 1 and 40, got {n_ccds}")
+    return int(n_ccds), (ny, nx)
+
+
 def simulate_exposure(kind: str, seed: int, path, n_ccds: int = 36,
                       ccd_shape: tuple[int, int] = FULL_CCD_SHAPE, layout: str = "raw",
                       severity: float | None = None, expnum: int | None = None,
@@ -178,12 +191,7 @@ def simulate_exposure(kind: str, seed: int, path, n_ccds: int = 36,
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-    ny, nx = (int(v) for v in ccd_shape)
-    if ny < 16 or nx < 16 or nx % 2:
-        raise ValueError(f"ccd_shape must be (ny, nx) with both >= 16 and nx even, got {ccd_shape}")
-    if not 1 <= int(n_ccds) <= 40:
-        raise ValueError(f"n_ccds must be between 1 and 40, got {n_ccds}")
-    n_ccds = int(n_ccds)
+    n_ccds, (ny, nx) = check_geometry(n_ccds, ccd_shape)
     rng = np.random.default_rng(np.random.SeedSequence(int(seed)))
     p = draw_parameters(kind, rng, severity, overrides=overrides)
     if mjd_obs is not None:

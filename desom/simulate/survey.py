@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .exposure import ExposureTruth, simulate_exposure
+from .exposure import ExposureTruth, check_geometry, simulate_exposure
 from .params import CALIBRATION_KINDS, KINDS
 
 # A realistic archive: mostly good, the rest spread over the bad kinds.
@@ -92,6 +92,7 @@ def plan_survey(cfg: SurveyConfig) -> list[dict]:
         raise ValueError("n and include_calibration must be non-negative")
     if cfg.layout not in ("raw", "processed", "mixed"):
         raise ValueError(f"layout must be 'raw', 'processed' or 'mixed', got {cfg.layout!r}")
+    check_geometry(cfg.n_ccds, cfg.ccd_shape)
     rng = np.random.default_rng(np.random.SeedSequence(int(cfg.seed), spawn_key=(0,)))
     counts = _kind_counts(cfg.n, resolve_mix(cfg.mix, cfg.good_share)) if cfg.n else {}
     kinds = [k for k, c in counts.items() for _ in range(c)]

@@ -256,4 +256,10 @@ def test_bad_input_is_named(tmp_path):
         simulate_exposure("good", 0, tmp_path / "x.fits", n_ccds=1, ccd_shape=(64, 64), overrides={"moon": 1})
     with pytest.raises(ValueError, match="good_share"):
         simulate_survey(2, tmp_path, good_share=2.0, progress=False)
+    # The survey checks its geometry before starting any worker.
+    with pytest.raises(ValueError, match="ccd_shape"):
+        simulate_survey(2, tmp_path / "s", ccd_shape=(12, 5), workers=2, progress=False)
+    with pytest.raises(ValueError, match="n_ccds"):
+        simulate_survey(2, tmp_path / "s", n_ccds=41, workers=2, progress=False)
+    assert not list((tmp_path / "s").glob("*.fits"))
     assert not (tmp_path / "x.fits").exists()
