@@ -5,6 +5,7 @@
 Measures (in one run, so the ratios compare like with like on a shared machine):
 - the demo survey (DEMO_SURVEY: n exposures of 4 CCDs of 1024x512, raw) with workers=1 and
   workers=2, and their ratio; also whether both runs wrote the same bytes;
+- the first 40 exposures again as .fits.fz (RICE): time and bytes against plain .fits;
 - seconds per full-size exposure (36 CCDs of 4612x2048 science pixels, raw, ~700 MB on disk),
   the file deleted afterwards.
 """
@@ -84,6 +85,23 @@ def main() -> None:
         }
         shutil.rmtree(scratch / "w1")
         shutil.rmtree(scratch / "w2")
+
+        # The same survey's first exposures tile-compressed (.fits.fz), workers=1.
+        n_fz = min(a.n, 40)
+        t0 = time.perf_counter()
+        simulate_survey(n_fz, scratch / "fz", seed=0, workers=1, n_ccds=DEMO_SURVEY["n_ccds"],
+                        ccd_shape=DEMO_SURVEY["ccd_shape"], compress=True, progress=False)
+        t_fz = time.perf_counter() - t0
+        fz_bytes = sum(p.stat().st_size for p in (scratch / "fz").glob("*.fz"))
+        result["demo_compressed"] = {
+            "n": n_fz, "seconds_workers_1": round(t_fz, 2),
+            "seconds_per_exposure": round(t_fz / n_fz, 3),
+            "seconds_per_exposure_uncompressed": round(times[1] / a.n, 3),
+            "bytes_per_exposure": int(fz_bytes / n_fz),
+            "bytes_per_exposure_uncompressed": int(size / a.n),
+            "compression_ratio": round((size / a.n) / (fz_bytes / n_fz), 2),
+        }
+        shutil.rmtree(scratch / "fz")
 
         full = []
         for i in range(a.full):
