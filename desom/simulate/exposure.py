@@ -202,7 +202,7 @@ def simulate_exposure(kind: str, seed: int, path, n_ccds: int = 36,
     is_science = kind in KINDS
     if object_name is None:
         if is_science:
-            object_name = f"F{int(p.ra_deg // 15):02d}{int(round(p.ra_deg % 15 * 4)):02d}{p.dec_deg:+03.0f}"
+            object_name = f"F{int(p.ra_deg // 15):02d}{int(p.ra_deg % 15 * 4):02d}{p.dec_deg:+03.0f}"  # hhmm+dd
         else:
             object_name = {"bias": "BIAS", "flat": "TWILIGHT FLAT"}[kind]
     path = Path(path)
