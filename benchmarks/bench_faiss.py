@@ -10,7 +10,7 @@ numpy brute force (the baseline), exact FAISS, IVF-Flat over a range of nprobe, 
 its build fits the time budget. Also: recall of IVF inner-product search for node queries
 (the "activation" kind).
 
-    .venv/bin/python benchmarks/bench_faiss.py            # 10k, 100k, 1M  (about 10 minutes)
+    .venv/bin/python benchmarks/bench_faiss.py            # 10k, 50k, 100k, 1M (about 10 minutes)
     .venv/bin/python benchmarks/bench_faiss.py --quick    # 10k, 100k
 
 Writes benchmarks/results/faiss.json and prints a table.
@@ -171,7 +171,7 @@ def numpy_single_query(base, sqnorms):
 def bench_size(n, gen, args, results):
     print(f"\n== n = {n:,}", flush=True)
     entry = {"n": n}
-    t0 = time.perf_counter()
+    t_size = t0 = time.perf_counter()
     rss0 = rss_bytes()
     base = gen.transformed(n)
     entry["generate_and_transform_s"] = round(time.perf_counter() - t0, 2)
@@ -186,7 +186,7 @@ def bench_size(n, gen, args, results):
 
     # numpy brute force single-query baseline
     sqn = (base ** 2).sum(1)
-    n_lat_np = min(args.latency_queries, 30 if n >= 500_000 else 100)
+    n_lat_np = min(args.latency_queries, 20 if n >= 500_000 else 100)
     np_p50, np_p99 = latency_ms(numpy_single_query(base, sqn), queries[:n_lat_np])
     del sqn
     entry["numpy_brute_force"] = {"p50_ms": round(np_p50, 3), "p99_ms": round(np_p99, 3),
@@ -199,7 +199,7 @@ def bench_size(n, gen, args, results):
     flat = faiss.IndexIDMap2(faiss.IndexFlatL2(DIM + 1))
     flat.add_with_ids(base, ids)
     build = time.perf_counter() - t0
-    n_lat_flat = min(args.latency_queries, 50 if n >= 500_000 else 200)
+    n_lat_flat = min(args.latency_queries, 20 if n >= 500_000 else 100)
     p50, p99 = latency_ms(lambda q: flat.search(q, K), queries[:n_lat_flat])
     _, fi = flat.search(queries[: args.truth_queries], K)
     entry["faiss_flat"] = {"build_s": round(build, 3), "rss_delta_bytes": rss_bytes() - rss_a,
@@ -300,6 +300,19 @@ def bench_size(n, gen, args, results):
         del shares
     del base
     gc.collect()
+    # what VectorIndex picks at this size with its defaults, and how that configuration did
+    if n < rx.DEFAULT_APPROXIMATE_THRESHOLDS["histo"]:
+        chosen = {"index_type": "flat", **{k: entry["faiss_flat"][k] for k in ("p50_ms", "p99_ms", "recall_at_10")}}
+    else:
+        row = next((r for r in entry["ivf_flat"]["sweep"] if r["nprobe"] == rx.DEFAULT_NPROBES["histo"]), None)
+        chosen = {"index_type": "ivf_flat", "nlist": entry["ivf_flat"]["nlist"], "nprobe": rx.DEFAULT_NPROBES["histo"],
+                  **({k: row[k] for k in ("p50_ms", "p99_ms", "recall_at_10")} if row else {}),
+                  "vector_index_search_p50_ms": entry["ivf_flat"]["vector_index_search_default_nprobe"]["p50_ms"]}
+    chosen["latency_ratio_vs_numpy_p50"] = round(entry["numpy_brute_force"]["p50_ms"] / chosen["p50_ms"], 1) \
+        if chosen.get("p50_ms") else None
+    entry["vector_index_default"] = chosen
+    entry["elapsed_s"] = round(time.perf_counter() - t_size, 1)
+    print(f"VectorIndex default at n={n:,}: {chosen}", flush=True)
     results.append(entry)
 
 
@@ -319,7 +332,8 @@ def main(argv=None):
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "faiss.json"))
     args = ap.parse_args(argv)
     faiss.omp_set_num_threads(args.threads)
-    sizes = args.sizes or ([10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000])
+    # 50k is the default approximate threshold: the smallest IVF the class builds
+    sizes = args.sizes or ([10_000, 100_000] if args.quick else [10_000, 50_000, 100_000, 1_000_000])
     gen = HistoGenerator()
     results = []
     t_start = time.perf_counter()

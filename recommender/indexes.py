@@ -194,16 +194,18 @@ def choose_nlist(n: int) -> int:
 # ----------------------------------------------------------------------------- locking
 
 class _ReadWriteLock:
-    """Many concurrent searches, or one mutation (add, remove, build) at a time."""
+    """Many concurrent searches, or one mutation (add, remove, build) at a time. A waiting
+    mutation holds back new searches, so a steady stream of searches cannot starve it."""
 
     def __init__(self):
         self._cond = threading.Condition(threading.Lock())
         self._readers = 0
         self._writer = False
+        self._writers_waiting = 0
 
     def acquire_read(self):
         with self._cond:
-            while self._writer:
+            while self._writer or self._writers_waiting:
                 self._cond.wait()
             self._readers += 1
 
@@ -215,8 +217,12 @@ class _ReadWriteLock:
 
     def acquire_write(self):
         with self._cond:
-            while self._writer or self._readers:
-                self._cond.wait()
+            self._writers_waiting += 1
+            try:
+                while self._writer or self._readers:
+                    self._cond.wait()
+            finally:
+                self._writers_waiting -= 1
             self._writer = True
 
     def release_write(self):

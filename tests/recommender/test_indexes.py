@@ -205,6 +205,15 @@ def test_add_and_remove_keep_ids_consistent(threshold):
         index.add([3000, 3000], x[:2])
 
 
+def test_an_empty_index_answers_with_no_results(tmp_path):
+    index = VectorIndex("histo", "v1").build([], np.zeros((0, DIM)))
+    ids, dist = index.search(make_histos(1, seed=19)[0], k=5)
+    assert len(index) == 0 and ids.size == 0 and dist.size == 0
+    store = IndexStore(tmp_path)
+    db = FakeDB([], np.zeros((0, DIM)))
+    assert len(store.get("v1", "histo", db.ids, db.vectors)) == 0
+
+
 # ----------------------------------------------------------------------------- persistence
 
 @pytest.mark.parametrize("threshold", [10**9, 500], ids=["flat", "ivf"])
@@ -297,6 +306,8 @@ class FakeDB:
     def vectors(self):
         self.vector_loads += 1
         ids = self.ids()
+        if ids.size == 0:
+            return ids, np.zeros((0, DIM), np.float32)
         return ids, np.stack([self.rows[i] for i in ids.tolist()])
 
 
