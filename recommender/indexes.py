@@ -775,21 +775,27 @@ class IndexStore:
                 if not index.should_rebuild:
                     return index
             expected = _as_ids(np.asarray(expected_ids_loader(), dtype=np.int64).ravel())
-            if index is not None and key not in self._dirty and self._signature(path) != self._signatures.get(key):
-                index = None   # someone else rewrote the file: reload it
+            previous = index
+            signature = self._signature(path)   # taken before reading: a later write is seen next time
+            if index is not None and key not in self._dirty and signature != self._signatures.get(key):
+                index = None   # the file changed on disk (another process saved it): reload it
             if index is None:
                 try:
                     index = VectorIndex.load(path, model_version=model_version, kind=kind,
                                              expected_ids=expected)
                 except FileNotFoundError:
-                    log.info("no %s index for model %s yet; building it", kind, model_version)
+                    log.info("no %s index for model %s on disk; building it", kind, model_version)
                 except IndexFileError as exc:
-                    log.warning("rebuilding %s index for model %s: %s", kind, model_version, exc)
-                    index = None
+                    log.warning("%s index for model %s unusable: %s", kind, model_version, exc)
+            if index is None and previous is not None and not previous.is_stale(model_version, expected):
+                index = previous                    # the file went bad, ours is still right: rewrite it
+                index.save(path)
+                signature = self._signature(path)
+                self._dirty.discard(key)
             if index is not None and not index.is_stale(model_version, expected) and not index.should_rebuild:
                 self._indexes[key] = index
                 if key not in self._dirty:
-                    self._signatures[key] = self._signature(path)
+                    self._signatures[key] = signature
                 return index
             return self._rebuild(key, path, vectors_loader)
 

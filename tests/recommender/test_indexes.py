@@ -360,6 +360,19 @@ def test_store_add_remove_keep_the_file_in_step_with_the_db(tmp_path):
     assert 50 not in b.get("v1", "histo", db.ids, db.vectors) and db.vector_loads == 1
 
 
+def test_store_rewrites_a_deleted_or_damaged_file_from_its_loaded_index(tmp_path):
+    x = make_histos(50, seed=20)
+    db = FakeDB(np.arange(50), x)
+    store = IndexStore(tmp_path)
+    index = store.get("v1", "histo", db.ids, db.vectors)
+    path = store.path_for("v1", "histo")
+    path.unlink()
+    assert store.get("v1", "histo", db.ids, db.vectors) is index and path.exists()
+    path.write_bytes(b"garbage")
+    assert store.get("v1", "histo", db.ids, db.vectors) is index
+    assert len(VectorIndex.load(path)) == 50 and db.vector_loads == 1
+
+
 def test_store_without_autosave_writes_on_flush(tmp_path):
     x = make_histos(40, seed=15)
     db = FakeDB(np.arange(30), x[:30])
