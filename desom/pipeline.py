@@ -131,6 +131,18 @@ class ExposureSummary:
     map_shape: tuple | None = None
     detector: str | None = None
 
+    def to_dict(self) -> dict:
+        """JSON-friendly dict (arrays as lists, dates as ISO strings)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["metadata"] = self.metadata.to_dict()
+        out["ccds"] = [dataclasses.asdict(c) for c in self.ccds]
+        for c in out["ccds"]:
+            c["shape"] = list(c["shape"])
+        for key in ("histo", "activations"):
+            out[key] = None if out[key] is None else [float(v) for v in out[key]]
+        out["map_shape"] = None if self.map_shape is None else list(self.map_shape)
+        return out
+
     @property
     def density_map(self) -> np.ndarray | None:
         """The histo-vector as the (map_rows, map_cols) density map."""

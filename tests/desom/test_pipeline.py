@@ -1,6 +1,7 @@
 """summarise_exposure and sample_training_cutouts on exposures laid out as the archive's."""
 import hashlib
 import importlib.util
+import json
 import pickle
 from pathlib import Path
 
@@ -79,6 +80,9 @@ def test_summary_is_deterministic_and_picklable(exposure, predictor):
     c = pickle.loads(pickle.dumps(a))
     np.testing.assert_array_equal(c.histo, a.histo)
     assert c.metadata == a.metadata and c.ccds == a.ccds
+    d = json.loads(json.dumps(a.to_dict()))
+    assert d["histo"] == pytest.approx(a.histo.tolist()) and d["n_detected"] == a.n_detected
+    assert d["metadata"]["release_date"] == "2011-03-15" and len(d["ccds"]) == 4
     other_seed = summarise_exposure(path, predictor, ImagingConfig(detector="sep", max_per_ccd=20, seed=6))
     assert other_seed.n_detected == a.n_detected
     assert other_seed.histo.sum() == pytest.approx(a.histo.sum(), rel=1e-5)
