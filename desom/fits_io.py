@@ -316,20 +316,33 @@ def _overlap(a, b) -> bool:
             a[1].start < b[1].stop and b[1].start < a[1].stop)
 
 
+def _section_shape(section):
+    return (section[0].stop - section[0].start, section[1].stop - section[1].start)
+
+
 def layout_from_header(header) -> str:
-    """'raw' (integer data, or overscan sections present), 'processed' (float data without
-    overscan) or 'unknown' (integer data without any section keywords)."""
+    """'raw': overscan sections present, or integer data larger than its science area
+    (DATASEC, else CCDSIZE); 'processed': float data without overscan, or integer data whose
+    array is exactly its science area (already trimmed, stored scaled); 'unknown': integer data
+    without any of these keywords."""
     bitpix = _int(header, "BITPIX")
     shape = (_int(header, "NAXIS2") or 0, _int(header, "NAXIS1") or 0)
-    has_overscan = bool(_amplifier_sections(header, shape)) if all(shape) else False
-    if has_overscan:
+    if not all(shape):
+        return "unknown"
+    if _amplifier_sections(header, shape):
         return "raw"
     if bitpix is not None and bitpix < 0:
         return "processed"
-    datasec = parse_section(_str(header, "DATASEC"), shape if all(shape) else None)
-    if bitpix is not None and bitpix > 0 and datasec is not None and \
-            (datasec[0].stop - datasec[0].start, datasec[1].stop - datasec[1].start) != shape:
-        return "raw"
+    datasec = parse_section(_str(header, "DATASEC"), shape)
+    if datasec is not None:
+        return "processed" if _section_shape(datasec) == shape else "raw"
+    ccdsize = parse_section(_str(header, "CCDSIZE"))
+    if ccdsize is not None:
+        size = _section_shape(ccdsize)
+        if size == shape:
+            return "processed"
+        if size[0] <= shape[0] and size[1] <= shape[1]:
+            return "raw"
     return "unknown"
 
 
@@ -341,9 +354,11 @@ def metadata_from_headers(primary, first_ccd=None, path=None, n_ccds=None) -> Ex
     expnum = _int(primary, "EXPNUM")
     if expnum is None:
         # MegaCam archive names are the exposure number plus a one-letter suffix: 1234567o.fits
-        stem = filename or _str(primary, "FILENAME") or ""
-        m = re.match(r"^(\d{5,9})[a-z]?(\.|$)", stem)
-        expnum = int(m.group(1)) if m else None
+        for stem in (filename, _str(primary, "FILENAME")):
+            m = re.match(r"^(\d{5,9})[a-z]?(\.|$)", stem or "")
+            if m:
+                expnum = int(m.group(1))
+                break
     obstype = _str(primary, "OBSTYPE") or _str(primary, "EXPTYPE")
     ra, dec = _coordinates(primary, first_ccd)
     mjd, when = _observation_time(primary)
@@ -422,7 +437,7 @@ def prepare_ccd(raw: np.ndarray, header, overscan_smooth_rows: int = 31,
     full = (slice(0, raw_shape[0]), slice(0, raw_shape[1]))
     datasec = parse_section(_str(header, "DATASEC"), raw_shape)
     if datasec is None:
-        if layout != "processed":
+        if layout == "raw":
             notes.append(f"{extname}: no valid DATASEC keyword; using the untrimmed array "
                          f"{raw_shape[1]}x{raw_shape[0]}")
         datasec = full
@@ -436,9 +451,12 @@ def prepare_ccd(raw: np.ndarray, header, overscan_smooth_rows: int = 31,
                                           overscan_smooth_rows)
         biases[amp or "single"] = level
         corrections.append((dsec, rows_bias))
-    if not amps and is_int:
+    if not amps and layout == "raw":
         notes.append(f"{extname}: no overscan keywords (BSECA/BSECB+DSECA/DSECB or BIASSEC); "
                      "bias not subtracted")
+    elif layout == "unknown" and is_int:
+        notes.append(f"{extname}: integer data without DATASEC, CCDSIZE or overscan keywords; "
+                     "used as stored (untrimmed, bias not subtracted)")
 
     data = _scale(raw[datasec], header)   # a fresh C-contiguous float32 array
     level = _saturation_level(header, raw.dtype)

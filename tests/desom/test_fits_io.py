@@ -112,6 +112,8 @@ def test_obstype_from_exptype_and_calibration_frames():
 def test_expnum_from_megacam_file_name_when_keyword_missing():
     h = ff.primary_header(drop=("EXPNUM",))
     assert metadata_from_headers(h, path="/x/2045678p.fits.fz").expnum == 2045678
+    assert metadata_from_headers(h, path="/x/exposure.fits").expnum == 1234567   # FILENAME
+    h = ff.primary_header(drop=("EXPNUM", "FILENAME"))
     assert metadata_from_headers(h, path="/x/exposure.fits").expnum is None
 
 

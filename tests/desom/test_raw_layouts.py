@@ -191,3 +191,20 @@ def test_processed_float_data_pass_through_unchanged(tmp_path):
         ccd = r.read_ccd(0)
     assert ccd.layout == "processed" and not ccd.warnings and not ccd.bias_levels
     np.testing.assert_array_equal(ccd.data, data.astype(np.float32))
+
+
+def test_integer_data_already_trimmed_is_processed_and_bare_integers_warn():
+    rng = np.random.default_rng(1)
+    stored = rng.integers(-100, 100, (128, 96)).astype(np.int16)
+    h = fits.Header({"BITPIX": 16, "NAXIS": 2, "NAXIS1": 96, "NAXIS2": 128, "BZERO": 1000.0,
+                     "BSCALE": 0.5, "DATASEC": "[1:96,1:128]"})
+    ccd = prepare_ccd(stored, h)
+    assert ccd.layout == "processed" and not ccd.warnings
+    np.testing.assert_array_equal(ccd.data, stored.astype(np.float32) * 0.5 + 1000.0)
+    del h["DATASEC"]
+    h["CCDSIZE"] = "[1:96,1:128]"
+    assert prepare_ccd(stored, h).layout == "processed"
+    del h["CCDSIZE"]
+    bare = prepare_ccd(stored, h)
+    assert bare.layout == "unknown" and bare.data.shape == (128, 96)
+    assert "untrimmed" in bare.warnings[0]
