@@ -49,6 +49,7 @@ GOOD_SEEING_ARCSEC = (0.45, 1.25)
 DEFOCUS_ARCSEC = (1.5, 6.0)  # outer diameter of the donut (pupil image)
 CROWDED_STAR_DENSITY = (30.0, 600.0)  # stars per arcmin^2, geometric in severity
 PATTERN_AMPLITUDE = (0.03, 0.40)  # fraction of the sky level
+ORDINARY_MIN_LATITUDE = 10.0  # degrees; fields nearer the plane are the crowded kind's
 PATTERN_TYPES = ("gradient", "fringes", "scattered_light")
 OBSCURATION = 0.45  # central hole of the donut relative to its outer radius
 
@@ -235,8 +236,9 @@ def draw_parameters(kind: str, rng: np.random.Generator, severity: float | None 
     airmass = round(1.0 + min(float(rng.exponential(0.25)), 1.4), 3)
     # Sky: dark sky of the band, brightened by moon and twilight by 0..1.5 mag.
     sky_mag = FILTERS[band][2] - float(rng.uniform(0.0, 1.5))
-    # Latitude: uniform on the sphere away from the plane (|b| >= 20 deg) for ordinary fields.
-    b = math.degrees(math.asin(rng.uniform(math.sin(math.radians(20)), 1.0)))
+    # Latitude: uniform on the sphere away from the plane for ordinary fields; |b| >= 10 deg
+    # gives up to ~25 stars/arcmin^2, where the crowded kind takes over (30 and up).
+    b = math.degrees(math.asin(rng.uniform(math.sin(math.radians(ORDINARY_MIN_LATITUDE)), 1.0)))
     b = b if rng.uniform() < 0.5 else -b
     l = float(rng.uniform(0.0, 360.0))
     p = ExposureParams(kind=kind, severity=severity, filter_band=band, exptime=float(exptime),

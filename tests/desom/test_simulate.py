@@ -94,7 +94,7 @@ def measured(tmp_path_factory):
 def test_good_exposure_has_round_compact_sources(measured):
     truth, m = measured["good"]
     assert truth.seeing_arcsec < SEEING_THRESHOLD_ARCSEC
-    assert m["n_bright"] >= 15
+    assert m["n_bright"] >= 10
     assert m["elong"] < 1.15
     assert m["dip"] > 1.0  # peaked at the centre
     # The measured FWHM follows the seeing put in (within the splat's slight broadening).
@@ -164,6 +164,11 @@ def test_borders_touch_so_classes_overlap():
     assert 0 < bottom_bad - top_good <= 0.1
     assert draw_parameters("bt", rng, 1.0).trail_arcsec == draw_parameters("rbt", rng, 0.0).trail_arcsec
     assert FIVE_CLASS["bad_focus"] == "B-Seeing"
+    # Star density varies for every kind; crowded fields are its far tail, not a separate island.
+    ordinary = [draw_parameters("good", rng).star_density for _ in range(500)]
+    crowded = draw_parameters("bgp_crowded", rng, severity=0.0).star_density
+    assert max(ordinary) > 5 * min(ordinary)
+    assert max(ordinary) < crowded < 1.6 * max(ordinary)
 
 
 def test_psf_kernel_trail_and_donut_shapes():
