@@ -132,3 +132,26 @@ def test_bad_arguments():
         detect_sources(np.zeros((64, 64)), backend="sextractor")
     with pytest.raises(ValueError, match="2-D"):
         detect_sources(np.zeros(64))
+
+
+def test_fast_background_map_equals_photutils_own():
+    """The separable upsampling used for speed gives photutils' own full-size maps."""
+    import warnings
+    from astropy.stats import SigmaClip
+    from photutils.background import Background2D, SExtractorBackground, StdBackgroundRMS
+
+    from desom.detection import _upsample_mesh
+
+    img, _ = ff.ccd_sky(8, (700, 300), seed=8, n_sources=80)
+    img += np.linspace(0, 200, 300, dtype=np.float32)[None, :]
+    img += np.linspace(0, 80, 700, dtype=np.float32)[:, None] ** 1.5 / 20
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bkg = Background2D(img, 64, filter_size=3, sigma_clip=SigmaClip(sigma=3.0, maxiters=10),
+                           bkg_estimator=SExtractorBackground(),
+                           bkg_rms_estimator=StdBackgroundRMS())
+        reference, reference_rms = bkg.background, bkg.background_rms
+    np.testing.assert_allclose(_upsample_mesh(bkg.background_mesh, 64, img.shape), reference,
+                               rtol=0, atol=1e-3)
+    np.testing.assert_allclose(_upsample_mesh(bkg.background_rms_mesh, 64, img.shape),
+                               reference_rms, rtol=0, atol=1e-4)
