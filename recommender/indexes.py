@@ -69,7 +69,7 @@ OVERGROWN_FACTOR = 4.0
 
 FILE_MAGIC = b"DESOMFX1"
 FORMAT_VERSION = 1
-_HEADER_STRUCT = struct.Struct("<8sQ")   # magic, header length
+_HEADER_STRUCT = struct.Struct("<8sQ32s")   # magic, header length, sha256 of the header
 
 
 class IndexFileError(Exception):
@@ -566,9 +566,9 @@ class VectorIndex:
     def save(self, path) -> Path:
         """Write the index and its metadata to one file, atomically.
 
-        Layout: magic, header length, JSON header, sorted ids (int64 LE), serialized FAISS index.
-        The header records both sections' lengths and sha256, so a truncated or garbled file is
-        detected before FAISS parses a byte of it.
+        Layout: magic, header length, sha256 of the header, JSON header, sorted ids (int64 LE),
+        serialized FAISS index. The header records both sections' lengths and sha256, so a
+        truncated or garbled file is detected before FAISS parses a byte of it.
         """
         path = Path(path)
         with self._lock.read():
@@ -588,7 +588,7 @@ class VectorIndex:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
         try:
             with os.fdopen(fd, "wb") as fh:
-                fh.write(_HEADER_STRUCT.pack(FILE_MAGIC, len(header)))
+                fh.write(_HEADER_STRUCT.pack(FILE_MAGIC, len(header), hashlib.sha256(header).digest()))
                 fh.write(header)
                 fh.write(payload_ids)
                 fh.write(index_bytes)
@@ -656,19 +656,24 @@ def _read_index_file(path: Path):
         data = fh.read()
     if len(data) < _HEADER_STRUCT.size:
         raise IndexCorruptError(f"{path}: {len(data)} bytes, too short to be an index file")
-    magic, header_len = _HEADER_STRUCT.unpack_from(data, 0)
+    magic, header_len, header_digest = _HEADER_STRUCT.unpack_from(data, 0)
     if magic != FILE_MAGIC:
         raise IndexCorruptError(f"{path}: not a recommender index file (bad magic {magic!r})")
     start = _HEADER_STRUCT.size
     if header_len > len(data) - start:
         raise IndexCorruptError(f"{path}: truncated header ({header_len} bytes announced)")
+    header = data[start:start + header_len]
+    if hashlib.sha256(header).digest() != header_digest:
+        raise IndexCorruptError(f"{path}: header checksum mismatch (truncated or garbled file)")
     try:
-        meta = json.loads(data[start:start + header_len].decode("utf-8"))
+        meta = json.loads(header.decode("utf-8"))
         ids_len, index_len = int(meta["ids_bytes"]), int(meta["index_bytes"])
-        for key in ("format", "kind", "transform", "model_version", "dim", "count", "ids_sha256",
-                    "ids_payload_sha256", "index_payload_sha256", "approximate_threshold", "nprobe",
-                    "created_at"):
-            meta[key]
+        for key in ("format", "dim", "count", "approximate_threshold", "nprobe", "trained_size"):
+            meta[key] = int(meta[key])
+        for key in ("kind", "transform", "model_version", "ids_sha256", "ids_payload_sha256",
+                    "index_payload_sha256", "created_at"):
+            if not isinstance(meta[key], str):
+                raise TypeError(f"{key} is not a string")
     except (UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
         raise IndexCorruptError(f"{path}: unreadable header ({exc})") from exc
     if meta["format"] != FORMAT_VERSION:

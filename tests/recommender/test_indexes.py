@@ -253,7 +253,7 @@ def test_truncated_or_garbled_files_raise_index_corrupt_error(tmp_path, data):
     cases = {
         "empty": b"",
         "header-cut": raw[:20],
-        "ids-cut": raw[:raw.index(b"}") + 100],
+        "ids-cut": raw[:raw.index(b"}", raw.index(b"{\"")) + 100],
         "index-cut": raw[:-1000],
         "appended": raw + b"\0",
         "not-an-index": b"hello world" * 100,
@@ -261,9 +261,10 @@ def test_truncated_or_garbled_files_raise_index_corrupt_error(tmp_path, data):
     flipped = bytearray(raw)
     flipped[len(raw) // 2] ^= 0xFF
     cases["byte-flipped-in-faiss-section"] = bytes(flipped)
-    header_flip = bytearray(raw)
-    header_flip[20] = ord("{") if header_flip[20] != ord("{") else ord("[")
-    cases["garbled-header"] = bytes(header_flip)
+    start = raw.index(b'{"')
+    header_flip = raw.replace(b'"model_version": "v1"', b'"model_version": "v2"', 1)
+    assert header_flip != raw and header_flip.index(b'{"') == start
+    cases["garbled-header"] = header_flip        # still valid JSON: only the checksum tells
     for name, content in cases.items():
         bad = tmp_path / f"{name}.faiss"
         bad.write_bytes(content)
