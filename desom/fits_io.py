@@ -558,10 +558,18 @@ class ExposureReader:
         except Exception as exc:
             raise ExposureReadError(self.path, f"not a readable FITS file ({exc})") from None
         try:
-            self._scan(n_hdu)
-        except Exception:
+            with warnings.catch_warnings():
+                # astropy verifies (and warns about) odd cards as headers are touched; a
+                # malformed keyword becomes None in the metadata instead.
+                warnings.simplefilter("ignore")
+                self._scan(n_hdu)
+        except ExposureReadError:
             self.close()
             raise
+        except Exception as exc:
+            self.close()
+            raise ExposureReadError(self.path, f"unreadable FITS structure ({type(exc).__name__}: "
+                                    f"{exc})") from None
 
     def _scan(self, n_hdu):
         self.primary_header = self._hdul[0].header
@@ -677,8 +685,10 @@ class ExposureReader:
             del raw
 
     def metadata(self) -> ExposureMetadata:
-        return metadata_from_headers(self.primary_header, self.header(self.ccds[0]),
-                                     path=self.path, n_ccds=len(self.ccds))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # card verification noise; bad values -> None
+            return metadata_from_headers(self.primary_header, self.header(self.ccds[0]),
+                                         path=self.path, n_ccds=len(self.ccds))
 
 
 def open_exposure(path) -> ExposureReader:

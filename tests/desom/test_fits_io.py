@@ -258,3 +258,37 @@ def test_error_pickles(tmp_path):
     e = ExposureReadError("/x/a.fits", "file truncated", "3 'ccd02'")
     e2 = pickle.loads(pickle.dumps(e))
     assert str(e2) == str(e) and e2.extension == "3 'ccd02'"
+
+
+def _replace_card(raw: bytearray, key: bytes, card: bytes):
+    i = raw.find(key.ljust(8) + b"=")
+    assert i >= 0
+    raw[i:i + 80] = card.ljust(80)
+
+
+def test_malformed_cards_in_the_file_become_none(tmp_path):
+    """Cards astropy cannot parse (as found in old archive headers) give None, not a crash."""
+    p = tmp_path / "badcards.fits"
+    ff.write_exposure(p, n_ccds=1, shape=(128, 128))
+    raw = bytearray(p.read_bytes())
+    _replace_card(raw, b"EXPTIME", b"EXPTIME =              12.3.4 / two decimal points")
+    _replace_card(raw, b"AIRMASS", b"AIRMASS = 1.2e")
+    _replace_card(raw, b"MJD-OBS", b"MJD-OBS = 'not a number'")
+    p.write_bytes(bytes(raw))
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")      # nothing leaks out as a warning either
+        md = read_metadata(p)
+    assert md.exptime is None and md.airmass is None
+    assert md.mjd_obs == pytest.approx(55270.34206667, abs=1e-6)   # from DATE-OBS + UTC-OBS
+    assert md.band == "i" and md.expnum == 1234567
+
+
+def test_non_2d_extensions_are_skipped_with_a_warning(tmp_path):
+    p = tmp_path / "cube.fits"
+    cube = fits.ImageHDU(np.zeros((3, 16, 16), np.float32), name="CUBE")
+    empty = fits.ImageHDU(name="EMPTY")
+    ff.write_exposure(p, n_ccds=2, shape=(128, 128), extra_hdus=[cube, empty])
+    with open_exposure(p) as r:
+        assert [c.extname for c in r.ccds] == ["ccd00", "ccd01"]
+        assert any("CUBE" in w and "2-D" in w for w in r.warnings)
