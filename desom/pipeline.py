@@ -105,7 +105,7 @@ class CCDRecord:
     n_detected: int = 0          # sources found away from the edges
     n_sampled: int = 0
     weight: float = 0.0          # n_detected / n_sampled (0 when nothing sampled)
-    status: str = "ok"           # "ok" | "no_sources" | "dead" | "all_nan"
+    status: str = "ok"           # "ok" | "no_sources" | "dead" | "all_nan" | "error"
     background: float | None = None
     background_rms: float | None = None
     bias_levels: dict = field(default_factory=dict)
@@ -189,7 +189,15 @@ def process_ccd(ccd: CCDImage, config: ImagingConfig, timings: dict | None = Non
                                f"{config.edge_margin} px edge margin")
         return record, empty
 
-    result = detect_sources(ccd.data, config, saturated=ccd.saturated)
+    try:
+        result = detect_sources(ccd.data, config, saturated=ccd.saturated)
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        # One odd CCD must not cost the other 35: record it and go on.
+        record.status = "error"
+        record.warnings.append(f"{ccd.extname}: detection failed ({type(exc).__name__}: {exc})")
+        return record, empty
     for key, value in result.timings.items():
         timings[key] = timings.get(key, 0.0) + value
     record.warnings.extend(f"{ccd.extname}: {w}" for w in result.warnings)

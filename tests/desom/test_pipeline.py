@@ -191,3 +191,24 @@ def test_rejects_a_desom2_predictor(exposure):
     p2 = DesomPredictor(build_desom(DESOMConfig.desom2(map_rows=3, map_cols=3)))
     with pytest.raises(ValueError, match="DESOM-1"):
         summarise_exposure(path, p2, SEP)
+
+
+def test_a_failing_ccd_does_not_stop_the_exposure(exposure, monkeypatch):
+    """Failure injection: detection raising on one CCD leaves a warning, the rest is done."""
+    import desom.pipeline as pipeline
+
+    real = pipeline.detect_sources
+    calls = []
+
+    def flaky(data, config, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("injected failure")
+        return real(data, config, **kw)
+
+    monkeypatch.setattr(pipeline, "detect_sources", flaky)
+    path, _ = exposure
+    s = summarise_exposure(path, None, SEP)
+    assert [c.status for c in s.ccds] == ["ok", "error", "ok", "ok"]
+    assert any("ccd01" in w and "injected failure" in w for w in s.warnings)
+    assert s.n_detected == sum(c.n_detected for c in s.ccds) > 0
