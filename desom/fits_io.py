@@ -27,7 +27,6 @@ import warnings
 import zlib
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
-from pathlib import Path
 
 import numpy as np
 from astropy.io import fits

@@ -1,7 +1,6 @@
 """Reading MegaCam exposures: formats, metadata from real-style headers, and bad files."""
 import hashlib
 import importlib.util
-import os
 from datetime import date, timedelta
 from pathlib import Path
 
