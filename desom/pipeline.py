@@ -240,8 +240,10 @@ def _iter_ccds(reader, config: ImagingConfig, timings: dict):
     for info in infos:
         t0 = time.perf_counter()
         raw = reader.read_raw(info)
-        # Materialise the stored array now so 'read' holds the I/O (a memmap is lazy).
-        raw = np.array(raw)
+        if isinstance(raw, np.memmap):
+            # Materialise now so 'read' holds the I/O (a memmap is lazy); dropping the map
+            # releases its pages.
+            raw = np.array(raw)
         t1 = time.perf_counter()
         try:
             ccd = prepare_ccd(raw, reader.header(info), config.overscan_smooth_rows,
