@@ -13,9 +13,6 @@ class SerialExecutor:
 
     description = "in-process"
 
-    def scatter(self, obj):
-        return obj
-
     def map_unordered(self, fn: Callable, items: Iterable, *args) -> Iterator:
         for item in items:
             yield fn(item, *args)
@@ -47,10 +44,6 @@ class DaskExecutor:
                                         worker_dashboard_address=None)
             self.client = Client(self.cluster)
             self.description = f"dask local cluster, {n_workers} workers"
-
-    def scatter(self, obj):
-        # Ship a large object (the DESOM-1 model) to every worker once, not with every task.
-        return self.client.scatter(obj, broadcast=True)
 
     def map_unordered(self, fn: Callable, items: Iterable, *args) -> Iterator:
         from distributed import as_completed

@@ -5,6 +5,7 @@ returns plain picklable results; only the driver writes to the database.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import traceback
@@ -41,12 +42,22 @@ class SummariseOutcome:
     error: str | None = None
 
 
-def summarise_safely(path: str, predictor, config) -> SummariseOutcome:
-    """Run the imaging pipeline on one file; any failure becomes a recorded reason, never a
-    crash of the batch."""
+@functools.lru_cache(maxsize=2)
+def predictor_from_checkpoint(checkpoint_path: str):
+    """Each worker process loads a checkpoint once and keeps it: tasks carry only its path,
+    so nothing large travels with them and the model never crosses a serialiser."""
+    from desom.inference import DesomPredictor
+
+    return DesomPredictor(checkpoint_path)
+
+
+def summarise_safely(path: str, checkpoint_path: str | None, config) -> SummariseOutcome:
+    """Run the imaging pipeline on one file (with the DESOM-1 of `checkpoint_path`, if any);
+    any failure becomes a recorded reason, never a crash of the batch."""
     from desom.pipeline import summarise_exposure
 
     try:
+        predictor = predictor_from_checkpoint(checkpoint_path) if checkpoint_path else None
         return SummariseOutcome(path=path, summary=summarise_exposure(path, predictor=predictor, config=config))
     except Exception as exc:  # each file's failure is data for the ingest report
         reason = str(exc) or exc.__class__.__name__

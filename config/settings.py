@@ -123,6 +123,11 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
 }
 
+# Source detection backend for every imaging path of the archive (ingest, training, uploads):
+# "sep" (Source Extractor's library) or "photutils". The same exposure must meet the same
+# detector wherever it enters, or its histo-vector would not compare with the archive's.
+ARCHIVE_DETECTOR = os.environ.get("ARCHIVE_DETECTOR", "sep")
+
 # Proprietary period applied when a file carries no REL_DATE (days after observation).
 ARCHIVE_DEFAULT_PROPRIETARY_DAYS = int(os.environ.get("ARCHIVE_DEFAULT_PROPRIETARY_DAYS", "365"))
 # Largest exposure or cutout a user may upload for a search, in bytes.

@@ -253,7 +253,7 @@ def by_exposure_file(path, *, k: int = 10, user=None, queryset=None) -> tuple[di
     from desom.pipeline import summarise_exposure
 
     desom1 = _active_desom1()
-    summary = summarise_exposure(str(path), predictor=versions.predictor_for(desom1))
+    summary = summarise_exposure(str(path), predictor=versions.predictor_for(desom1), config=versions.imaging_config())
     if not summary.is_science:
         raise SearchError(f"the upload is a calibration frame ({summary.metadata.obstype}), not a science exposure")
     if summary.histo is None or summary.n_detected == 0:

@@ -41,8 +41,6 @@ class AssignReport:
 def compute_missing_vectors(*, workers: int = 2, scheduler: str | None = None, progress: bool = True,
                             batch_size: int = 50, imaging_config=None) -> tuple[int, int]:
     """Histo-vectors under the active DESOM-1 for science exposures that lack one."""
-    from desom.pipeline import ImagingConfig
-
     desom1 = versions.active_version(ModelVersion.DESOM1)
     if desom1 is None:
         raise AssignmentError("no active DESOM-1: run train_desom1 first")
@@ -50,7 +48,7 @@ def compute_missing_vectors(*, workers: int = 2, scheduler: str | None = None, p
                    .values_list("file_path", "pk"))
     if not missing:
         return 0, 0
-    predictor = versions.predictor_for(desom1)
+    checkpoint = str(versions.checkpoint_file(desom1))
     added, failed, pending = 0, 0, []
 
     def flush():
@@ -63,11 +61,10 @@ def compute_missing_vectors(*, workers: int = 2, scheduler: str | None = None, p
             transaction.on_commit(lambda: exposures_ingested.send(sender=None, exposure_ids=ids, model_version=desom1))
         pending = []
 
-    config = imaging_config or ImagingConfig()
+    config = imaging_config or versions.imaging_config()
     with make_executor(scheduler, workers if len(missing) > 1 else 0) as executor:
-        shared = executor.scatter(predictor)
         bar = tqdm(total=len(missing), desc="histo-vectors", unit="exp", disable=not progress)
-        for outcome in executor.map_unordered(summarise_safely, sorted(missing), shared, config):
+        for outcome in executor.map_unordered(summarise_safely, sorted(missing), checkpoint, config):
             bar.update(1)
             if outcome.error or outcome.summary.histo is None:
                 failed += 1

@@ -272,8 +272,6 @@ def ingest(paths, *, scheduler: str | None = None, workers: int = 2, batch_size:
     """Ingest files, folders and globs. With an active DESOM-1 (and `with_model`), each science
     exposure gets its histo-vector too; without one, metadata and detections only (`assign`
     adds vectors later)."""
-    from desom.pipeline import ImagingConfig
-
     started = time.perf_counter()
     scheduler = scheduler if scheduler is not None else (settings.DASK_SCHEDULER or None)
     mark_interrupted_runs()
@@ -287,15 +285,14 @@ def ingest(paths, *, scheduler: str | None = None, workers: int = 2, batch_size:
     for path, reason in problems:
         writer.fail(path, reason)
 
-    config = imaging_config or ImagingConfig()
+    config = imaging_config or versions.imaging_config()
     with make_executor(scheduler, workers if len(files) > 1 else 0) as executor:
         report.executor = executor.description
         todo = _files_not_yet_ingested(executor, files, writer, progress)
-        predictor = versions.predictor_for(version) if version is not None else None
-        shared_predictor = executor.scatter(predictor) if predictor is not None else None
+        checkpoint = str(versions.checkpoint_file(version)) if version is not None else None
         bar = tqdm(total=len(todo), desc="summarising", unit="exp", disable=not progress)
         try:
-            for outcome in executor.map_unordered(summarise_safely, todo, shared_predictor, config):
+            for outcome in executor.map_unordered(summarise_safely, todo, checkpoint, config):
                 writer.add(outcome)
                 bar.update(1)
                 bar.set_postfix(ok=report.ingested, skip=report.skipped, fail=report.failed)

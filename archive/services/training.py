@@ -26,10 +26,9 @@ def collect_training_cutouts(paths: list[str], *, max_per_ccd: int = 100, max_cu
                              seed: int = 0, workers: int = 2, scheduler: str | None = None,
                              imaging_config=None, progress: bool = True) -> tuple[np.ndarray, list[tuple[str, str]]]:
     """Sample cutouts from every file on the workers; return (cutouts, failures)."""
-    from desom.pipeline import ImagingConfig
     from tqdm import tqdm
 
-    config = imaging_config or ImagingConfig()
+    config = imaging_config or versions.imaging_config()
     stacks, failures = [], []
     tasks = [(path, seed + i) for i, path in enumerate(paths)]
     with make_executor(scheduler, workers if len(paths) > 1 else 0) as executor:
@@ -104,6 +103,15 @@ def _held_out_map_metrics(model, data, quantization_error, topographic_error) ->
     return {"held_out_quantization_error": float(quantization_error(prediction.latent, model.som.prototypes.detach().cpu().numpy())),
             "held_out_topographic_error": float(topographic_error(prediction.latent, model.som.prototypes.detach().cpu().numpy(),
                                                                   model.map_shape))}
+
+
+def suggested_desom2_map(n_exposures: int, members_per_cell: float = 5.0) -> int:
+    """Side of a square DESOM-2 map that leaves about `members_per_cell` exposures per cell
+    (at most the paper's 20x20, at least 3x3): with fewer members, cells are singletons and an
+    expert's label for a cell says little about its next arrival."""
+    import math
+
+    return int(min(20, max(3, math.floor(math.sqrt(max(n_exposures, 1) / members_per_cell)))))
 
 
 def histo_matrix(desom1: ModelVersion, *, science_only: bool = True) -> tuple[np.ndarray, np.ndarray]:

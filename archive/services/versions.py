@@ -93,3 +93,11 @@ def predictor_for(version: ModelVersion, batch_size: int = 1024):
 def clear_cache() -> None:
     with _cache_lock:
         _checkpoint_cache.clear()
+
+
+def imaging_config(**overrides):
+    """The archive's imaging settings (one detector for ingest, training and uploads)."""
+    from desom.pipeline import ImagingConfig
+
+    values = {"detector": settings.ARCHIVE_DETECTOR, **overrides}
+    return ImagingConfig(**values)

@@ -15,14 +15,14 @@ class Command(BaseCommand):
                             help="address of a Dask scheduler (default: DASK_SCHEDULER, else a local cluster)")
         parser.add_argument("--batch-size", type=int, default=25, help="exposures per database transaction")
         parser.add_argument("--detector", choices=["photutils", "sep"], default=None,
-                            help="source detection backend (default: the imaging default)")
+                            help="source detection backend (default: the ARCHIVE_DETECTOR setting)")
         parser.add_argument("--no-model", action="store_true",
                             help="metadata and detections only; vectors come later from `assign`")
 
     def handle(self, *args, **opts):
-        from desom.pipeline import ImagingConfig
+        from archive.services.versions import imaging_config
 
-        config = ImagingConfig(detector=opts["detector"]) if opts["detector"] else ImagingConfig()
+        config = imaging_config(detector=opts["detector"]) if opts["detector"] else imaging_config()
         if opts["workers"] < 0:
             raise CommandError("--workers must be 0 or more")
         report = ingest(opts["paths"], scheduler=opts["scheduler"], workers=opts["workers"],
