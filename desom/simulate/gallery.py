@@ -30,8 +30,9 @@ def _window(img: np.ndarray, zoom: int) -> tuple[int, int]:
     panel shows at least one source in detail (the centre of the CCD otherwise)."""
     from scipy.ndimage import uniform_filter
     ny, nx = img.shape
-    smooth = uniform_filter(img, 5)
-    smooth[img > 0.5 * img.max()] = -np.inf  # skip saturated stars and their trails
+    smooth = uniform_filter(img, 9)  # wide enough to dilute cosmic rays, not donuts or trails
+    near_saturated = uniform_filter((img > 40000).astype(np.float32), 41) > 0
+    smooth[near_saturated] = -np.inf  # skip saturated stars and their bleed trails
     smooth[:, : nx // 8] = smooth[:, -nx // 8:] = -np.inf
     smooth[: ny // 8] = smooth[-ny // 8:] = -np.inf
     cy, cx = np.unravel_index(np.argmax(smooth), img.shape)
