@@ -268,3 +268,12 @@ def test_bad_input_is_named(tmp_path):
         simulate_survey(2, tmp_path / "s", n_ccds=41, workers=2, progress=False)
     assert not list((tmp_path / "s").glob("*.fits"))
     assert not (tmp_path / "x.fits").exists()
+
+
+def test_gallery_draws_every_kind(tmp_path):
+    from PIL import Image
+    from desom.simulate.gallery import make_gallery
+    out = make_gallery(tmp_path / "g.png", severities=(0.8,), ccd_shape=(256, 256), zoom=128)
+    img = np.asarray(Image.open(out).convert("L"), dtype=float)
+    assert img.shape[0] > 300 and img.shape[1] > 600
+    assert img.std() > 10  # panels drawn, not a blank page
