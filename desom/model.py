@@ -34,6 +34,7 @@ class DESOMConfig:
     lr: float = 1e-3
     pretrain_iterations: int = 0
     seed: int = 0
+    prototype_lr: float | None = None     # Adam lr of the prototypes (None: same as lr)
     # architecture
     conv_filters: tuple = (32, 64, 128)   # desom1 encoder convolutions (3x3, ReLU, 2x2 max-pool)
     dense_units: int = 512                # desom1 dense layer between the convolutions and latent
@@ -96,6 +97,8 @@ class DESOMConfig:
             raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {SCHEDULES}")
         if not (self.t_max > 0 and self.t_min > 0):
             raise ValueError(f"temperatures must be positive (t_max={self.t_max}, t_min={self.t_min})")
+        if self.prototype_lr is not None and self.prototype_lr <= 0:
+            raise ValueError(f"prototype_lr must be positive, got {self.prototype_lr}")
         if self.gamma < 0 or self.lr <= 0:
             raise ValueError(f"need gamma >= 0 and lr > 0 (gamma={self.gamma}, lr={self.lr})")
         if self.latent_activation not in ("linear", "relu"):

@@ -147,6 +147,18 @@ def init_prototypes(model: DESOM, data: np.ndarray, rng: np.random.Generator,
     return idx
 
 
+def make_optimizer(model: DESOM, cfg: DESOMConfig) -> torch.optim.Adam:
+    """Adam over the autoencoder (cfg.lr) and the prototypes (cfg.prototype_lr or cfg.lr).
+
+    Adam moves every coordinate by about lr per step whatever the gradient's size, so the
+    prototypes can need a larger rate than the network to follow latent codes of large scale.
+    """
+    protos = [model.som.prototypes]
+    others = [p for p in model.parameters() if p is not model.som.prototypes]
+    return torch.optim.Adam([{"params": others, "lr": cfg.lr},
+                             {"params": protos, "lr": cfg.prototype_lr or cfg.lr}])
+
+
 def _write_log(log_file, record: dict) -> None:
     if log_file is not None:
         log_file.write(json.dumps(record) + "\n")
@@ -183,7 +195,7 @@ def train_desom(model: DESOM, data, cfg: DESOMConfig | None = None, progress: bo
     model.to(device)
     if channels_last and cfg.kind == "desom1":
         model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    optimizer = make_optimizer(model, cfg)
     rng = np.random.default_rng(cfg.seed)
     history = TrainingHistory()
     phase, start, protos_ready = "pretrain", 0, False

@@ -78,11 +78,13 @@ def test_streams_and_batch_sizes_give_the_same_answer(trained):
     assert len(empty) == 0 and empty.activations.shape == (0, 12)
 
 
-def test_bf16_channels_last_path_agrees_with_float32(trained):
+@pytest.mark.parametrize("precision", ["bf16", "bf16-autocast"])
+def test_bf16_channels_last_path_agrees_with_float32(trained, precision):
     model, x = trained
     f32 = DesomPredictor(model, precision="float32", channels_last=False).predict(x)
-    fast = DesomPredictor(model, precision="bf16", channels_last=True).predict(x)
-    assert DesomPredictor(model).precision == "bf16"      # the default path for DESOM-1
+    fast = DesomPredictor(model, precision=precision, channels_last=True).predict(x)
+    default = DesomPredictor(model)
+    assert default.precision == "float32" and default.channels_last    # the default DESOM-1 path
     assert (fast.bmu == f32.bmu).mean() > 0.8
     np.testing.assert_allclose(fast.activations.sum(1), 1.0, atol=1e-5)
 
