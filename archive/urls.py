@@ -6,6 +6,6 @@ app_name = "archive"
 
 urlpatterns = [
     path("health/", views.health, name="health"),
-    path("exposures/<int:pk>/download/", views.download, name="download"),
-    path("exposures/<int:pk>/preview.png", views.preview, name="preview"),
+    path("exposures/<dbid:pk>/download/", views.download, name="download"),
+    path("exposures/<dbid:pk>/preview.png", views.preview, name="preview"),
 ]

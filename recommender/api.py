@@ -16,6 +16,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from archive import selectors
+from desom.fits_io import ExposureReadError
 from archive.api.filters import ExposureFilter
 
 from . import services
@@ -133,8 +134,9 @@ class ExposureSearchView(_UploadView):
                                                           user=request.user, queryset=_filtered_queryset(request))
             except services.SearchError as exc:
                 raise ValidationError({"detail": str(exc)})
-            except (ValueError, OSError) as exc:
-                raise ValidationError({"file": f"cannot read the uploaded exposure: {exc}"})
+            except (ExposureReadError, ValueError, OSError) as exc:
+                message = str(exc).replace(path, "the upload")
+                raise ValidationError({"file": f"cannot read the uploaded exposure: {message}"})
         finally:
             os.unlink(path)
         return _respond(matches, upload=info)

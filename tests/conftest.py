@@ -15,9 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SURVEY_SIZE = 24
+SURVEY_SIZE = 32
 SURVEY_CCDS = 2
 SURVEY_SHAPE = (512, 256)
+# Four kinds at clearly visible severities: what a search must tell apart at the least.
+SURVEY_MIX = {"good": 1, "rbt": 1, "bad_focus": 1, "bgp_crowded": 1}
+DESOM1_SIDE = 6
 
 
 @pytest.fixture(scope="session")
@@ -30,12 +33,14 @@ def imaging_config():
 
 @pytest.fixture(scope="session")
 def survey_dir(tmp_path_factory) -> Path:
-    """24 exposures (balanced Good/Bad, all kinds) plus one bias and one flat frame."""
-    from desom.simulate import simulate_survey
+    """32 exposures of four kinds (8 each) plus one bias and one flat frame."""
+    from desom.simulate import SurveyConfig, simulate_survey
 
     out = tmp_path_factory.mktemp("survey")
-    simulate_survey(SURVEY_SIZE, out, seed=7, workers=2, n_ccds=SURVEY_CCDS, ccd_shape=SURVEY_SHAPE,
-                    good_share=0.5, include_calibration=2, progress=False, dead_ccd_prob=0.0)
+    config = SurveyConfig(n=SURVEY_SIZE, mix=SURVEY_MIX, seed=5, workers=2, n_ccds=SURVEY_CCDS,
+                          ccd_shape=SURVEY_SHAPE, include_calibration=2, dead_ccd_prob=0.0,
+                          severity_range=(0.6, 1.0))
+    simulate_survey(config=config, outdir=out, progress=False)
     return out
 
 
@@ -50,7 +55,8 @@ def science_files(survey_dir) -> list[Path]:
 
 @pytest.fixture(scope="session")
 def checkpoints(tmp_path_factory, survey_dir, science_files, imaging_config) -> dict:
-    """Tiny DESOM-1 (4x4) and DESOM-2 (3x3) trained on the survey, saved as real checkpoints."""
+    """A small DESOM-1 (6x6, 150 iterations) and DESOM-2 (3x3) trained on the survey, saved as
+    real checkpoints."""
     from desom.checkpoint import save_checkpoint
     from desom.inference import DesomPredictor
     from desom.model import DESOMConfig, build_desom
@@ -61,7 +67,7 @@ def checkpoints(tmp_path_factory, survey_dir, science_files, imaging_config) -> 
     out = tmp_path_factory.mktemp("models")
     cutouts = np.concatenate([sample_training_cutouts(str(f), max_per_ccd=40, seed=i, config=imaging_config)
                               for i, f in enumerate(science_files)])
-    config1 = DESOMConfig.desom1(map_rows=4, map_cols=4, iterations=40, batch_size=32, seed=1)
+    config1 = DESOMConfig.desom1(map_rows=DESOM1_SIDE, map_cols=DESOM1_SIDE, iterations=150, batch_size=64, seed=1)
     model1 = build_desom(config1)
     train_desom(model1, cutouts[:, None], config1, progress=False)
     path1 = out / "desom1.pt"
@@ -71,7 +77,7 @@ def checkpoints(tmp_path_factory, survey_dir, science_files, imaging_config) -> 
     histos = np.stack([summarise_exposure(str(f), predictor=predictor, config=imaging_config).histo
                        for f in science_files])
     normaliser = HistoNormaliser("minmax").fit(histos)
-    config2 = DESOMConfig.desom2(input_shape=(16,), map_rows=3, map_cols=3, iterations=60, batch_size=8, seed=2)
+    config2 = DESOMConfig.desom2(input_shape=(DESOM1_SIDE ** 2,), map_rows=3, map_cols=3, iterations=60, batch_size=8, seed=2)
     model2 = build_desom(config2)
     train_desom(model2, normaliser.transform(histos).astype(np.float32), config2, progress=False)
     path2 = out / "desom2.pt"

@@ -9,27 +9,32 @@ from ..models import Exposure, ModelVersion
 from ..services import quality, versions
 
 MAX_CONE_RADIUS_DEG = 30.0
+MAX_DB_INT = 2 ** 63 - 1
 
 
 class ExposureFilter(django_filters.FilterSet):
-    cell = django_filters.NumberFilter(method="filter_cell", label="DESOM-2 cell (active model)")
+    expnum = django_filters.NumberFilter(field_name="expnum", min_value=0, max_value=MAX_DB_INT)
+    cell = django_filters.NumberFilter(method="filter_cell", label="DESOM-2 cell (active model)",
+                                       min_value=0, max_value=10_000)
     label = django_filters.CharFilter(method="filter_label", label="quality label of the exposure's cell")
     flag = django_filters.CharFilter(method="filter_flag", label="prototype flag name")
     band = django_filters.CharFilter(field_name="band", lookup_expr="iexact")
     object = django_filters.CharFilter(field_name="object_name", lookup_expr="icontains")
     date_from = django_filters.IsoDateTimeFilter(field_name="date_obs", lookup_expr="gte")
     date_to = django_filters.IsoDateTimeFilter(field_name="date_obs", lookup_expr="lte")
-    exptime_min = django_filters.NumberFilter(field_name="exptime", lookup_expr="gte")
-    exptime_max = django_filters.NumberFilter(field_name="exptime", lookup_expr="lte")
+    exptime_min = django_filters.NumberFilter(field_name="exptime", lookup_expr="gte", min_value=-1e9, max_value=1e9)
+    exptime_max = django_filters.NumberFilter(field_name="exptime", lookup_expr="lte", min_value=-1e9, max_value=1e9)
     is_science = django_filters.BooleanFilter(field_name="is_science")
     status = django_filters.ChoiceFilter(field_name="status", choices=Exposure.STATUS_CHOICES)
-    ra = django_filters.NumberFilter(method="filter_cone", label="cone centre RA (deg), with dec and radius")
-    dec = django_filters.NumberFilter(method="filter_cone", label="cone centre Dec (deg)")
-    radius = django_filters.NumberFilter(method="filter_cone", label="cone radius (deg)")
+    ra = django_filters.NumberFilter(method="filter_cone", label="cone centre RA (deg), with dec and radius",
+                                     min_value=-360, max_value=720)
+    dec = django_filters.NumberFilter(method="filter_cone", label="cone centre Dec (deg)", min_value=-90, max_value=90)
+    radius = django_filters.NumberFilter(method="filter_cone", label="cone radius (deg)", min_value=0,
+                                         max_value=MAX_CONE_RADIUS_DEG)
 
     class Meta:
         model = Exposure
-        fields = ["expnum", "runid", "obstype"]
+        fields = ["runid", "obstype"]
 
     def filter_cell(self, queryset, name, value):
         desom2 = versions.active_version(ModelVersion.DESOM2)

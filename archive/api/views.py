@@ -27,6 +27,7 @@ class ExposureViewSet(viewsets.ReadOnlyModelViewSet):
 
     filterset_class = ExposureFilter
     serializer_class = serializers.ExposureSerializer
+    lookup_value_regex = r"[0-9]{1,18}"
 
     def get_queryset(self):
         return selectors.visible_exposures(self.request.user).order_by("expnum")
@@ -99,7 +100,7 @@ class Desom2MapView(APIView):
 class CellViewSet(viewsets.ViewSet):
     """One DESOM-2 cell: its members (visible ones), label and label history; staff label it."""
 
-    lookup_value_regex = r"\d+"
+    lookup_value_regex = r"[0-9]{1,6}"
 
     def _desom2(self):
         desom2 = versions.active_version(ModelVersion.DESOM2)
@@ -150,6 +151,7 @@ class PrototypeFlagViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mix
     """Named sets of DESOM-1 nodes; exposures over the threshold carry the flag."""
 
     serializer_class = serializers.PrototypeFlagSerializer
+    lookup_value_regex = r"[0-9]{1,18}"
 
     def get_permissions(self):
         if self.action in ("list", "retrieve"):
@@ -193,6 +195,7 @@ class IngestRunViewSet(viewsets.ReadOnlyModelViewSet):
 
     serializer_class = serializers.IngestRunSerializer
     queryset = IngestRun.objects.all()
+    lookup_value_regex = r"[0-9]{1,18}"
 
     @extend_schema(responses={200: serializers.IngestFailureSerializer(many=True)})
     @action(detail=True, permission_classes=[permissions.IsAdminUser])

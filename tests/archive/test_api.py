@@ -20,6 +20,12 @@ def proprietary(populated_archive):
     return exposure
 
 
+def proprietary_versions():
+    from archive.services import versions
+
+    return versions.active_version("desom1")
+
+
 def clients():
     User = get_user_model()
     staff = User.objects.create_user("staff", password="x", is_staff=True)
@@ -50,7 +56,8 @@ def test_download_streams_the_file_with_its_quality(proprietary):
     from archive.services import quality
 
     public = Exposure.objects.filter(is_science=True).exclude(pk=proprietary.pk).first()
-    quality.save_flag("everything", list(range(16)), 0.01)
+    desom1 = proprietary_versions()
+    quality.save_flag("everything", list(range(desom1.map_shape[0] * desom1.map_shape[1])), 0.01)
     response = APIClient().get(f"/exposures/{public.pk}/download/")
     assert response.status_code == 200
     body = b"".join(response.streaming_content)

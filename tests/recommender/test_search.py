@@ -19,10 +19,11 @@ def truth_kinds(survey_dir) -> dict[int, str]:
         return {int(r["expnum"]): r["kind"] for r in csv.DictReader(handle)}
 
 
-def test_find_similar_prefers_the_same_kind(populated_archive, survey_dir):
-    """precision@5 of the same simulated kind, against what picking at random would give.
-    With the tests' tiny models (4x4 DESOM-1, 40 iterations) we only ask for twice chance;
-    the demo-scale figure is measured in benchmarks/bench_science.py."""
+def test_find_similar_returns_mostly_the_same_kind(populated_archive, survey_dir):
+    """precision@5 of the same simulated kind over every exposure, beside picking at random.
+    The test survey holds four kinds at visible severities (8 exposures each, chance 7/31 =
+    0.23); a DESOM-1 that sees sources at all must put most neighbours in the same kind, so the
+    floor is "mostly" (0.6). Measured 0.81 with this fixture when it was written."""
     kinds = truth_kinds(survey_dir)
     science = list(Exposure.objects.filter(is_science=True))
     counts = Counter(kinds[e.expnum] for e in science)
@@ -34,7 +35,8 @@ def test_find_similar_prefers_the_same_kind(populated_archive, survey_dir):
         own = kinds[exposure.expnum]
         hits.append(np.mean([kinds[m.exposure.expnum] == own for m in matches]))
         chance.append((counts[own] - 1) / (len(science) - 1))
-    assert np.mean(hits) >= 2 * np.mean(chance), (np.mean(hits), np.mean(chance))
+    assert np.mean(hits) >= 0.6, (np.mean(hits), np.mean(chance))
+    assert np.mean(hits) >= 2 * np.mean(chance)
 
 
 def test_by_prototypes_ranks_by_share_in_the_nodes(populated_archive):
@@ -111,7 +113,8 @@ def test_search_api_and_bad_uploads(populated_archive, survey_dir):
     stamp.name = "star.npy"
     found = client.post("/api/search/cutout/?k=3", {"file": stamp}, format="multipart")
     assert found.status_code == 200, found.content
-    assert found.json()["count"] == 3 and 0 <= found.json()["cutout"]["bmu"] < 16
+    n_nodes = populated_archive[0].map_shape[0] * populated_archive[0].map_shape[1]
+    assert found.json()["count"] == 3 and 0 <= found.json()["cutout"]["bmu"] < n_nodes
 
     wrong = io.BytesIO()
     np.save(wrong, np.zeros((16, 16), np.float32))
