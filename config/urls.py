@@ -1,4 +1,5 @@
-"""Root URL map: admin, the archive's API and pages, the recommender's search API, the schema."""
+"""Root URL map: admin, the REST API (archive and search), the schema and its docs, the
+Virtual Observatory interface, and the pages."""
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
@@ -13,5 +14,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/", include("recommender.api_urls")),
     path("api/", include("archive.api.urls")),
+    path("sia2/", include("recommender.vo.urls")),
     path("", include("archive.urls")),
+    path("", include("recommender.pages.urls")),
 ]

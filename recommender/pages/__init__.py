@@ -1,0 +1,1 @@
+"""Server-rendered pages: search, exposure, maps, cells and labelling, uploads."""

@@ -1,0 +1,2 @@
+"""Page routes (filled in with the pages)."""
+urlpatterns = []

@@ -1,0 +1,2 @@
+"""SIA v2 and VOSI routes (filled in with the VO interface)."""
+urlpatterns = []
