@@ -29,8 +29,13 @@ def cached_png(path: Path, render) -> Path:
     return path
 
 
-def exposure_preview(exposure) -> Path:
-    from desom.preview import exposure_preview_png
+PREVIEW_MAX_WIDTH = 800
 
-    key = f"{exposure.expnum}-{exposure.checksum[:12]}.png"
-    return cached_png(cache_dir("previews") / key, lambda: exposure_preview_png(exposure.file_path))
+
+def exposure_preview(exposure) -> Path:
+    """The exposure's CCD mosaic as a PNG, keyed by its number and checksum."""
+    from desom.preview import exposure_preview as render_preview
+
+    key = f"{exposure.expnum}-{exposure.checksum[:12]}-w{PREVIEW_MAX_WIDTH}.png"
+    return cached_png(cache_dir("previews") / key,
+                      lambda: render_preview(exposure.file_path, max_width=PREVIEW_MAX_WIDTH))
