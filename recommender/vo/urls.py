@@ -1,2 +1,15 @@
-"""SIA v2 and VOSI routes (filled in with the VO interface)."""
-urlpatterns = []
+"""SIA v2 query and VOSI routes, included at sia2/ by config/urls.py."""
+from django.urls import path
+
+from . import views
+
+app_name = "vo"
+
+urlpatterns = [
+    path("query", views.query, name="query"),
+    path("query/", views.query),
+    path("capabilities", views.capabilities, name="capabilities"),
+    path("capabilities/", views.capabilities),
+    path("availability", views.availability, name="availability"),
+    path("availability/", views.availability),
+]

@@ -1,0 +1,274 @@
+"""SIA v2 query and VOSI endpoints: every constraint against the same selection made directly
+from the database, the ObsCore columns, errors, overflow, and the database being down."""
+import datetime as dt
+import io
+import math
+import xml.etree.ElementTree as ET
+from unittest import mock
+
+import numpy as np
+import pytest
+from astropy.io.votable import parse
+from django.db import OperationalError, connections
+from django.test import Client
+
+from archive.models import Exposure
+from archive.services import quality
+from recommender import services as recommender_services
+from recommender.vo import services as vo
+
+QUERY = "/sia2/query"
+
+
+def votable(response):
+    assert response["Content-Type"].startswith("application/x-votable+xml"), response["Content-Type"]
+    return parse(io.BytesIO(response.content))
+
+
+def status_of(table_file):
+    resource = table_file.resources[0]
+    assert resource.type == "results"
+    info = next(i for i in resource.infos if i.name == "QUERY_STATUS")
+    return info.value, (info.content or "")
+
+
+def rows(response):
+    parsed = votable(response)
+    assert status_of(parsed)[0] in ("OK", "OVERFLOW")
+    return parsed.get_first_table().to_table()
+
+
+def obs_ids(response) -> list[int]:
+    return [int(v) for v in rows(response)["obs_id"]]
+
+
+def science():
+    return Exposure.objects.filter(is_science=True).order_by("expnum")
+
+
+@pytest.fixture
+def public_archive(populated_archive):
+    Exposure.objects.update(release_date=dt.date(2000, 1, 1))
+    return populated_archive
+
+
+def test_capabilities_list_the_sia_interface_and_vosi(db):
+    response = Client().get("/sia2/capabilities")
+    assert response.status_code == 200
+    root = ET.fromstring(response.content)
+    standards = {c.get("standardID"): c for c in root.iter("capability")}
+    assert set(standards) == {vo.SIA2_STANDARD_ID, "ivo://ivoa.net/std/VOSI#capabilities",
+                              "ivo://ivoa.net/std/VOSI#availability"}
+    url = standards[vo.SIA2_STANDARD_ID].find("interface/accessURL").text
+    assert url == "http://testserver/sia2/query"
+
+
+def test_availability_reports_a_database_outage(db):
+    ns = {"vosi": "http://www.ivoa.net/xml/VOSIAvailability/v1.0"}
+    up = ET.fromstring(Client().get("/sia2/availability").content)
+    assert up.find("vosi:available", ns).text == "true"
+    with mock.patch.object(type(connections["default"]), "create_cursor", side_effect=OperationalError("server closed")):
+        response = Client().get("/sia2/availability")
+    assert response.status_code == 200
+    down = ET.fromstring(response.content)
+    assert down.find("vosi:available", ns).text == "false"
+    assert "database is unavailable" in down.find("vosi:note", ns).text
+
+
+def test_query_lists_science_exposures_with_obscore_columns(public_archive):
+    response = Client().get(QUERY)
+    assert response.status_code == 200
+    parsed = votable(response)
+    assert status_of(parsed)[0] == "OK"
+    fields = {f.name: f for f in parsed.get_first_table().fields}
+    for name in ("dataproduct_type", "calib_level", "obs_collection", "obs_id", "obs_publisher_did",
+                 "access_url", "access_format", "access_estsize", "target_name", "s_ra", "s_dec", "s_fov",
+                 "s_region", "s_resolution", "t_min", "t_max", "t_exptime", "t_resolution", "em_min",
+                 "em_max", "em_res_power", "o_ucd", "pol_states", "facility_name", "instrument_name",
+                 "desom2_cell", "quality_label", "quality_flags"):
+        assert name in fields, name
+    assert fields["s_ra"].utype.endswith("Position2D.Value2.C1") and fields["s_ra"].ucd == "pos.eq.ra"
+    assert fields["em_min"].unit == "m" and fields["access_estsize"].unit == "kbyte"
+    table = parsed.get_first_table().to_table()
+    assert [int(v) for v in table["obs_id"]] == list(science().values_list("expnum", flat=True))
+    first = science().first()
+    row = table[0]
+    assert row["dataproduct_type"] == "image" and row["access_format"] == "application/fits"
+    assert row["access_url"] == f"http://testserver/exposures/{first.pk}/download/"
+    assert row["access_estsize"] == math.ceil(first.file_size / 1024)
+    assert row["s_region"].startswith("CIRCLE ")
+    assert abs(row["t_max"] - row["t_min"] - first.exptime / 86400) < 1e-9
+    band = vo.MEGAPRIME_BANDS_M[first.band]
+    assert (row["em_min"], row["em_max"]) == band
+    # The access URL really serves the file.
+    download = Client().get(f"/exposures/{first.pk}/download/")
+    assert download.status_code == 200 and b"".join(download.streaming_content)[:6] == b"SIMPLE"
+    # Calibration frames are not images of the sky: never listed.
+    assert not set(table["obs_id"]) & {str(e) for e in Exposure.objects.filter(is_science=False)
+                                       .values_list("expnum", flat=True)}
+
+
+def test_position_constraints_match_the_field_around_each_pointing(public_archive):
+    exposures = list(science())
+    centre = exposures[0]
+    radius = 2.0
+    expected = sorted(e.expnum for e in exposures
+                      if vo.angular_distance(centre.ra_deg, centre.dec_deg, e.ra_deg, e.dec_deg)
+                      <= radius + vo.FIELD_DIAMETER_DEG / 2)
+    got = obs_ids(Client().get(QUERY, {"pos": f"CIRCLE {centre.ra_deg} {centre.dec_deg} {radius}"}))
+    assert got == expected and centre.expnum in got
+
+    decs = sorted(e.dec_deg for e in exposures)
+    lo, hi = decs[len(decs) // 4], decs[len(decs) // 2]
+    expected = sorted(e.expnum for e in exposures if lo - 0.5 <= e.dec_deg <= hi + 0.5)
+    got = obs_ids(Client().get(QUERY, {"POS": f"RANGE -Inf +Inf {lo} {hi}"}))
+    assert got == expected and 0 < len(got) < len(exposures)
+
+    # A small triangle around one pointing finds it; one far away finds nothing.
+    r, d = centre.ra_deg, centre.dec_deg
+    triangle = f"POLYGON {r - 0.1} {d - 0.1} {r + 0.1} {d - 0.1} {r} {d + 0.1}"
+    assert centre.expnum in obs_ids(Client().get(QUERY, {"POS": triangle}))
+    far = f"POLYGON {(r + 180) % 360} {-d} {(r + 180.2) % 360} {-d} {(r + 180.1) % 360} {-d + 0.2}"
+    assert obs_ids(Client().get(QUERY, {"POS": far})) == [
+        e.expnum for e in exposures
+        if vo.angular_distance((r + 180.1) % 360, -d + 0.07, e.ra_deg, e.dec_deg) < 0.7]
+
+
+def test_band_time_exptime_and_identity_constraints(public_archive):
+    exposures = list(science())
+    bands = {e.band for e in exposures}
+    band = sorted(bands)[0]
+    em_min, em_max = vo.MEGAPRIME_BANDS_M[band]
+    middle = (em_min + em_max) / 2
+    got = obs_ids(Client().get(QUERY, {"BAND": f"{middle} {middle + 1e-9}"}))
+    assert got == [e.expnum for e in exposures if e.band == band]
+    assert obs_ids(Client().get(QUERY, {"BAND": "1e-3 2e-3"})) == []  # radio: none
+
+    mjds = sorted(e.mjd_obs for e in exposures)
+    lo, hi = mjds[3], mjds[10]
+    expected = [e.expnum for e in exposures if e.mjd_obs <= hi and e.mjd_obs + e.exptime / 86400 >= lo]
+    assert obs_ids(Client().get(QUERY, {"TIME": f"{lo} {hi}"})) == expected
+
+    times = sorted({e.exptime for e in exposures})
+    got = obs_ids(Client().get(QUERY, {"EXPTIME": f"{times[0]} {times[0]}"}))
+    assert got == [e.expnum for e in exposures if e.exptime == times[0]]
+
+    one, two = exposures[2], exposures[5]
+    assert obs_ids(Client().get(QUERY, [("ID", str(one.expnum))])) == [one.expnum]
+    did = f"{vo.publisher_did_prefix()}{two.expnum}"
+    # Repeated values of one parameter are OR-ed.
+    response = Client().get(f"{QUERY}?ID={one.expnum}&id={did}")
+    assert obs_ids(response) == sorted([one.expnum, two.expnum])
+    assert rows(response)["obs_publisher_did"][-1] == did
+
+    if one.object_name:
+        expected = [e.expnum for e in exposures if e.object_name.lower() == one.object_name.lower()]
+        assert obs_ids(Client().get(QUERY, {"TARGET": one.object_name.upper()})) == expected
+    assert len(obs_ids(Client().get(QUERY, {"DPTYPE": "image", "CALIB": "1", "COLLECTION": "desom",
+                                             "FACILITY": "CFHT", "FORMAT": "application/fits"}))) == len(exposures)
+    assert obs_ids(Client().get(QUERY, {"DPTYPE": "cube"})) == []
+    assert obs_ids(Client().get(QUERY, {"FORMAT": "image/png"})) == []
+    assert obs_ids(Client().get(QUERY, {"INSTRUMENT": "not-an-instrument"})) == []
+
+
+def test_content_constraints_quality_flag_cell(public_archive):
+    desom1, desom2 = public_archive
+    exposures = list(science())
+    cells = quality.cells_of([e.pk for e in exposures], desom2)
+    busiest = max(set(cells.values()), key=list(cells.values()).count)
+    quality.label_cell(busiest, "bad focus")
+    verdicts = {v.exposure_id: v for v in quality.quality_verdicts(exposures)}
+    expected = [e.expnum for e in exposures if verdicts[e.pk].label == "bad focus"]
+    table = rows(Client().get(QUERY, {"QUALITY": "Bad Focus"}))
+    assert [int(v) for v in table["obs_id"]] == expected and expected
+    assert set(table["quality_label"]) == {"bad focus"}
+
+    got = obs_ids(Client().get(QUERY, [("CELL", str(busiest))]))
+    assert got == [e.expnum for e in exposures if cells.get(e.pk) == busiest]
+
+    n_nodes = desom1.map_shape[0] * desom1.map_shape[1]
+    quality.save_flag("crowded", list(range(n_nodes // 2)), 0.5)
+    flagged = [e.expnum for e in exposures if any(f["name"] == "crowded" for f in
+                                                  quality.quality_verdicts([e])[0].flags)]
+    table = rows(Client().get(QUERY, {"FLAG": "CROWDED"}))
+    assert [int(v) for v in table["obs_id"]] == flagged
+    assert all("crowded" in str(v) for v in table["quality_flags"])
+
+
+def test_similar_to_ranks_like_the_recommender(public_archive):
+    target = science()[4]
+    expected = [m.exposure.expnum for m in recommender_services.similar(target, k=5)]
+    table = rows(Client().get(QUERY, {"SIMILAR_TO": str(target.expnum), "K": "5"}))
+    assert [int(v) for v in table["obs_id"]] == expected
+    distances = list(table["similarity_distance"])
+    assert distances == sorted(distances)
+    # Combined with a constraint, the ranking keeps only what passes it.
+    band = target.band
+    got = obs_ids_unsorted(Client().get(QUERY, {"SIMILAR_TO": str(target.expnum), "K": "3", "BAND":
+                                                 " ".join(str(x) for x in vo.MEGAPRIME_BANDS_M[band])}))
+    assert len(got) == 3 and all(Exposure.objects.get(expnum=n).band == band for n in got)
+
+
+def obs_ids_unsorted(response):
+    return [int(v) for v in rows(response)["obs_id"]]
+
+
+def test_maxrec_overflow_and_post(public_archive):
+    n = science().count()
+    response = Client().get(QUERY, {"MAXREC": "5"})
+    parsed = votable(response)
+    assert status_of(parsed)[0] == "OVERFLOW" and len(parsed.get_first_table().array) == 5
+    parsed = votable(Client().get(QUERY, {"MAXREC": "0"}))
+    assert status_of(parsed)[0] == "OVERFLOW" and len(parsed.get_first_table().array) == 0
+    assert status_of(votable(Client().get(QUERY, {"MAXREC": str(n)})))[0] == "OK"
+    # POST takes the same parameters (form-encoded); no CSRF token is needed for a query.
+    client = Client(enforce_csrf_checks=True)
+    posted = client.post(QUERY, {"MAXREC": "3", "RESPONSEFORMAT": "votable"})
+    assert posted.status_code == 200 and len(votable(posted).get_first_table().array) == 3
+
+
+@pytest.mark.parametrize("params, needle", [
+    ({"POS": "CIRCLE 10 20"}, "CIRCLE takes ra dec radius"),
+    ({"POS": "CIRCLE 10 95 1"}, "declination"),
+    ({"POS": "BOX 1 2 3 4"}, "unknown shape"),
+    ({"POS": "POLYGON 1 2 3 4"}, "at least three"),
+    ({"POS": "CIRCLE a b c"}, "not a number"),
+    ({"BAND": "5e-7 4e-7"}, "empty"),
+    ({"BAND": "nan 1"}, "not a finite number"),
+    ({"TIME": "1 2 3"}, "two numbers"),
+    ({"MAXREC": "100000"}, "MAXREC"),
+    ({"MAXREC": "-1"}, "MAXREC"),
+    ({"CALIB": "raw"}, "calibration level"),
+    ({"CELL": "9999"}, "CELL"),
+    ({"SIMILAR_TO": "123456789"}, "no science exposure"),
+    ({"K": "3"}, "only meaningful with SIMILAR_TO"),
+    ({"RESPONSEFORMAT": "text/csv"}, "RESPONSEFORMAT"),
+    ({"REQUEST": "getCapabilities"}, "REQUEST"),
+])
+def test_bad_parameters_are_400_votable_errors(public_archive, params, needle):
+    response = Client().get(QUERY, params)
+    assert response.status_code == 400
+    value, message = status_of(votable(response))
+    assert value == "ERROR" and needle in message, message
+
+
+def test_similar_to_k_above_the_limit_is_refused(public_archive):
+    target = science().first()
+    response = Client().get(QUERY, {"SIMILAR_TO": target.expnum, "K": recommender_services.MAX_K + 1})
+    assert response.status_code == 400 and "K" in status_of(votable(response))[1]
+
+
+def test_unknown_parameters_are_ignored_with_a_warning(public_archive):
+    parsed = votable(Client().get(QUERY, {"FLAVOUR": "vanilla", "MAXREC": "2"}))
+    warnings = [i.value for i in parsed.resources[0].infos if i.name == "WARNING"]
+    assert any("FLAVOUR" in w for w in warnings)
+
+
+def test_database_down_is_a_503_votable_error(db):
+    with mock.patch.object(type(connections["default"]), "create_cursor", side_effect=OperationalError("connection refused")):
+        response = Client().get(QUERY, {"MAXREC": "3"})
+        health = Client().get("/health/")
+    assert response.status_code == 503 and response["Retry-After"] == "30"
+    value, message = status_of(votable(response))
+    assert value == "ERROR" and "database is unavailable" in message
+    assert health.status_code == 503 and health.json()["database"].startswith("unavailable")
