@@ -53,7 +53,7 @@ def collect_training_cutouts(paths: list[str], *, max_per_ccd: int = 100, max_cu
 def train_desom1(*, paths=None, n_exposures: int | None = None, max_per_ccd: int = 100,
                  max_cutouts: int | None = 200_000, overrides: dict | None = None, seed: int = 0,
                  activate: bool = True, workers: int = 2, scheduler: str | None = None,
-                 progress: bool = True) -> ModelVersion:
+                 progress: bool = True, precision: str = "bf16") -> ModelVersion:
     """Train DESOM-1 on cutouts sampled from files (or, by default, the archive's science
     exposures), save the checkpoint under the data directory and register it."""
     from desom.checkpoint import save_checkpoint
@@ -86,7 +86,10 @@ def train_desom1(*, paths=None, n_exposures: int | None = None, max_per_ccd: int
     check, train = cutouts[order[:n_check]], cutouts[order[n_check:]]
     model = build_desom(config)
     started = time.perf_counter()
-    history = train_desom(model, train[:, None], config, progress=progress)
+    # bf16 autocast with channels-last memory: several times faster on CPUs with bf16 support
+    # (benchmarks/bench_desom_speed.py); the float32 path stays available through `precision`.
+    history = train_desom(model, train[:, None], config, progress=progress, precision=precision,
+                          channels_last=precision == "bf16")
     elapsed = time.perf_counter() - started
     metrics = _held_out_map_metrics(model, check[:, None], quantization_error, topographic_error)
     metrics.update(train_cutouts=int(len(train)), held_out_cutouts=int(n_check), train_seconds=round(elapsed, 1),

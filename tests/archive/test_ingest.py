@@ -160,3 +160,24 @@ def test_a_killed_ingest_resumes_without_loss_or_duplicates(survey_dir, science_
         runs = dict(connection.execute("SELECT id, status FROM archive_ingestrun").fetchall())
     assert len(rows) == 12 and all(n == 1 for _, n in rows)
     assert sorted(runs.values()) == ["finished", "interrupted"]
+
+
+def test_release_dates_come_from_rel_date_and_rule_visibility(populated_archive, survey_dir):
+    """REL_DATE sets the proprietary period; an exposure still proprietary is hidden from anonymous users."""
+    import csv
+    import datetime as dt
+
+    from rest_framework.test import APIClient
+
+    with open(survey_dir / "truth.csv") as handle:
+        truth = {int(r["expnum"]): r for r in csv.DictReader(handle)}
+    exposures = list(Exposure.objects.filter(is_science=True))
+    for exposure in exposures:
+        assert exposure.release_date == dt.date.fromisoformat(truth[exposure.expnum]["rel_date"])
+    # Move one exposure's REL_DATE into the future, as a file from a current programme would have it.
+    future = exposures[0]
+    future.release_date = dt.date.today() + dt.timedelta(days=30)
+    future.save()
+    listed = {row["id"] for row in APIClient().get("/api/exposures/?page_size=500").json()["results"]}
+    assert future.pk not in listed
+    assert {e.pk for e in exposures if e.is_public} <= listed

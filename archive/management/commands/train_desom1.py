@@ -21,6 +21,8 @@ class Command(BaseCommand):
                             help="any other DESOMConfig field, e.g. --set t_min=0.5")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--workers", type=int, default=2)
+        parser.add_argument("--precision", choices=["bf16", "float32"], default="bf16",
+                            help="bf16 autocast (fast on CPUs and GPUs with bf16) or plain float32")
         parser.add_argument("--no-activate", action="store_true")
 
     def handle(self, *args, **opts):
@@ -29,7 +31,7 @@ class Command(BaseCommand):
             version = train_desom1(paths=opts["paths"], n_exposures=opts["exposures"], max_per_ccd=opts["per_ccd"],
                                    max_cutouts=opts["max_cutouts"], overrides=overrides, seed=opts["seed"],
                                    activate=not opts["no_activate"], workers=opts["workers"],
-                                   progress=opts["verbosity"] > 0)
+                                   progress=opts["verbosity"] > 0, precision=opts["precision"])
         except TrainingDataError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(f"DESOM-1 {version.version_id} saved to {version.checkpoint_path}"
