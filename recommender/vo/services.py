@@ -681,7 +681,6 @@ def capabilities_xml(base_url: str) -> bytes:
     <interface xsi:type="vs:ParamHTTP" role="std" version="2.0">
       <accessURL use="base">{base}/query</accessURL>
       <queryType>GET</queryType>
-      <queryType>POST</queryType>
       <resultType>{VOTABLE_MIME}</resultType>
     </interface>
   </capability>
