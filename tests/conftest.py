@@ -100,15 +100,39 @@ def archive_models(db, checkpoints, settings, tmp_path):
     return desom1, desom2
 
 
+_SUMMARY_CACHE: dict = {}
+
+
+def _summarise_once(path, checkpoint_path, config):
+    """The real `summarise_safely`, memoised for the session: the imaging of a file is a pure
+    function of (file, model, settings), and the tests that need a populated archive would
+    otherwise detect the same sources in the same 34 files again and again. Checkpoints are
+    copied per test, so the model is keyed by its content, not its path."""
+    import hashlib
+
+    from archive.tasks import summarise_safely
+
+    model_key = hashlib.sha256(Path(checkpoint_path).read_bytes()).hexdigest() if checkpoint_path else None
+    key = (str(path), Path(path).stat().st_mtime_ns, model_key, repr(config))
+    if key not in _SUMMARY_CACHE:
+        _SUMMARY_CACHE[key] = summarise_safely(path, checkpoint_path, config)
+    return _SUMMARY_CACHE[key]
+
+
 @pytest.fixture
-def populated_archive(archive_models, survey_dir, imaging_config, django_capture_on_commit_callbacks):
-    """The survey ingested (in-process) under the active models, with cells assigned."""
+def populated_archive(archive_models, survey_dir, imaging_config, django_capture_on_commit_callbacks,
+                      monkeypatch):
+    """The survey ingested (in-process, through the real ingest service) under the active
+    models, with cells assigned."""
+    from archive.services import ingest as ingest_module
     from archive.services.assign import assign_cells
     from archive.services.ingest import ingest
 
+    monkeypatch.setattr(ingest_module, "summarise_safely", _summarise_once)
     with django_capture_on_commit_callbacks(execute=True):
         report = ingest([survey_dir], workers=0, imaging_config=imaging_config, progress=False)
         assign_cells(progress=False)
+    monkeypatch.undo()
     assert report.failed == 0, report.failures
     return archive_models
 
