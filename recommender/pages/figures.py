@@ -97,7 +97,7 @@ def density_map(exposure, desom1, histo) -> Path:
 
     return cached_png(cache_dir("density") / f"{_exposure_key(exposure, desom1)}.png",
                       lambda: plots.density_map(histo, map_shape=desom1.map_shape,
-                                                title=f"density map of {exposure.expnum} (DESOM-1 {desom1.version_id[:18]})"))
+                                                title=f"density map of {exposure.expnum}"))
 
 
 def histo_plot(exposure, desom1, histo) -> Path:

@@ -236,12 +236,13 @@ def node_detail(request, node):
         richest = services.by_prototypes([node], k=NODE_EXPOSURES_K, user=request.user)
     except services.SearchError:
         richest = []
+    richest_verdicts = quality.quality_verdicts([m.exposure for m in richest]) if richest else []
     flags = [f for f in PrototypeFlag.objects.filter(model_version=desom1) if node in [int(n) for n in f.nodes]]
     return render(request, "pages/node.html", {
         "desom1": desom1, "node": node, "row": node // cols, "col": node % cols, "statistics": statistics,
         "exposures_count": stats.get("exposures", 0),
         "elongation": float(shapes["elongation"][node]), "central_hole": float(shapes["central_hole"][node]),
-        "richest": richest, "flags": flags, "form": form,
+        "richest": list(zip(richest, richest_verdicts)), "flags": flags, "form": form,
         "neighbours": _neighbours(node, rows, cols),
     })
 

@@ -106,7 +106,6 @@ def test_search_open_an_exposure_and_its_similar_ones(populated_archive, live_se
     shot(page, "desom1_node")
 
     page.goto(live_server.url + "/maps/desom2/")
-    shot(page, "desom2_map")
     page.click(f"#desom2-map a[data-cell='{cell}']")
     page.wait_for_url(re.compile(rf"/maps/desom2/cells/{cell}/$"))
     shown = page.locator("#members figure.card").count()
@@ -133,7 +132,8 @@ def test_staff_labels_a_cell_and_flags_a_node(populated_archive, live_server, br
     desom1, desom2 = populated_archive
     get_user_model().objects.create_user("curator", password="curator-pw", is_staff=True)
     cells = list(CellAssignment.objects.filter(model_version=desom2).values_list("cell", flat=True))
-    cell = max(set(cells), key=cells.count)
+    by_size = sorted(set(cells), key=cells.count)
+    cell, other_cell = by_size[-1], by_size[-2]
     page = new_page(browser)
 
     page.goto(live_server.url + "/accounts/login/")
@@ -156,8 +156,19 @@ def test_staff_labels_a_cell_and_flags_a_node(populated_archive, live_server, br
     page.wait_for_url(re.compile(r"/exposures/\d+/$"))
     assert page.locator("#quality-label").inner_text() == "RBT"
 
+    # A second cell labelled Good, with the "other" box left hidden.
+    page.goto(f"{live_server.url}/maps/desom2/cells/{other_cell}/")
+    page.select_option("#label-form select[name=label]", "Good")
+    page.click("#label-form button[type=submit]")
+    page.wait_for_selector(".messages")
+
     page.goto(live_server.url + "/maps/desom2/")
     assert page.locator(f"#desom2-map a[data-cell='{cell}']").get_attribute("data-label") == "RBT"
+    assert page.locator(f"#desom2-map a[data-cell='{other_cell}']").get_attribute("data-label") == "Good"
+    colours = {page.locator(f"#desom2-map a[data-cell='{c}']").evaluate("e => getComputedStyle(e).backgroundColor")
+               for c in (cell, other_cell)}
+    assert len(colours) == 2 and "rgb(255, 255, 255)" not in colours
+    shot(page, "desom2_map")
 
     # Flag the node where one exposure outside that cell puts most of its sources.
     exposure = Exposure.objects.filter(is_science=True).exclude(cells__cell=cell).first()

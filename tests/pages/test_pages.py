@@ -35,7 +35,7 @@ def exposure_links(html: str) -> set[int]:
     return {int(pk) for pk in re.findall(r'/exposures/(\d+)/', html)}
 
 
-def test_every_page_renders_from_the_archive(populated_archive):
+def test_every_page_renders_and_images_are_cached(populated_archive):
     desom1, desom2 = populated_archive
     client = Client()
     science = Exposure.objects.filter(is_science=True).order_by("expnum")
@@ -94,6 +94,18 @@ def test_every_page_renders_from_the_archive(populated_archive):
     assert client.get("/accounts/login/").status_code == 200
     assert client.get(f"/maps/desom2/cells/{d2_rows * d2_cols}/").status_code == 404
 
+    # Images are rendered once into the figure cache, then served from it.
+    client.get(f"/exposures/{exposure.pk}/density.png")
+    cached = list(Path(settings.ARCHIVE_DATA_DIR, "figures", "density").glob(f"{exposure.expnum}-*.png"))
+    assert len(cached) == 1
+    before = cached[0].stat().st_mtime_ns
+    client.get(f"/exposures/{exposure.pk}/density.png")
+    assert cached[0].stat().st_mtime_ns == before
+    client.get("/maps/desom1/prototypes.png")
+    assert list(Path(settings.ARCHIVE_DATA_DIR, "figures", "desom1").glob("*/mosaic-*.png"))
+    client.get(f"/exposures/{exposure.pk}/preview.png")
+    assert list(Path(settings.ARCHIVE_DATA_DIR, "figures", "previews").glob(f"{exposure.expnum}-*.png"))
+
 
 def test_search_filters_and_their_errors(populated_archive):
     _, desom2 = populated_archive
@@ -105,21 +117,6 @@ def test_search_filters_and_their_errors(populated_archive):
     assert "a cone search needs ra, dec and radius together" in html and 'class="thumb"' not in html
     quality.label_cell(cell, "RBT")
     assert exposure_links(client.get("/?label=rbt").content.decode()) == set(members)
-
-
-def test_images_are_rendered_once_into_the_figure_cache(populated_archive):
-    client = Client()
-    exposure = Exposure.objects.filter(is_science=True).first()
-    client.get(f"/exposures/{exposure.pk}/density.png")
-    cached = list(Path(settings.ARCHIVE_DATA_DIR, "figures", "density").glob(f"{exposure.expnum}-*.png"))
-    assert len(cached) == 1
-    before = cached[0].stat().st_mtime_ns
-    client.get(f"/exposures/{exposure.pk}/density.png")
-    assert cached[0].stat().st_mtime_ns == before
-    client.get("/maps/desom1/prototypes.png")
-    assert list(Path(settings.ARCHIVE_DATA_DIR, "figures", "desom1").glob("*/mosaic-*.png"))
-    client.get(f"/exposures/{exposure.pk}/preview.png")
-    assert list(Path(settings.ARCHIVE_DATA_DIR, "figures", "previews").glob(f"{exposure.expnum}-*.png"))
 
 
 def test_proprietary_exposures_never_reach_anonymous_users(populated_archive):
@@ -180,7 +177,7 @@ def test_labelling_a_cell_shows_on_its_members(populated_archive):
     assert CellLabel.objects.filter(cell=cell).count() == 3
 
 
-def test_staff_only_forms_are_refused_to_others(populated_archive):
+def test_forms_are_staff_only_and_csrf_protected(populated_archive):
     _, desom2 = populated_archive
     cell, _ = member_cell(desom2)
     visitor = get_user_model().objects.create_user("visitor", password="pw")
@@ -192,11 +189,7 @@ def test_staff_only_forms_are_refused_to_others(populated_archive):
         assert client.post("/maps/desom1/nodes/0/", {"name": "x", "nodes": "0", "threshold": 0.1,
                                                       "mode": "share"}).status_code == 403
     assert not CellLabel.objects.exists() and not PrototypeFlag.objects.filter(name="x").exists()
-
-
-def test_forms_enforce_csrf(populated_archive):
-    _, desom2 = populated_archive
-    cell, _ = member_cell(desom2)
+    # Staff too must send the CSRF token.
     user = get_user_model().objects.create_user("curator", password="pw", is_staff=True)
     client = Client(enforce_csrf_checks=True)
     client.force_login(user)
@@ -208,6 +201,16 @@ def test_forms_enforce_csrf(populated_archive):
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
     response = client.post(f"/maps/desom2/cells/{cell}/", {"label": "Good", "csrfmiddlewaretoken": token})
     assert response.status_code == 302 and CellLabel.objects.get(cell=cell).label == "Good"
+
+    # Logging in and out through the pages.
+    client = Client()
+    page = client.post("/accounts/login/", {"username": "curator", "password": "wrong"})
+    assert b"did not match" in page.content
+    assert client.post("/accounts/login/", {"username": "curator", "password": "pw",
+                                            "next": "/maps/desom2/"})["Location"] == "/maps/desom2/"
+    assert b"Log out" in client.get("/").content
+    client.post("/accounts/logout/")
+    assert b"Staff log in" in client.get("/").content
 
 
 def test_flagging_a_node_warns_before_download(populated_archive):
@@ -224,7 +227,10 @@ def test_flagging_a_node_warns_before_download(populated_archive):
                                                            "threshold": f"{share * 0.9:.4f}", "mode": "share"})
     assert response.status_code == 302
     assert ExposureFlag.objects.filter(exposure=exposure, flag__name="streaky").exists()
-    assert "streaky" in client.get(f"/maps/desom1/nodes/{node}/").content.decode()
+    node_page = client.get(f"/maps/desom1/nodes/{node}/").content.decode()
+    # The exposures richest in the node carry the new flag on their cards.
+    richest = re.search(r'id="richest">(.*?)</section>', node_page, re.S).group(1)
+    assert re.search(r'<a href="/exposures/%d/">.*?class="flag"[^>]*>⚑ streaky' % exposure.pk, richest, re.S)
 
     html = Client().get(f"/exposures/{exposure.pk}/").content.decode()
     assert "js-confirm-download" in html and f'href="/exposures/{exposure.pk}/download/confirm/"' in html
@@ -293,15 +299,3 @@ def test_pages_say_not_yet_without_a_model(db):
         page = client.get(url)
         assert page.status_code == 200 and b"manage.py demo" in page.content, url
     assert b"Not yet" in client.get("/").content
-
-
-def test_login_and_logout(populated_archive):
-    get_user_model().objects.create_user("curator", password="pw", is_staff=True)
-    client = Client()
-    page = client.post("/accounts/login/", {"username": "curator", "password": "wrong"})
-    assert b"did not match" in page.content
-    assert client.post("/accounts/login/", {"username": "curator", "password": "pw",
-                                            "next": "/maps/desom2/"})["Location"] == "/maps/desom2/"
-    assert b"Log out" in client.get("/").content
-    client.post("/accounts/logout/")
-    assert b"Staff log in" in client.get("/").content
