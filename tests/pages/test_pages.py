@@ -149,6 +149,17 @@ def test_proprietary_exposures_never_reach_anonymous_users(populated_archive):
     assert f"{len(members)} member" in staff.get(f"/maps/desom2/cells/{cell}/").content.decode()
     assert hidden.pk in exposure_links(staff.get(f"/?cell={cell}").content.decode())
 
+    # Uploading the hidden exposure's own file: its archive copy would be the nearest match,
+    # but only staff are shown it.
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    data = Path(hidden.file_path).read_bytes()
+    for client, shown in ((anonymous, False), (staff, True)):
+        page = client.post("/search/upload/", {"kind": "exposure", "k": 5,
+                                               "file": SimpleUploadedFile(hidden.filename, data)})
+        assert page.status_code == 200
+        assert (hidden.pk in exposure_links(page.content.decode())) is shown
+
 
 def test_labelling_a_cell_shows_on_its_members(populated_archive):
     _, desom2 = populated_archive
