@@ -70,6 +70,7 @@ def main() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("DEBUG", "false")
     os.environ.setdefault("SECRET_KEY", "benchmark-only")
+    os.environ.setdefault("SECURE_SSL_REDIRECT", "0")  # plain HTTP in-process, as a local run
     sys.path.insert(0, str(ROOT))
     import django
 
