@@ -23,8 +23,8 @@ class Command(BaseCommand):
         parser.add_argument("--exposures", type=int, default=200)
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--workers", type=int, default=2)
-        parser.add_argument("--desom1-map", default="15x15")
-        parser.add_argument("--desom1-iterations", type=int, default=600)
+        parser.add_argument("--desom1-map", default="25x25", help="the paper's 25x25 by default")
+        parser.add_argument("--desom1-iterations", type=int, default=700)
         parser.add_argument("--desom1-batch", type=int, default=128)
         parser.add_argument("--desom2-map", default=None, help="default: about 5 exposures per cell")
         parser.add_argument("--desom2-iterations", type=int, default=1500)
@@ -61,7 +61,10 @@ class Command(BaseCommand):
             self.step(f"training DESOM-1 ({opts['desom1_map']}, {opts['desom1_iterations']} iterations)")
             call_command("train_desom1", "--from", str(survey), map=opts["desom1_map"], seed=opts["seed"],
                          iterations=opts["desom1_iterations"], batch_size=opts["desom1_batch"],
-                         per_ccd=100, workers=opts["workers"], verbosity=verbosity)
+                         per_ccd=100, workers=opts["workers"], verbosity=verbosity,
+                         # A short schedule needs the prototypes to move faster than the
+                         # encoder (benchmarks/bench_desom_peer.py found 1e-2 for Adam).
+                         set=["prototype_lr=0.01"])
         else:
             self.step("DESOM-1 already trained")
 
