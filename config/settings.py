@@ -141,3 +141,28 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "WARNING")},
 }
+
+# --- Security and API limits (owned by the VO/hardening work; keep at the end of the file) -----
+# Pagination with a client-chosen page size capped at MAX_PAGE_SIZE, and a rate limit on the
+# experts' writes (cell labels, prototype flags).
+REST_FRAMEWORK["DEFAULT_PAGINATION_CLASS"] = "archive.api.pagination.ArchivePagination"
+REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["writes"] = os.environ.get("WRITE_THROTTLE_RATE", "60/min")
+
+# With DEBUG off the site is served over HTTPS only: secure cookies, HSTS, redirects, and no
+# MIME sniffing. Behind a TLS-terminating proxy set SECURE_PROXY_SSL_HEADER_NAME (for example
+# HTTP_X_FORWARDED_PROTO); for plain-HTTP local runs set SECURE_SSL_REDIRECT=0.
+if not DEBUG:
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", str(365 * 24 * 3600)))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
+    SECURE_CONTENT_TYPE_NOSNIFF = True
+    SECURE_REFERRER_POLICY = "same-origin"
+    SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", True)
+    CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", True)
+    SESSION_COOKIE_HTTPONLY = True
+    X_FRAME_OPTIONS = "DENY"
+    if os.environ.get("SECURE_PROXY_SSL_HEADER_NAME"):
+        SECURE_PROXY_SSL_HEADER = (os.environ["SECURE_PROXY_SSL_HEADER_NAME"], "https")
+    CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", ",".join(f"https://{h.lstrip('.')}" for h in ALLOWED_HOSTS
+                                                                     if h not in ("*",)))

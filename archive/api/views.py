@@ -8,6 +8,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from .. import selectors
@@ -101,6 +102,7 @@ class CellViewSet(viewsets.ViewSet):
     """One DESOM-2 cell: its members (visible ones), label and label history; staff label it."""
 
     lookup_value_regex = r"[0-9]{1,6}"
+    throttle_scope = "writes"  # rate limit (settings) on the label action only
 
     def _desom2(self):
         desom2 = versions.active_version(ModelVersion.DESOM2)
@@ -132,7 +134,8 @@ class CellViewSet(viewsets.ViewSet):
         })
 
     @extend_schema(request=serializers.CellLabelInput, responses={201: serializers.CellLabelSerializer})
-    @action(detail=True, methods=["post"], permission_classes=[permissions.IsAdminUser])
+    @action(detail=True, methods=["post"], permission_classes=[permissions.IsAdminUser],
+            throttle_classes=[ScopedRateThrottle])
     def label(self, request, pk=None):
         desom2 = self._desom2()
         cell = self._cell(desom2, pk)
@@ -152,6 +155,10 @@ class PrototypeFlagViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mix
 
     serializer_class = serializers.PrototypeFlagSerializer
     lookup_value_regex = r"[0-9]{1,18}"
+    throttle_scope = "writes"
+
+    def get_throttles(self):
+        return [] if self.action in ("list", "retrieve") else [ScopedRateThrottle()]
 
     def get_permissions(self):
         if self.action in ("list", "retrieve"):
