@@ -186,7 +186,8 @@ def node_statistics(desom1: ModelVersion | None = None) -> dict:
     """Per DESOM-1 node, what helps an expert choose nodes to flag: the share of all sources,
     the share of exposures that have any, and how concentrated exposures are in it (the 95th
     percentile of per-exposure share over the median). Prototype shape statistics come from
-    `desom.prototypes` on the decoded prototype images."""
+    `desom.prototypes.shape_statistics` on the decoded prototype images (elongation and central
+    hole, paper 5.3)."""
     desom1 = desom1 or versions.active_version(ModelVersion.DESOM1)
     if desom1 is None:
         return {}

@@ -11,7 +11,7 @@ import numpy as np
 from archive.services import versions
 from archive.services.figures import cache_dir, cached_png
 
-from .shapes import shape_statistics
+from desom.prototypes import shape_statistics
 
 # Pixels per prototype tile in the mosaic sprite (32x32 prototypes drawn at twice their size).
 TILE = 64

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from recommender.pages.shapes import central_hole, elongation, shape_statistics
+from desom.prototypes import central_hole, elongation, shape_statistics
 
 Y, X = np.indices((32, 32)) - 15.5
 
