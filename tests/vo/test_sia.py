@@ -272,3 +272,16 @@ def test_database_down_is_a_503_votable_error(db):
     value, message = status_of(votable(response))
     assert value == "ERROR" and "database is unavailable" in message
     assert health.status_code == 503 and health.json()["database"].startswith("unavailable")
+
+
+def test_query_cost_does_not_grow_with_the_rows(public_archive):
+    """Quality comes from one bulk verdict call: 2 rows or 20 cost the same number of queries."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    counts = []
+    for maxrec in (2, 20):
+        with CaptureQueriesContext(connection) as captured:
+            assert len(rows(Client().get(QUERY, {"MAXREC": str(maxrec)}))) == maxrec
+        counts.append(len(captured))
+    assert counts[0] == counts[1], counts
