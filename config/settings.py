@@ -122,6 +122,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Two models have a "status" field with different choices; name their enums apart.
+    "ENUM_NAME_OVERRIDES": {
+        "ExposureStatusEnum": "archive.models.Exposure.STATUS_CHOICES",
+        "IngestRunStatusEnum": "archive.models.IngestRun.STATUS_CHOICES",
+    },
 }
 
 # Source detection backend for every imaging path of the archive (ingest, training, uploads):

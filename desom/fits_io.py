@@ -40,6 +40,10 @@ __all__ = [
 _BITPIX_DTYPES = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
 
 
+# Four raw MegaCam CCDs (2112 x 4644 each): larger declared images are refused unread.
+MAX_CCD_PIXELS = 4 * 2112 * 4644
+
+
 class ExposureReadError(Exception):
     """The file cannot be read as an exposure. The message names the file and, where it
     applies, the extension (HDU index and EXTNAME)."""
@@ -592,6 +596,11 @@ class ExposureReader:
                 if naxis != 2 or 0 in shape:
                     self.warnings.append(f"extension {label}: not a 2-D image (shape {shape}); skipped")
                     continue
+                if shape[0] * shape[1] > MAX_CCD_PIXELS:
+                    # A few hundred kB of .gz can declare gigabytes of pixels: refuse before reading.
+                    raise ExposureReadError(
+                        self.path, f"image of {shape[0]}x{shape[1]} pixels is larger than any CCD "
+                        f"this archive reads (at most {MAX_CCD_PIXELS} pixels)", label)
                 ccds.append(CCDInfo(index=i, extname=name if i else "PRIMARY", shape=shape,
                                     bitpix=_int(hdu.header, "BITPIX") or 0,
                                     compressed=isinstance(hdu, fits.CompImageHDU)))
@@ -609,7 +618,9 @@ class ExposureReader:
                 label, kind = tables[0]
                 raise ExposureReadError(self.path, f"is a {kind} (table), not an image; the file "
                                         "has no image extensions", label)
-            raise ExposureReadError(self.path, "no image extensions (no CCD data in the file)")
+            skipped = "; ".join(self.warnings[-3:])
+            raise ExposureReadError(self.path, "no image extensions (no CCD data in the file)"
+                                    + (f": {skipped}" if skipped else ""))
         for label, kind in tables:
             self.warnings.append(f"extension {label}: {kind} (table), not an image; skipped")
         self.ccds: list[CCDInfo] = ccds

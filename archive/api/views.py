@@ -6,7 +6,6 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
@@ -16,6 +15,7 @@ from ..models import CellAssignment, ExposureVector, IngestRun, ModelVersion, Pr
 from ..services import quality, versions
 from . import serializers
 from .filters import ExposureFilter
+from .pagination import ArchivePagination
 
 
 def verdicts_for(exposures) -> dict:
@@ -122,7 +122,7 @@ class CellViewSet(viewsets.ViewSet):
         desom2 = self._desom2()
         cell = self._cell(desom2, pk)
         members = selectors.visible_exposures(request.user).filter(cells__model_version=desom2, cells__cell=cell)
-        paginator = PageNumberPagination()
+        paginator = ArchivePagination()
         page = paginator.paginate_queryset(members.order_by("expnum"), request, view=self)
         history = quality.label_history(cell, desom2)
         context = {"request": request, "verdicts": verdicts_for(page)}
@@ -166,6 +166,8 @@ class PrototypeFlagViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mix
         return [permissions.IsAdminUser()]
 
     def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation needs no database
+            return PrototypeFlag.objects.none()
         desom1 = versions.active_version(ModelVersion.DESOM1)
         return (PrototypeFlag.objects.filter(model_version=desom1).annotate(n_exposures=Count("exposures"))
                 .order_by("name"))
