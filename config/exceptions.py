@@ -3,13 +3,16 @@
 from django.db import DataError, DatabaseError, InterfaceError, OperationalError
 from rest_framework import status
 from rest_framework.response import Response
-from rest_framework.views import exception_handler
+from rest_framework.views import exception_handler, set_rollback
 
 
 def api_exception_handler(exc, context):
     response = exception_handler(exc, context)
     if response is not None:
         return response
+    if isinstance(exc, (OverflowError, DataError, DatabaseError)):
+        # The request's transaction is broken: roll it back so the connection stays usable.
+        set_rollback()
     if isinstance(exc, (OverflowError, DataError)):
         return Response({"detail": "a value in the request is out of range"}, status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, (OperationalError, InterfaceError, DatabaseError)):

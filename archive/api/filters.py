@@ -63,6 +63,11 @@ class ExposureFilter(django_filters.FilterSet):
 
     def is_valid(self):
         valid = super().is_valid()
+        # PostgreSQL refuses NUL characters in text; they are never meaningful in a filter.
+        values = [v for _, vs in self.data.lists() for v in vs] if hasattr(self.data, "lists") else []
+        if any("\x00" in str(v) for v in values):
+            self.form.add_error(None, "query parameters must not contain NUL characters")
+            return False
         if valid:
             data = self.form.cleaned_data
             given = [data.get(k) is not None for k in ("ra", "dec", "radius")]
