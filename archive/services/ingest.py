@@ -8,6 +8,7 @@ a rerun skips what was committed and finishes the rest.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import glob
 import logging
@@ -192,6 +193,7 @@ class _RunWriter:
         self.run, self.version, self.report, self.batch_size = run, version, report, batch_size
         self.pending: list = []
         self.new_ids: list[int] = []
+        self.checksums: dict[str, str] = {}  # path -> sha256, from the fingerprinting pass
 
     def fail(self, path: str, reason: str) -> None:
         IngestFailure.objects.create(run=self.run, path=path, reason=reason)
@@ -285,7 +287,8 @@ def ingest(paths, *, scheduler: str | None = None, workers: int = 2, batch_size:
     for path, reason in problems:
         writer.fail(path, reason)
 
-    config = imaging_config or versions.imaging_config()
+    # The workers have already hashed every file for the skip test: do not read them twice.
+    config = dataclasses.replace(imaging_config or versions.imaging_config(), checksum=False)
     with make_executor(scheduler, workers if len(files) > 1 else 0) as executor:
         report.executor = executor.description
         todo = _files_not_yet_ingested(executor, files, writer, progress)
@@ -293,6 +296,8 @@ def ingest(paths, *, scheduler: str | None = None, workers: int = 2, batch_size:
         bar = tqdm(total=len(todo), desc="summarising", unit="exp", disable=not progress)
         try:
             for outcome in executor.map_unordered(summarise_safely, todo, checkpoint, config):
+                if outcome.summary is not None and outcome.summary.checksum is None:
+                    outcome.summary.checksum = writer.checksums[outcome.path]
                 writer.add(outcome)
                 bar.update(1)
                 bar.set_postfix(ok=report.ingested, skip=report.skipped, fail=report.failed)
@@ -323,6 +328,8 @@ def _files_not_yet_ingested(executor, files: list[str], writer: _RunWriter, prog
                      .values_list("checksum", flat=True))
     todo = []
     for item in prints:
+        if item.sha256:
+            writer.checksums[item.path] = item.sha256
         if item.error:
             writer.fail(item.path, item.error)
         elif item.sha256 in known:

@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 import numpy as np
-from django.db.models import Q
 
 from .. import vectors
 from ..executors import make_executor
