@@ -182,9 +182,49 @@ def _boot_scores(rng, true_good, pred_good, known, n_boot):
     return out
 
 
+def expert_sample(cells, per_cell: int = 3, seed: int = 0, candidates=None) -> np.ndarray:
+    """Boolean mask of an expert's sample: up to `per_cell` random members of every cell,
+    drawn among `candidates` (a boolean mask or indices; default every exposure). This is how
+    the paper's expert named cells: by looking at a few members of each."""
+    cells = np.asarray(cells)
+    if cells.ndim != 1 or cells.size == 0:
+        raise ValueError(f"cells must be a non-empty 1-D array, got shape {cells.shape}")
+    if per_cell < 1:
+        raise ValueError(f"per_cell must be >= 1, got {per_cell}")
+    pool = _as_mask(candidates, cells.size, "candidates")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(np.flatnonzero(pool))
+    # Stable sort by cell keeps the random order inside each cell; take the first per_cell.
+    order = order[np.argsort(cells[order], kind="stable")]
+    cell_sorted = cells[order]
+    first = np.r_[0, np.flatnonzero(cell_sorted[1:] != cell_sorted[:-1]) + 1]
+    rank = np.arange(order.size) - np.repeat(first, np.diff(np.r_[first, order.size]))
+    mask = np.zeros(cells.size, bool)
+    mask[order[rank < per_cell]] = True
+    return mask
+
+
+def _as_mask(selection, n: int, name: str) -> np.ndarray:
+    """A boolean mask of length n from None (all), a boolean mask or integer indices."""
+    if selection is None:
+        return np.ones(n, bool)
+    sel = np.asarray(selection)
+    if sel.dtype == bool:
+        if sel.shape != (n,):
+            raise ValueError(f"{name} mask has shape {sel.shape}, expected ({n},)")
+        return sel.copy()
+    if sel.size and not np.issubdtype(sel.dtype, np.integer):
+        raise ValueError(f"{name} must be a boolean mask or integer indices, got dtype {sel.dtype}")
+    if sel.size and (sel.min() < 0 or sel.max() >= n):
+        raise ValueError(f"{name} indices must lie in [0, {n})")
+    mask = np.zeros(n, bool)
+    mask[sel.astype(np.int64)] = True
+    return mask
+
+
 def heldout_scores(cells, labels, labelled_fraction: float = 0.3, seed: int = 0,
                    balanced: bool = True, n_boot: int = 1000, kinds=None,
-                   positive: str = "Good") -> dict:
+                   positive: str = "Good", labelled=None, scored=None) -> dict:
     """Held-out protocol: a random labelled share names each cell by its labelled members'
     majority; the remaining exposures are predicted by their cell's name and scored.
 
@@ -195,9 +235,13 @@ def heldout_scores(cells, labels, labelled_fraction: float = 0.3, seed: int = 0,
     kinds (optional, per exposure): held-out counts per kind predicted Good / Bad / abstained,
     to see which bad kinds end in Good cells. The all-members protocol is reported beside,
     marked optimistic when cells hold fewer than 5 members on average.
+    labelled: the labelled exposures given explicitly (a mask or indices, e.g. an
+    `expert_sample` or a share of the models' training split); labelled_fraction is then ignored.
+    scored: the exposures that may be scored (default: every unlabelled one), e.g. exposures
+    that neither DESOM saw in training. Labelled exposures are never scored.
     """
     cells, labels = _as_arrays(cells, labels)
-    if not 0.0 < labelled_fraction < 1.0:
+    if labelled is None and not 0.0 < labelled_fraction < 1.0:
         raise ValueError(f"labelled_fraction must lie strictly between 0 and 1, got {labelled_fraction}")
     if kinds is not None:
         kinds = np.asarray(kinds).astype(str)
@@ -207,12 +251,19 @@ def heldout_scores(cells, labels, labelled_fraction: float = 0.3, seed: int = 0,
     n = cells.size
     good = is_good(labels, positive)
     uniq, inverse = _cell_codes(cells)
-    n_lab = int(round(labelled_fraction * n))
-    n_lab = min(max(n_lab, 1), n - 1) if n > 1 else 0
-    perm = rng.permutation(n)
-    labelled = np.zeros(n, bool)
-    labelled[perm[:n_lab]] = True
-    held = np.flatnonzero(~labelled)
+    if labelled is None:
+        n_lab = int(round(labelled_fraction * n))
+        n_lab = min(max(n_lab, 1), n - 1) if n > 1 else 0
+        perm = rng.permutation(n)
+        labelled = np.zeros(n, bool)
+        labelled[perm[:n_lab]] = True
+    else:
+        labelled = _as_mask(labelled, n, "labelled")
+        n_lab = int(labelled.sum())
+        if n_lab == 0:
+            raise ValueError("no exposure is labelled: nothing can name the cells")
+        labelled_fraction = n_lab / n
+    held = np.flatnonzero(~labelled & _as_mask(scored, n, "scored"))
 
     has_votes, cell_good = _majority_good(inverse, good, uniq.size, mask=labelled)
     known = has_votes[inverse]
@@ -298,3 +349,37 @@ def evaluate_cells(cell_of: dict, truth_rows, key: str = "expnum", labelled_frac
         "kinds": five_class_purity(cells, kinds),
         "labelling_effort": labelling_effort(cells, shares),
     }
+
+
+def same_kind_precision_at_k(vectors, kinds, queries, k: int = 10, chunk: int = 512) -> dict:
+    """Find-similar quality: for each query exposure, the share of its k nearest others
+    (Euclidean in `vectors`; pass square-rooted shares for Hellinger) that are of its kind.
+
+    queries: a mask or indices of the query exposures (e.g. held-out ones); the neighbours are
+    searched among every other exposure. Returns the mean, its per-kind means and the chance
+    level (the mean share of the query's kind among the others).
+    """
+    x = np.asarray(vectors, np.float64)
+    kinds = np.asarray(kinds).astype(str)
+    if x.ndim != 2 or x.shape[0] != kinds.shape[0]:
+        raise ValueError(f"vectors {x.shape} and kinds {kinds.shape} do not match")
+    n = x.shape[0]
+    if not 1 <= k < n:
+        raise ValueError(f"k must lie in [1, {n - 1}], got {k}")
+    q = np.flatnonzero(_as_mask(queries, n, "queries"))
+    if q.size == 0:
+        raise ValueError("no query exposures")
+    sq = (x * x).sum(axis=1)
+    hits = np.empty(q.size)
+    for start in range(0, q.size, chunk):
+        qi = q[start:start + chunk]
+        d = sq[qi, None] - 2.0 * x[qi] @ x.T + sq[None, :]
+        d[np.arange(qi.size), qi] = np.inf            # never the query itself
+        nearest = np.argpartition(d, k, axis=1)[:, :k]
+        hits[start:start + chunk] = (kinds[nearest] == kinds[qi, None]).mean(axis=1)
+    names, counts = np.unique(kinds, return_counts=True)
+    share = dict(zip(names, counts))
+    chance = np.array([(share[kinds[i]] - 1) / (n - 1) for i in q])
+    per_kind = {str(kd): float(hits[kinds[q] == kd].mean()) for kd in np.unique(kinds[q])}
+    return {"k": int(k), "n_queries": int(q.size), "precision": float(hits.mean()),
+            "chance": float(chance.mean()), "per_kind": per_kind}

@@ -25,7 +25,7 @@ from desom.fits_io import (CCDImage, ExposureMetadata, ExposureReadError, file_c
                            open_exposure, prepare_ccd)
 
 __all__ = ["ImagingConfig", "CCDRecord", "ExposureSummary", "summarise_exposure",
-           "sample_training_cutouts", "process_ccd", "histo_from_predictions",
+           "sample_training_cutouts", "exposure_cutouts", "process_ccd", "histo_from_predictions",
            "ExposureReadError"]
 
 
@@ -167,9 +167,13 @@ def _ccd_condition(data: np.ndarray):
     return None, None
 
 
-def process_ccd(ccd: CCDImage, config: ImagingConfig, timings: dict | None = None):
+def process_ccd(ccd: CCDImage, config: ImagingConfig, timings: dict | None = None,
+                on_detection=None):
     """Detect, edge-cut, sample and cut out one prepared CCD.
-    Returns (CCDRecord, cutouts (n_sampled, S, S) float32)."""
+    Returns (CCDRecord, cutouts (n_sampled, S, S) float32).
+
+    on_detection: optional callable(ccd, DetectionResult, inside_mask) run after detection,
+    for callers that measure the sources further (the plain baseline's source statistics)."""
     timings = timings if timings is not None else {}
     size = config.cutout_size
     record = CCDRecord(extname=ccd.extname, hdu_index=ccd.index, shape=tuple(ccd.data.shape),
@@ -204,6 +208,8 @@ def process_ccd(ccd: CCDImage, config: ImagingConfig, timings: dict | None = Non
     record.background = result.background
     record.background_rms = result.background_rms
     inside = result.inside(ccd.data.shape, config.edge_margin)
+    if on_detection is not None:
+        on_detection(ccd, result, inside)
     x, y = result.x[inside], result.y[inside]
     record.n_detected = int(x.size)
     if x.size == 0:
@@ -228,7 +234,7 @@ def histo_from_predictions(bmu: np.ndarray, weights: np.ndarray, n_nodes: int) -
                        minlength=int(n_nodes)).astype(np.float32)
 
 
-def _iter_ccds(reader, config: ImagingConfig, timings: dict):
+def _iter_ccds(reader, config: ImagingConfig, timings: dict, on_detection=None):
     """Yield (CCDRecord, cutouts) CCD by CCD; only one CCD's pixels are alive at a time."""
     infos = reader.ccds
     if config.ccds is not None:
@@ -254,7 +260,7 @@ def _iter_ccds(reader, config: ImagingConfig, timings: dict):
         t2 = time.perf_counter()
         timings["read"] = timings.get("read", 0.0) + (t1 - t0)
         timings["prepare"] = timings.get("prepare", 0.0) + (t2 - t1)
-        record, cutouts = process_ccd(ccd, config, timings)
+        record, cutouts = process_ccd(ccd, config, timings, on_detection)
         del ccd
         yield record, cutouts
 
@@ -341,3 +347,23 @@ def sample_training_cutouts(path, max_per_ccd: int | None = 100, seed: int = 0,
             return np.zeros((0, size, size), np.float32)
         parts = [cutouts for _, cutouts in _iter_ccds(reader, config, {}) if cutouts.shape[0]]
     return np.concatenate(parts) if parts else np.zeros((0, size, size), np.float32)
+
+
+def exposure_cutouts(path, config: ImagingConfig = ImagingConfig(), on_detection=None):
+    """Every sampled cutout of a science exposure with its weight, in one read of the file:
+    (metadata, CCD records, cutouts (N, S, S) float32, weights (N,) float64). The evaluation
+    study images each exposure once and runs several DESOM-1 models over the result.
+    on_detection: as in process_ccd. Calibration frames give no cutouts."""
+    size = config.cutout_size
+    with open_exposure(path) as reader:
+        metadata = reader.metadata()
+        records, parts, weights = [], [], []
+        if metadata.is_science:
+            for record, cutouts in _iter_ccds(reader, config, {}, on_detection):
+                records.append(record)
+                if cutouts.shape[0]:
+                    parts.append(cutouts)
+                    weights.append(np.full(cutouts.shape[0], record.weight, np.float64))
+    if not parts:
+        return metadata, records, np.zeros((0, size, size), np.float32), np.zeros(0, np.float64)
+    return metadata, records, np.concatenate(parts), np.concatenate(weights)

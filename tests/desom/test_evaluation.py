@@ -146,3 +146,65 @@ def test_evaluate_cells_joins_truth_rows_and_skips_calibration():
     assert out["labelling_effort"]["n_cells"] == 2
     with pytest.raises(ValueError, match="no science exposure"):
         evaluate_cells({}, rows)
+
+
+def test_expert_sample_takes_a_few_members_of_every_cell():
+    from desom.evaluation import expert_sample
+    cells = np.repeat([4, 9, 2, 7], [10, 1, 5, 30])
+    mask = expert_sample(cells, per_cell=3, seed=0)
+    per_cell = {c: int(mask[cells == c].sum()) for c in np.unique(cells)}
+    assert per_cell == {2: 3, 4: 3, 7: 3, 9: 1}
+    # Only candidates are drawn; another seed draws other members.
+    candidates = np.arange(cells.size) % 2 == 0
+    picked = expert_sample(cells, per_cell=3, seed=0, candidates=candidates)
+    assert not picked[~candidates].any()
+    assert not np.array_equal(expert_sample(cells, 3, seed=1), mask)
+    with pytest.raises(ValueError, match="per_cell"):
+        expert_sample(cells, per_cell=0)
+
+
+def test_heldout_with_given_labelled_and_scored_splits():
+    # Cells 0 and 1 are pure; the models' test split (scored) never holds a labelled exposure.
+    labels = np.array(["Good"] * 50 + ["Bad"] * 50)
+    cells = np.r_[np.zeros(50, int), np.ones(50, int)]
+    test = np.arange(100) % 3 == 0
+    labelled = np.flatnonzero(~test)[:20]
+    labelled = np.r_[labelled, np.flatnonzero(~test)[-20:]]
+    h = heldout_scores(cells, labels, labelled=labelled, scored=test, n_boot=20)
+    assert h["n_labelled"] == 40 and h["labelled_fraction"] == pytest.approx(0.4)
+    assert h["n_heldout"] == int(test.sum())
+    assert h["accuracy"] == 1.0 and h["coverage"] == 1.0
+    # Labelled exposures are never scored, even if the scored mask names them.
+    everyone = heldout_scores(cells, labels, labelled=labelled, scored=np.ones(100, bool), n_boot=10)
+    assert everyone["n_heldout"] == 60
+    with pytest.raises(ValueError, match="no exposure is labelled"):
+        heldout_scores(cells, labels, labelled=np.zeros(100, bool))
+    with pytest.raises(ValueError, match="shape"):
+        heldout_scores(cells, labels, labelled=np.ones(7, bool))
+
+
+def test_labelling_a_cell_by_its_labelled_members_only():
+    # Cell 0 is mostly Bad, but its only labelled members are Good: the held-out Bad members
+    # must then be scored as false positives, not named by their own labels.
+    labels = np.array(["Good"] * 3 + ["Bad"] * 17)
+    cells = np.zeros(20, int)
+    h = heldout_scores(cells, labels, labelled=[0, 1, 2], balanced=False, n_boot=10)
+    assert h["fp"] == 17 and h["tn"] == 0 and h["accuracy"] == 0.0
+
+
+def test_same_kind_precision_at_k():
+    from desom.evaluation import same_kind_precision_at_k
+    rng = np.random.default_rng(0)
+    kinds = np.repeat(["good", "rbt", "bad_focus"], 40)
+    centres = {"good": 0.0, "rbt": 5.0, "bad_focus": 10.0}
+    separated = np.array([[centres[k]] for k in kinds]) + rng.normal(0, 0.1, (120, 1))
+    perfect = same_kind_precision_at_k(separated, kinds, np.arange(0, 120, 2), k=10)
+    assert perfect["precision"] == 1.0
+    assert perfect["chance"] == pytest.approx(39 / 119)
+    noise = same_kind_precision_at_k(rng.normal(size=(120, 4)), kinds, np.arange(120), k=10)
+    assert abs(noise["precision"] - noise["chance"]) < 0.1
+    # The query is never its own neighbour: two exposures of a kind, far from the rest.
+    pair = same_kind_precision_at_k(np.array([[0.0], [0.1], [9.0], [9.2]]), ["a", "a", "b", "b"], [0], k=1)
+    assert pair["precision"] == 1.0
+    with pytest.raises(ValueError, match="k must"):
+        same_kind_precision_at_k(separated, kinds, [0], k=120)

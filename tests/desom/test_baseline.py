@@ -1,0 +1,149 @@
+"""The plain baseline's source statistics on drawn sources whose shape we know, and its
+k-means clusterer."""
+import numpy as np
+import pytest
+
+from desom.baseline import (FEATURE_NAMES, BaselineClusterer, SourceStatistics,
+                            background_structure, stamp_shapes)
+
+SIZE = 32
+
+
+def _grid():
+    yy, xx = np.indices((SIZE, SIZE)).astype(float)
+    return yy - SIZE // 2, xx - SIZE // 2
+
+
+def gaussian(fwhm, elongation=1.0, angle_deg=0.0, amplitude=1000.0):
+    y, x = _grid()
+    sigma = fwhm / 2.3548
+    a = np.deg2rad(angle_deg)
+    u = x * np.cos(a) + y * np.sin(a)
+    v = -x * np.sin(a) + y * np.cos(a)
+    return amplitude * np.exp(-(u ** 2) / (2 * (sigma * elongation) ** 2) - v ** 2 / (2 * sigma ** 2))
+
+
+def donut(outer_radius=7.0, hole=0.45, amplitude=400.0):
+    y, x = _grid()
+    r = np.hypot(y, x)
+    ring = ((r <= outer_radius) & (r >= hole * outer_radius)).astype(float)
+    from scipy.ndimage import gaussian_filter
+    return amplitude * gaussian_filter(ring, 1.0)
+
+
+def test_fwhm_grows_with_the_seeing_and_round_stars_are_round():
+    stamps = np.stack([gaussian(3.0), gaussian(6.0), gaussian(9.0)])
+    shapes = stamp_shapes(stamps, noise=1.0)
+    fwhm = shapes["fwhm_px"]
+    assert fwhm[0] < fwhm[1] < fwhm[2]
+    # Thresholding at 2 sigma trims the wings a little, never inflates them.
+    assert fwhm[1] == pytest.approx(6.0, rel=0.25)
+    assert np.all(shapes["elongation"] < 1.1)
+    # The core (1.5 px) of a compact star is dimmer than its centre pixel; still far from a donut.
+    assert np.all(shapes["donut"] < 0.35) and shapes["donut"][2] < shapes["donut"][0]
+
+
+def test_trails_are_elongated_at_any_angle():
+    stamps = np.stack([gaussian(3.0, elongation=3.0, angle_deg=a) for a in (0, 37, 90, 145)])
+    shapes = stamp_shapes(stamps, noise=1.0)
+    assert np.all(shapes["elongation"] > 2.0)
+    assert np.ptp(shapes["elongation"]) < 0.5
+
+
+def test_a_donut_has_a_hollow_centre():
+    shapes = stamp_shapes(np.stack([donut(), gaussian(4.0)]), noise=1.0)
+    assert shapes["donut"][0] > 0.6 > 0.35 > shapes["donut"][1]
+
+
+def test_saturated_stars_are_left_out_of_the_shapes():
+    # Two round stars, one saturated (flat top, flagged in the CCD's mask) and one trailed:
+    # the saturated one must not enter the medians.
+    image = np.zeros((300, 300), np.float32)
+    image[84:116, 84:116] += np.minimum(gaussian(4.0, amplitude=5000.0), 1500.0).astype(np.float32)
+    image[184:216, 184:216] += gaussian(4.0, elongation=3.0).astype(np.float32)
+    saturated = image >= 1500.0
+    stats = SourceStatistics(edge_margin=37)
+    stats.on_detection(_CCD(image, saturated), _Detections([100, 200], [100, 200], [9e4, 3e3], image, 1.0),
+                       np.array([True, True]))
+    assert dict(zip(FEATURE_NAMES, stats.features()))["elongation"] > 2.0
+
+
+def test_cosmic_ray_hits_are_not_measured_as_sources():
+    hit = np.zeros((SIZE, SIZE))
+    hit[16, 16], hit[15, 16] = 5000.0, 3000.0      # two pixels, no wings
+    shapes = stamp_shapes(np.stack([hit, gaussian(2.6)]), noise=1.0)
+    assert np.isnan(shapes["donut"][0]) and np.isnan(shapes["fwhm_px"][0])
+    assert np.isfinite(shapes["donut"][1])         # the sharpest seeing still counts as a star
+
+
+def test_faint_or_empty_stamps_are_unmeasurable_not_zero():
+    shapes = stamp_shapes(np.zeros((2, SIZE, SIZE)), noise=1.0)
+    assert np.isnan(shapes["fwhm_px"]).all()
+    empty = stamp_shapes(np.zeros((0, SIZE, SIZE)), noise=1.0)
+    assert empty["fwhm_px"].shape == (0,)
+
+
+def test_background_structure_sees_a_gradient_not_stars():
+    rng = np.random.default_rng(0)
+    flat = 1000.0 + rng.normal(0, 10, (512, 512)).astype(np.float32)
+    stars = flat.copy()
+    for y, x in rng.integers(20, 490, (60, 2)):
+        stars[y - 2:y + 3, x - 2:x + 3] += 3000.0
+    ramp = flat * np.linspace(0.85, 1.15, 512, dtype=np.float32)[None, :]
+    assert background_structure(flat) < 0.01
+    assert background_structure(stars) < 0.02
+    assert background_structure(ramp) > 0.15
+    assert np.isnan(background_structure(np.zeros((16, 16), np.float32)))
+
+
+class _CCD:
+    def __init__(self, data, saturated=None):
+        self.data, self.saturated = data, saturated
+
+
+class _Detections:
+    def __init__(self, x, y, flux, subtracted, rms):
+        self.x, self.y, self.flux = np.asarray(x, float), np.asarray(y, float), np.asarray(flux, float)
+        self.subtracted, self.background_rms = subtracted, rms
+
+
+def test_source_statistics_collects_density_and_shapes_across_ccds():
+    stats = SourceStatistics(edge_margin=37)
+    image = np.zeros((300, 300), np.float32)
+    xs, ys = [80, 150, 220, 150], [80, 150, 220, 80]
+    for x, y in zip(xs, ys):
+        image[y - 16:y + 16, x - 16:x + 16] += gaussian(5.0, elongation=2.0).astype(np.float32)
+    det = _Detections(xs + [5], ys + [5], [1000] * 4 + [10], image, 1.0)   # the last one is at the edge
+    inside = np.array([True] * 4 + [False])
+    stats.on_detection(_CCD(image + 500.0), det, inside)
+    stats.on_detection(_CCD(image + 500.0), det, inside)
+    f = dict(zip(FEATURE_NAMES, stats.features()))
+    area = 2 * (300 - 74) ** 2 / 1e6
+    assert f["log_density"] == pytest.approx(np.log10(1 + 8 / area))
+    assert f["elongation"] > 1.7
+    assert f["donut"] < 0.3
+
+
+def test_an_exposure_without_sources_gives_nan_shapes():
+    stats = SourceStatistics()
+    image = np.full((200, 200), 100.0, np.float32)
+    stats.on_detection(_CCD(image), _Detections([], [], [], image - 100.0, 1.0), np.zeros(0, bool))
+    f = dict(zip(FEATURE_NAMES, stats.features()))
+    assert f["log_density"] == 0.0
+    assert np.isnan(f["fwhm_px"]) and np.isnan(f["donut"])
+
+
+def test_clusterer_separates_groups_and_fills_missing_values():
+    rng = np.random.default_rng(1)
+    a = rng.normal(0, 0.1, (50, 5))
+    b = rng.normal(3, 0.1, (50, 5))
+    x = np.vstack([a, b])
+    x[3, 1] = np.nan                              # one unmeasurable statistic
+    model = BaselineClusterer(2, seed=0).fit(x)
+    labels = model.predict(x)
+    assert len(set(labels[:50])) == 1 and len(set(labels[50:])) == 1 and labels[0] != labels[-1]
+    assert np.isfinite(model.transform(x)).all()
+    with pytest.raises(ValueError, match="fewer than"):
+        BaselineClusterer(200).fit(x)
+    with pytest.raises(ValueError, match=r"\(n, 5\)"):
+        model.predict(x[:, :3])
