@@ -35,6 +35,7 @@ class DESOMConfig:
     pretrain_iterations: int = 0
     seed: int = 0
     prototype_lr: float | None = None     # Adam lr of the prototypes (None: same as lr)
+    lr_decay_iterations: int = 0          # last N joint iterations: both lrs fall linearly to 0
     # architecture
     conv_filters: tuple = (32, 64, 128)   # desom1 encoder convolutions (3x3, ReLU, 2x2 max-pool)
     dense_units: int = 512                # desom1 dense layer between the convolutions and latent
@@ -93,6 +94,8 @@ class DESOMConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.iterations < 0 or self.pretrain_iterations < 0:
             raise ValueError("iterations and pretrain_iterations must be >= 0")
+        if self.lr_decay_iterations < 0:
+            raise ValueError(f"lr_decay_iterations must be >= 0, got {self.lr_decay_iterations}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {SCHEDULES}")
         if not (self.t_max > 0 and self.t_min > 0):

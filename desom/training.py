@@ -11,6 +11,12 @@ so the SOM term pulls both the encoder (through z) and the prototypes. Optional 
 pre-training runs first (reconstruction loss only); the prototypes are then initialised from
 the encodings of K training samples drawn without replacement.
 
+Adam moves a parameter by about lr per step whatever the gradient's size, so at a constant lr
+the prototypes keep jittering by about prototype_lr at the end of training, which in a small
+latent space is enough to break the map's order (topographic error rises with the run's
+length). cfg.lr_decay_iterations > 0 lets both learning rates fall linearly to zero over the
+last that many joint iterations, as the learning rate of a classical SOM decays.
+
 Reproducibility: minibatches come from a numpy Generator seeded with cfg.seed, the weights
 from build_desom(cfg); on the CPU with the same thread count a run is bit-for-bit repeatable.
 A checkpoint written during training holds the optimizer and sampler state, so a run resumed
@@ -159,6 +165,23 @@ def make_optimizer(model: DESOM, cfg: DESOMConfig) -> torch.optim.Adam:
                              {"params": protos, "lr": cfg.prototype_lr or cfg.lr}])
 
 
+def lr_factor(iteration: int, iterations: int, decay_iterations: int) -> float:
+    """Learning-rate multiplier at joint ``iteration`` (0-based) of ``iterations``: 1, then over
+    the last ``decay_iterations`` a straight line down to 1/decay_iterations at the last step
+    (0 or fewer decay iterations: always 1; more than ``iterations``: the whole joint phase)."""
+    if decay_iterations <= 0 or iterations <= 0:
+        return 1.0
+    n = min(int(decay_iterations), int(iterations))
+    return float(min(1.0, max(iterations - iteration, 0) / n))
+
+
+def set_learning_rates(optimizer: torch.optim.Optimizer, cfg: DESOMConfig, factor: float) -> None:
+    """Scale the two parameter groups of make_optimizer to ``factor`` times their configured lr."""
+    base = (cfg.lr, cfg.prototype_lr or cfg.lr)
+    for group, lr in zip(optimizer.param_groups, base):
+        group["lr"] = lr * factor
+
+
 def _write_log(log_file, record: dict) -> None:
     if log_file is not None:
         log_file.write(json.dumps(record) + "\n")
@@ -259,6 +282,9 @@ def train_desom(model: DESOM, data, cfg: DESOMConfig | None = None, progress: bo
                     losses = pretrain_step(model, optimizer, x, precision, channels_last)
                 else:
                     temp = temperature(it, n_iter, cfg.t_max, cfg.t_min, cfg.schedule)
+                    if cfg.lr_decay_iterations > 0:
+                        set_learning_rates(optimizer, cfg,
+                                           lr_factor(it, n_iter, cfg.lr_decay_iterations))
                     losses = joint_step(model, optimizer, x, temp, cfg.gamma, precision, channels_last)
                 if not math.isfinite(losses["loss"]):
                     raise FloatingPointError(f"{ph} loss became {losses['loss']} at iteration {it}; "
