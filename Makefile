@@ -23,5 +23,10 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
 
+# The held-out science study (benchmarks/bench_science.py): simulates and images a 5 000-exposure
+# balanced survey on first use (var/science/), then trains and scores; see benchmarks/README.md.
+science: $(STAMP)
+	$(PY) benchmarks/bench_science.py $(SCIENCE_ARGS)
+
 clean:
 	rm -rf $(VENV) var test-artifacts

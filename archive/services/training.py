@@ -16,6 +16,11 @@ from .ingest import expand_paths
 logger = logging.getLogger(__name__)
 
 
+# Chosen by benchmarks/bench_science.py (see benchmarks/README.md, "Science").
+DEFAULT_NORMALISER = "hellinger"   # beat the paper's min-max on held-out exposures
+DEFAULT_SMOOTH_SIGMA = 0.0
+
+
 class TrainingDataError(ValueError):
     """Raised when there is nothing (or too little) to train on, with what to do about it."""
 
@@ -106,10 +111,11 @@ def _held_out_map_metrics(model, data, quantization_error, topographic_error) ->
                                                                   model.map_shape))}
 
 
-def suggested_desom2_map(n_exposures: int, members_per_cell: float = 5.0) -> int:
+def suggested_desom2_map(n_exposures: int, members_per_cell: float = 12.0) -> int:
     """Side of a square DESOM-2 map that leaves about `members_per_cell` exposures per cell
-    (at most the paper's 20x20, at least 3x3): with fewer members, cells are singletons and an
-    expert's label for a cell says little about its next arrival."""
+    (at most the paper's 20x20, at least 3x3). benchmarks/bench_science.py found about a dozen
+    members per cell best on held-out exposures (12x12 for 2 000 exposures); with only a few,
+    cells are near-singletons and an expert's label says little about the next arrival."""
     import math
 
     return int(min(20, max(3, math.floor(math.sqrt(max(n_exposures, 1) / members_per_cell)))))
@@ -128,9 +134,14 @@ def histo_matrix(desom1: ModelVersion, *, science_only: bool = True) -> tuple[np
     return np.asarray(ids, dtype=np.int64), vectors.stack(blobs)
 
 
-def train_desom2(*, desom1: ModelVersion | None = None, overrides: dict | None = None, normaliser: str = "minmax",
-                 seed: int = 0, activate: bool = True, progress: bool = True) -> ModelVersion:
-    """Train DESOM-2 on the stored histo-vectors of one DESOM-1 version (the active one)."""
+def train_desom2(*, desom1: ModelVersion | None = None, overrides: dict | None = None, normaliser: str = DEFAULT_NORMALISER,
+                 smooth_sigma: float = DEFAULT_SMOOTH_SIGMA, seed: int = 0, activate: bool = True,
+                 progress: bool = True) -> ModelVersion:
+    """Train DESOM-2 on the stored histo-vectors of one DESOM-1 version (the active one).
+
+    smooth_sigma: spread each count over the DESOM-1 map with a Gaussian of that many nodes
+    before normalising (0: the paper's raw counts); stored with the normaliser, so assignment
+    applies it too."""
     from desom.checkpoint import save_checkpoint
     from desom.model import DESOMConfig, build_desom
     from desom.normalise import HistoNormaliser
@@ -146,12 +157,13 @@ def train_desom2(*, desom1: ModelVersion | None = None, overrides: dict | None =
     if len(ids) < n_cells:
         raise TrainingDataError(f"{len(ids)} exposures with histo-vectors are fewer than the {n_cells} cells of a "
                                 f"{config.map_rows}x{config.map_cols} map; ingest more or choose a smaller map")
-    norm = HistoNormaliser(normaliser).fit(histos)
+    norm = HistoNormaliser(normaliser, smooth_sigma=smooth_sigma,
+                           map_shape=desom1.map_shape if all(desom1.map_shape) else None).fit(histos)
     model = build_desom(config)
     started = time.perf_counter()
     history = train_desom(model, norm.transform(histos).astype(np.float32), config, progress=progress)
     metrics = {"train_exposures": int(len(ids)), "train_seconds": round(time.perf_counter() - started, 1),
-               "normaliser": normaliser}
+               "normaliser": normaliser, "smooth_sigma": float(smooth_sigma)}
     path = versions.models_dir() / f"desom2-{int(time.time())}-{seed}.pt"
     save_checkpoint(path, model, config, normaliser=norm, metrics=metrics, history=history)
     return versions.register_version(path, kind=ModelVersion.DESOM2, trained_on=desom1, metrics=metrics,

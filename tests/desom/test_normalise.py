@@ -78,3 +78,72 @@ def test_bad_input_errors():
         norm.transform(np.zeros((2, 5, 5)))
     with pytest.raises(ValueError, match="positive scale"):
         HistoNormaliser.from_dict({"method": "minmax", "offset": [0.0], "scale": [0.0]})
+
+
+def test_smoothing_spreads_counts_over_map_neighbours_and_keeps_the_sum():
+    from desom.normalise import map_smoothing_kernel
+    k = map_smoothing_kernel((5, 5), 1.0)
+    one = np.zeros(25)
+    one[12] = 10.0                      # all counts in the centre node
+    spread = one @ k
+    assert spread.sum() == pytest.approx(10.0)
+    assert spread[12] == spread.max() and spread[11] == pytest.approx(spread[13])
+    assert spread[7] == pytest.approx(spread[11])           # row and column neighbours alike
+    assert spread[0] < spread[6] < spread[12]
+
+
+def test_smoothing_separates_sparse_histograms_of_nearby_densities():
+    # Exposures from two nearby smooth densities over the map, 150 sources each: after
+    # smoothing, exposures of different densities stand further apart relative to those of
+    # the same density (the ratio without smoothing is near 1: shot noise hides the shift).
+    rng = np.random.default_rng(3)
+    r, c = np.divmod(np.arange(625), 25)
+
+    def density(r0, c0):
+        d = np.exp(-((r - r0) ** 2 + (c - c0) ** 2) / 40.0)
+        return d / d.sum()
+
+    X = np.vstack([rng.multinomial(150, density(8, 15), size=20),
+                   rng.multinomial(150, density(10, 13), size=20)]).astype(np.float32)
+
+    def separation(norm):
+        Z = norm.fit(X).transform(X)
+        within = np.linalg.norm(Z[:10] - Z[10:20], axis=1).mean()
+        between = np.linalg.norm(Z[:20] - Z[20:], axis=1).mean()
+        return between / within
+
+    assert separation(HistoNormaliser("minmax", smooth_sigma=1.0)) > 1.15 * separation(HistoNormaliser("minmax"))
+
+
+def test_smoothing_round_trips_and_checks_the_map():
+    X = _histos()
+    norm = HistoNormaliser("authors", smooth_sigma=1.5).fit(X)
+    again = HistoNormaliser.from_dict(json.loads(json.dumps(norm.to_dict())))
+    assert again.smooth_sigma == 1.5 and again.map_shape == (25, 25)
+    np.testing.assert_allclose(again.transform(X[:5]), norm.transform(X[:5]), rtol=1e-6)
+    # A dict from before smoothing existed still loads, unsmoothed.
+    old = norm.to_dict()
+    del old["smooth_sigma"], old["map_shape"]
+    assert HistoNormaliser.from_dict(old).smooth_sigma == 0.0
+    with pytest.raises(ValueError, match="not a square map"):
+        HistoNormaliser(smooth_sigma=1.0).fit(np.ones((3, 10)))
+    with pytest.raises(ValueError, match="smooth_sigma"):
+        HistoNormaliser(smooth_sigma=-1.0)
+
+
+def test_hellinger_sees_the_shape_of_the_distribution_not_the_number_of_sources():
+    X = _histos()
+    norm = HistoNormaliser("hellinger").fit(X)
+    Z = norm.transform(X[:5])
+    np.testing.assert_allclose(Z, np.sqrt(X[:5] / X[:5].sum(axis=1, keepdims=True)), rtol=1e-5)
+    # Each vector has unit length; ten times the sources with the same shape maps to the same point.
+    np.testing.assert_allclose(np.linalg.norm(Z, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(norm.transform(10 * X[:5]), Z, rtol=1e-5)
+    # Euclidean distance there is sqrt(2) x the Hellinger distance of the two distributions.
+    p, q = X[0] / X[0].sum(), X[1] / X[1].sum()
+    hellinger = np.sqrt(0.5 * np.sum((np.sqrt(p) - np.sqrt(q)) ** 2))
+    assert np.linalg.norm(Z[0] - Z[1]) == pytest.approx(np.sqrt(2) * hellinger, rel=1e-5)
+    # An exposure without sources stays at the origin instead of becoming NaN.
+    assert np.all(norm.transform(np.zeros((1, X.shape[1]))) == 0)
+    again = HistoNormaliser.from_dict(json.loads(json.dumps(norm.to_dict())))
+    np.testing.assert_allclose(again.transform(X[:5]), Z)

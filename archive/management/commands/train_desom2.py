@@ -2,7 +2,8 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from archive.services.training import TrainingDataError, train_desom2
+from archive.services.training import DEFAULT_NORMALISER, DEFAULT_SMOOTH_SIGMA, TrainingDataError, train_desom2
+from desom.normalise import METHODS as NORMALISER_METHODS
 
 from .train_desom1 import config_overrides
 
@@ -14,7 +15,10 @@ class Command(BaseCommand):
         parser.add_argument("--iterations", type=int, default=None)
         parser.add_argument("--batch-size", type=int, default=None)
         parser.add_argument("--map", default=None, help="map size ROWSxCOLS, e.g. 20x20")
-        parser.add_argument("--normaliser", choices=["minmax", "authors"], default="minmax")
+        parser.add_argument("--normaliser", choices=list(NORMALISER_METHODS), default=DEFAULT_NORMALISER)
+        parser.add_argument("--smooth", type=float, default=DEFAULT_SMOOTH_SIGMA, metavar="SIGMA",
+                            help="spread histo counts over the DESOM-1 map with a Gaussian of SIGMA nodes "
+                                 "before normalising (0: the paper's raw counts)")
         parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--no-activate", action="store_true")
@@ -22,7 +26,7 @@ class Command(BaseCommand):
     def handle(self, *args, **opts):
         try:
             version = train_desom2(overrides=config_overrides(opts), normaliser=opts["normaliser"],
-                                   seed=opts["seed"], activate=not opts["no_activate"],
+                                   smooth_sigma=opts["smooth"], seed=opts["seed"], activate=not opts["no_activate"],
                                    progress=opts["verbosity"] > 0)
         except TrainingDataError as exc:
             raise CommandError(str(exc)) from exc

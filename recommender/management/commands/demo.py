@@ -26,7 +26,7 @@ class Command(BaseCommand):
         parser.add_argument("--desom1-map", default="25x25", help="the paper's 25x25 by default")
         parser.add_argument("--desom1-iterations", type=int, default=700)
         parser.add_argument("--desom1-batch", type=int, default=128)
-        parser.add_argument("--desom2-map", default=None, help="default: about 5 exposures per cell")
+        parser.add_argument("--desom2-map", default=None, help="default: about 12 exposures per cell (benchmarks/bench_science.py)")
         parser.add_argument("--desom2-iterations", type=int, default=1500)
         parser.add_argument("--no-serve", action="store_true", help="stop after the evaluation")
         parser.add_argument("--addrport", default="127.0.0.1:8000")

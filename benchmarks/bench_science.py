@@ -1,8 +1,8 @@
 """The science study: does the two-stage DESOM pipeline tell Good from Bad exposures on data it
 never saw, and does it beat a plain method? Writes benchmarks/results/science.json and plots.
 
-    .venv/bin/python benchmarks/science.py                 # the full study (make science)
-    .venv/bin/python benchmarks/science.py --quick         # a few minutes, small survey
+    .venv/bin/python benchmarks/bench_science.py                 # the full study (make science)
+    .venv/bin/python benchmarks/bench_science.py --quick         # a few minutes, small survey
 
 Protocol (cannot flatter):
   - One balanced survey (Good share 0.5) from the simulator, whose classes meet at their borders.
@@ -44,6 +44,7 @@ from desom.evaluation import (cell_majority_scores, expert_sample, five_class_pu
                               heldout_scores, is_good, same_kind_precision_at_k)
 from desom.pipeline import ImagingConfig, exposure_cutouts  # noqa: E402
 
+MEMBERS_PER_CELL = 12   # the archive's default map-size rule, chosen from this study's grid
 TEST_SHARE = 0.3
 LABELLED_SHARE = 0.3
 RESULTS = ROOT / "benchmarks" / "results"
@@ -130,7 +131,8 @@ def train_desom1(data: dict, train_rows: np.ndarray, iterations: int, seed: int,
     path = cache_dir / f"desom1-{iterations}-s{seed}.pt"
     if path.exists():
         log(f"DESOM-1 {iterations} iterations: cached")
-        return load_checkpoint(path).model, None
+        checkpoint = load_checkpoint(path)
+        return checkpoint.model, (checkpoint.metrics or {}).get("train_seconds")
     rng = np.random.default_rng(seed)
     cut = cutouts_of(data, train_rows)
     if len(cut) > max_cutouts:
@@ -147,19 +149,22 @@ def train_desom1(data: dict, train_rows: np.ndarray, iterations: int, seed: int,
     return model, seconds
 
 
-def histo_vectors(model, data: dict, rows: np.ndarray, cache: Path) -> np.ndarray:
-    """(len(rows), 625) histo-vectors: weighted BMU counts of every exposure's cutouts."""
+def histo_vectors(model, data: dict, rows: np.ndarray, cache: Path,
+                  need_bmu: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """(len(rows), 625) histo-vectors (weighted BMU counts of every exposure's cutouts) and the
+    BMU of every cutout of those exposures, in order (for the sources-per-exposure study)."""
     from tqdm import tqdm
 
     from desom.inference import DesomPredictor
 
     if cache.exists():
         cached = np.load(cache)
-        if np.array_equal(cached["rows"], rows):
-            return cached["histos"]
+        if np.array_equal(cached["rows"], rows) and ("bmu" in cached or not need_bmu):
+            return cached["histos"], cached["bmu"] if "bmu" in cached else None
     predictor = DesomPredictor(model, batch_size=1024)
     off = data["offsets"]
     out = np.zeros((len(rows), predictor.n_nodes), np.float32)
+    bmus = []
     step = 200   # exposures per inference call
     for s in tqdm(range(0, len(rows), step), desc="DESOM-1 inference", unit="batch"):
         chunk = rows[s:s + step]
@@ -167,24 +172,41 @@ def histo_vectors(model, data: dict, rows: np.ndarray, cache: Path) -> np.ndarra
         if len(cut) == 0:
             continue
         bmu = predictor.predict(cut[:, None], return_activations=False).bmu
+        bmus.append(bmu.astype(np.int16))
         owner = np.repeat(np.arange(len(chunk)), [off[i + 1] - off[i] for i in chunk])
         weights = np.concatenate([data["weights"][off[i]:off[i + 1]] for i in chunk])
         np.add.at(out, (s + owner, bmu), weights)
-    np.savez(cache, rows=rows, histos=out)
+    bmu_all = np.concatenate(bmus) if bmus else np.zeros(0, np.int16)
+    np.savez(cache, rows=rows, histos=out, bmu=bmu_all)
+    return out, bmu_all
+
+
+def thinned_histos(data: dict, rows: np.ndarray, bmu: np.ndarray, share: float, seed: int,
+                   n_nodes: int = 625) -> np.ndarray:
+    """Histo-vectors of `rows` built from a random `share` of each exposure's cutouts (weights
+    scaled by 1/share): what the pipeline sees of an exposure with fewer sources."""
+    off = data["offsets"]
+    counts = np.array([off[i + 1] - off[i] for i in rows])
+    owner = np.repeat(np.arange(len(rows)), counts)
+    weights = np.concatenate([data["weights"][off[i]:off[i + 1]] for i in rows]) / share
+    keep = np.random.default_rng(seed).uniform(size=owner.size) < share
+    out = np.zeros((len(rows), n_nodes), np.float32)
+    np.add.at(out, (owner[keep], bmu[keep].astype(np.int64)), weights[keep])
     return out
 
 
 # ---------------------------------------------------------------------------------------------
 # DESOM-2, the baseline and the protocol
 # ---------------------------------------------------------------------------------------------
-def train_desom2(histos_train: np.ndarray, side: int, normaliser: str, seed: int, iterations: int):
+def train_desom2(histos_train: np.ndarray, side: int, normaliser: str, seed: int, iterations: int,
+                 smooth_sigma: float = 0.0):
     import torch
 
     from desom.model import DESOMConfig, build_desom
     from desom.normalise import HistoNormaliser
     from desom.training import train_desom
 
-    norm = HistoNormaliser(normaliser).fit(histos_train)
+    norm = HistoNormaliser(normaliser, smooth_sigma=smooth_sigma).fit(histos_train)
     cfg = DESOMConfig.desom2(seed=seed, input_shape=(histos_train.shape[1],), map_rows=side,
                              map_cols=side, iterations=iterations, batch_size=64)
     torch.manual_seed(seed)
@@ -248,17 +270,6 @@ def focus_flag(histos, kinds, labelled, test) -> dict:
             "recall": tp / (tp + fn) if tp + fn else math.nan, "tp": tp, "fp": fp, "fn": fn}
 
 
-def smooth_on_map(histos: np.ndarray, map_shape=(25, 25), sigma: float = 1.0) -> np.ndarray:
-    """Spread each count over its neighbouring DESOM-1 nodes with a Gaussian of `sigma` nodes,
-    keeping the total. Neighbouring prototypes look alike (that is what the SOM's topology is
-    for), so this tames the shot noise of an exposure with a few hundred sources in 625 bins."""
-    rows, cols = np.divmod(np.arange(map_shape[0] * map_shape[1]), map_shape[1])
-    d2 = (rows[:, None] - rows[None, :]) ** 2 + (cols[:, None] - cols[None, :]) ** 2
-    kernel = np.exp(-d2 / (2.0 * sigma ** 2))
-    kernel /= kernel.sum(axis=1, keepdims=True)
-    return (histos.astype(np.float64) @ kernel).astype(np.float32)
-
-
 def hellinger(histos):
     return np.sqrt(histos / np.maximum(histos.sum(axis=1, keepdims=True), 1e-9))
 
@@ -276,20 +287,17 @@ def plots(result: dict, outdir: Path) -> list[str]:
     main = result["main"]
     conf = main["desom"]["confusion_by_kind"]
     kinds = sorted(conf, key=lambda k: (k != "good", k))
-    mat = np.array([[conf[k]["predicted_good"], conf[k]["predicted_bad"], conf[k]["abstained"]] for k in kinds], float)
-    frac = mat / np.maximum(mat.sum(axis=1, keepdims=True), 1)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
     for ax, key, title in ((axes[0], "desom", "DESOM pipeline"), (axes[1], "baseline", "plain baseline")):
         c = main[key]["confusion_by_kind"]
         m = np.array([[c[k]["predicted_good"], c[k]["predicted_bad"], c[k]["abstained"]] for k in kinds], float)
         f = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
         ax.imshow(f, cmap="Blues", vmin=0, vmax=1)
-        ax.set_xticks(range(3), ["Good cell", "Bad cell", "no label"])
+        ax.set_xticks(range(3), ["Good\ncell", "Bad\ncell", "no\nlabel"])
         ax.set_yticks(range(len(kinds)), kinds)
         for (i, j), v in np.ndenumerate(f):
             ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="white" if v > 0.6 else "black", fontsize=8)
         ax.set_title(f"{title}: held-out test exposures")
-    del frac
     fig.tight_layout()
     p = outdir / "science_confusion.png"
     fig.savefig(p, dpi=110)
@@ -336,24 +344,34 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", type=parse_ints, default=[500, 2000, 5000])
     ap.add_argument("--main-size", type=int, default=2000)
     ap.add_argument("--maps", type=parse_ints, default=[8, 12, 16, 20], help="DESOM-2 map sides")
-    ap.add_argument("--desom1-iterations", type=parse_ints, default=[1000, 3000])
+    ap.add_argument("--desom1-iterations", type=parse_ints, default=[1000, 3000, 10000],
+                    help="DESOM-1 training lengths; the longest is the default model")
     ap.add_argument("--desom1-max-cutouts", type=int, default=100_000)
     ap.add_argument("--desom2-iterations", type=int, default=3000)
-    ap.add_argument("--normalisers", default="minmax,authors")
-    ap.add_argument("--histo-variants", default="counts,smoothed",
+    ap.add_argument("--normalisers", default="minmax,authors,hellinger")
+    ap.add_argument("--histo-variants", default="counts",
                     help="counts: the paper's BMU counts; smoothed: counts spread over 1 node of the DESOM-1 map")
     ap.add_argument("--seed", type=int, default=12)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--n-boot", type=int, default=1000)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     ap.add_argument("--quick", action="store_true", help="small survey, short training (smoke run)")
     ap.add_argument("--out", default=str(RESULTS / "science.json"))
+    ap.add_argument("--replot", action="store_true", help="only redraw the figures from --out")
     a = ap.parse_args(argv)
+    if a.replot:
+        with open(a.out) as fh:
+            print("\n".join(plots(json.load(fh), ROOT / "docs" / "science")))
+        return 0
     if a.quick:
         a.n, a.sizes, a.main_size, a.maps = 300, [150, 300], 300, [4, 6]
         a.desom1_iterations, a.desom2_iterations, a.n_boot = [150], 600, 200
         a.desom1_max_cutouts = 20_000
         if a.out == str(RESULTS / "science.json"):
             a.out = str(ROOT / "var" / "science" / "science-quick.json")
+    if a.threads:
+        import torch
+        torch.set_num_threads(a.threads)
     started = time.perf_counter()
     survey = Path(a.survey or ROOT / "var" / "science" / f"survey-{a.n}-s{a.seed}")
     truth_csv = survey / "truth.csv"
@@ -382,7 +400,7 @@ def main(argv=None) -> int:
     cache_dir = survey / "study"
     cache_dir.mkdir(exist_ok=True)
 
-    result = {"benchmark": "science", "command": "python benchmarks/science.py" + (" --quick" if a.quick else ""),
+    result = {"benchmark": "science", "command": "python benchmarks/bench_science.py" + (" --quick" if a.quick else ""),
               "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
                           "load_at_start": os.getloadavg()},
               "survey": {"path": str(survey), "n": n, "failed_imaging": int(failed.sum()),
@@ -395,6 +413,13 @@ def main(argv=None) -> int:
               "protocol": {"test_share": TEST_SHARE, "labelled_share": LABELLED_SHARE, "balanced": True,
                            "seed": a.seed, "n_boot": a.n_boot},
               "target": TARGET, "paper": PAPER}
+
+    def save():
+        """Write what is measured so far: a long run that dies still leaves its figures."""
+        result["wall_seconds"] = round(time.perf_counter() - started, 1)
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        with open(a.out, "w") as fh:
+            json.dump(result, fh, indent=1, default=float)
 
     def split(size):
         rows = order[:size]
@@ -417,23 +442,22 @@ def main(argv=None) -> int:
     largest = order[:max(sizes)]
     t0 = time.perf_counter()
     histos_all = np.zeros((n, 625), np.float32)
-    histos_all[largest] = histo_vectors(desom1[default_its], data, largest,
-                                        cache_dir / f"histos-{default_its}-{len(largest)}.npz")
+    histos_all[largest], bmu_largest = histo_vectors(desom1[default_its], data, largest,
+                                                     cache_dir / f"histos-{default_its}-{len(largest)}.npz")
     result["desom1"][str(default_its)]["inference_seconds"] = round(time.perf_counter() - t0, 1)
 
     normalisers = a.normalisers.split(",")
     variants = a.histo_variants.split(",")
-    histo_sets = {"counts": histos_all}
-    if "smoothed" in variants:
-        histo_sets["smoothed"] = smooth_on_map(histos_all)
+    smoothing = {"counts": 0.0, "smoothed": 1.0}
 
     def run(size, side, normaliser, variant, histos=None, seed=a.seed, labelling="share"):
-        histos = histo_sets[variant] if histos is None else histos
+        histos = histos_all if histos is None else histos
         rows, train, test, labelled = split(size)
         sub = {"x": None, "size": size, "map": side, "normaliser": normaliser, "histo": variant,
                "labelling": labelling}
         t0 = time.perf_counter()
-        model, norm = train_desom2(histos[train], side, normaliser, seed, a.desom2_iterations)
+        model, norm = train_desom2(histos[train], side, normaliser, seed, a.desom2_iterations,
+                                   smooth_sigma=smoothing[variant])
         cells_rows, latent_rows = desom2_cells(model, norm, histos[rows])
         sub["desom2_seconds"] = round(time.perf_counter() - t0, 1)
         cells = np.full(n, -1)
@@ -471,6 +495,7 @@ def main(argv=None) -> int:
                 log(f"  {main_size} exp, {side}x{side}, {normaliser:7s} {variant:8s}: desom {brief(sub['desom'])}")
                 log(f"  {'':43s} baseline {brief(sub['baseline'])}")
     result["grid"] = grid
+    save()
     # Chosen on the test split's accuracy: the choice itself is reported beside the seeds'
     # spread, and the survey-size runs below re-score it on other subsets.
     best = max(grid, key=lambda r: (r["desom"]["accuracy_effective"], r["desom"]["accuracy"]))
@@ -480,18 +505,19 @@ def main(argv=None) -> int:
         f"{nm}/{v}": max(r["desom"]["accuracy_effective"] for r in grid if r["normaliser"] == nm and r["histo"] == v)
         for nm in normalisers for v in variants}
 
-    # Survey size, with the map side that the size suggests (about 5 members per cell) and the
-    # best side of the grid for comparison.
+    # Survey size, with the map side the archive's rule gives (archive.services.training.
+    # suggested_desom2_map: about MEMBERS_PER_CELL exposures per cell, 3x3 to 20x20).
     log("DESOM-2: survey sizes")
     by_size = []
     for size in sizes:
-        side = min(20, max(3, int(math.floor(math.sqrt(size / 5.0)))))
+        side = min(20, max(3, int(math.floor(math.sqrt(size / MEMBERS_PER_CELL)))))
         sub, *_ = run(size, side, best_norm, best_variant)
         sub["x"] = size
         by_size.append(sub)
         log(f"  {size} exp, {side}x{side}: desom {brief(sub['desom'])}")
         log(f"  {'':18s} baseline {brief(sub['baseline'])}")
     result["by_size"] = by_size
+    save()
 
     # The main configuration: seeds for the spread, the expert-sample labelling, find-similar,
     # the bad-focus flag, and the shorter DESOM-1.
@@ -521,6 +547,7 @@ def main(argv=None) -> int:
         log(f"  find-similar p@10 {name}: {v['precision']:.3f} (chance {v['chance']:.3f})")
     result["focus_flag"] = focus_flag(histos_all[rows], kinds_rows, lab_mask, test_mask)
     log(f"  bad-focus flag on test: {result['focus_flag']}")
+    save()
 
     # DESOM-1 training length at the main size and configuration.
     result["by_desom1_iterations"] = []
@@ -530,13 +557,26 @@ def main(argv=None) -> int:
         else:
             h = np.zeros_like(histos_all)
             h[main_rows] = histo_vectors(desom1[its], data, main_rows,
-                                         cache_dir / f"histos-{its}-{len(main_rows)}.npz")
-            if best_variant == "smoothed":
-                h = smooth_on_map(h)
+                                         cache_dir / f"histos-{its}-{len(main_rows)}.npz", need_bmu=False)[0]
             sub, *_ = run(main_size, side, best_norm, best_variant, histos=h)
         result["by_desom1_iterations"].append({"iterations": its, "desom": sub["desom"]["accuracy"],
                                                "ci95": sub["desom"]["ci95"]["accuracy"]})
         log(f"  DESOM-1 {its} iterations: desom {brief(sub['desom'])}")
+
+    # Sources per exposure: the same exposures seen through a random share of their cutouts.
+    # Real MegaCam exposures hold ten times the sources of these small simulated ones.
+    result["by_sources"] = []
+    # The surveys are prefixes of one order, so the main survey's cutouts open the BMU array.
+    main_bmu = bmu_largest[:int(np.diff(data["offsets"])[main_rows].sum())]
+    for share in (0.25, 0.5):
+        h = np.zeros_like(histos_all)
+        h[main_rows] = thinned_histos(data, main_rows, main_bmu, share, a.seed)
+        sub, *_ = run(main_size, side, best_norm, best_variant, histos=h)
+        result["by_sources"].append({"share": share, "mean_cutouts": float(np.diff(data["offsets"])[main_rows].mean() * share),
+                                     "desom": sub["desom"]["accuracy"], "ci95": sub["desom"]["ci95"]["accuracy"]})
+        log(f"  {share:.0%} of the cutouts: desom {brief(sub['desom'])}")
+    result["by_sources"].append({"share": 1.0, "mean_cutouts": float(np.diff(data["offsets"])[main_rows].mean()),
+                                 "desom": main_sub["desom"]["accuracy"], "ci95": main_sub["desom"]["ci95"]["accuracy"]})
 
     d, b = main_sub["desom"], main_sub["baseline"]
     result["verdict"] = {
@@ -547,11 +587,8 @@ def main(argv=None) -> int:
         "intervals_disjoint": d["ci95"]["accuracy"][0] > b["ci95"]["accuracy"][1],
     }
     result["figures"] = plots(result, ROOT / "docs" / "science") if not a.quick else []
-    result["wall_seconds"] = round(time.perf_counter() - started, 1)
     result["machine"]["load_at_end"] = os.getloadavg()
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    with open(a.out, "w") as fh:
-        json.dump(result, fh, indent=1, default=float)
+    save()
     log(f"verdict {result['verdict']}; wrote {a.out} in {result['wall_seconds']:.0f} s")
     return 0
 

@@ -1,0 +1,38 @@
+"""Training DESOM-2 from the archive's stored histo-vectors, with and without map smoothing."""
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.django_db
+
+
+def test_train_desom2_stores_the_smoothing_with_the_normaliser_and_assign_uses_it(populated_archive):
+    from archive.models import CellAssignment, ModelVersion
+    from archive.services.assign import assign_cells
+    from archive.services.versions import checkpoint_file
+    from archive.services.training import histo_matrix, train_desom2
+    from desom.checkpoint import load_checkpoint
+
+    desom1, _ = populated_archive
+    version = train_desom2(overrides={"map_rows": 2, "map_cols": 2, "iterations": 40, "batch_size": 8},
+                           smooth_sigma=1.0, seed=3, activate=True, progress=False)
+    assert version.metrics["smooth_sigma"] == 1.0
+    checkpoint = load_checkpoint(checkpoint_file(version))
+    norm = checkpoint.normaliser
+    assert norm.smooth_sigma == 1.0 and norm.map_shape == desom1.map_shape
+
+    # The stored normaliser smooths: a vector with all its counts in one node comes out with
+    # counts in the neighbours too, unlike an unsmoothed normaliser fitted on the same data.
+    ids, histos = histo_matrix(desom1)
+    one = np.zeros((1, histos.shape[1]), np.float32)
+    one[0, 0] = histos.sum(axis=1).mean()
+    from desom.normalise import HistoNormaliser
+    plain = HistoNormaliser(norm.method).fit(histos)
+    assert not np.allclose(norm.transform(one), plain.transform(one))
+
+    assign_cells(progress=False)
+    cells = dict(CellAssignment.objects.filter(model_version=version).values_list("exposure_id", "cell"))
+    assert set(cells) == set(ids.tolist())
+    from desom.inference import DesomPredictor
+    predicted = DesomPredictor(checkpoint).predict_histos(histos, return_activations=False).bmu
+    assert [cells[i] for i in ids.tolist()] == predicted.tolist()
+    assert ModelVersion.objects.get(pk=version.pk).is_active
