@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from desom.baseline import FEATURE_NAMES, BaselineClusterer, SourceStatistics  # noqa: E402
-from desom.evaluation import (cell_majority_scores, expert_sample, five_class_purity,  # noqa: E402
+from desom.evaluation import (expert_sample, five_class_purity,  # noqa: E402
                               heldout_scores, is_good, same_kind_precision_at_k)
 from desom.pipeline import ImagingConfig, exposure_cutouts  # noqa: E402
 
@@ -121,14 +121,15 @@ def cutouts_of(data: dict, rows: np.ndarray) -> np.ndarray:
 # DESOM-1 and histo-vectors
 # ---------------------------------------------------------------------------------------------
 def train_desom1(data: dict, train_rows: np.ndarray, iterations: int, seed: int, max_cutouts: int,
-                 cache_dir: Path):
+                 cache_dir: Path, lr_decay: int = 0):
     import torch
 
     from desom.checkpoint import load_checkpoint, save_checkpoint
     from desom.model import DESOMConfig, build_desom
     from desom.training import train_desom
 
-    path = cache_dir / f"desom1-{iterations}-s{seed}.pt"
+    path = cache_dir / (f"desom1-{iterations}-s{seed}.pt" if not lr_decay else
+                        f"desom1-{iterations}-decay{lr_decay}-s{seed}.pt")
     if path.exists():
         log(f"DESOM-1 {iterations} iterations: cached")
         checkpoint = load_checkpoint(path)
@@ -138,7 +139,8 @@ def train_desom1(data: dict, train_rows: np.ndarray, iterations: int, seed: int,
     if len(cut) > max_cutouts:
         cut = cut[np.sort(rng.choice(len(cut), max_cutouts, replace=False))]
     # The archive's own training settings (archive.services.training, the demo).
-    cfg = DESOMConfig.desom1(seed=seed, iterations=iterations, batch_size=128, prototype_lr=0.01)
+    cfg = DESOMConfig.desom1(seed=seed, iterations=iterations, batch_size=128, prototype_lr=0.01,
+                             lr_decay_iterations=lr_decay)
     torch.manual_seed(seed)
     model = build_desom(cfg)
     t0 = time.perf_counter()
@@ -346,6 +348,8 @@ def main(argv=None) -> int:
     ap.add_argument("--maps", type=parse_ints, default=[8, 12, 16, 20], help="DESOM-2 map sides")
     ap.add_argument("--desom1-iterations", type=parse_ints, default=[1000, 3000, 10000],
                     help="DESOM-1 training lengths; the longest is the default model")
+    ap.add_argument("--desom1-lr-decay", type=int, default=0,
+                    help="DESOM-1 learning rates fall to 0 over this many last iterations (0: constant)")
     ap.add_argument("--desom1-max-cutouts", type=int, default=100_000)
     ap.add_argument("--desom2-iterations", type=int, default=3000)
     ap.add_argument("--normalisers", default="minmax,authors,hellinger")
@@ -435,15 +439,17 @@ def main(argv=None) -> int:
     desom1 = {}
     result["desom1"] = {}
     for its in a.desom1_iterations:
-        model, seconds = train_desom1(data, main_train, its, a.seed, a.desom1_max_cutouts, cache_dir)
+        model, seconds = train_desom1(data, main_train, its, a.seed, a.desom1_max_cutouts, cache_dir,
+                                      a.desom1_lr_decay)
         desom1[its] = model
         result["desom1"][str(its)] = {"train_seconds": seconds, "map": "25x25"}
     default_its = max(a.desom1_iterations)
+    tag = f"-decay{a.desom1_lr_decay}" if a.desom1_lr_decay else ""
     largest = order[:max(sizes)]
     t0 = time.perf_counter()
     histos_all = np.zeros((n, 625), np.float32)
     histos_all[largest], bmu_largest = histo_vectors(desom1[default_its], data, largest,
-                                                     cache_dir / f"histos-{default_its}-{len(largest)}.npz")
+                                                     cache_dir / f"histos-{default_its}{tag}-{len(largest)}.npz")
     result["desom1"][str(default_its)]["inference_seconds"] = round(time.perf_counter() - t0, 1)
 
     normalisers = a.normalisers.split(",")
@@ -557,7 +563,7 @@ def main(argv=None) -> int:
         else:
             h = np.zeros_like(histos_all)
             h[main_rows] = histo_vectors(desom1[its], data, main_rows,
-                                         cache_dir / f"histos-{its}-{len(main_rows)}.npz", need_bmu=False)[0]
+                                         cache_dir / f"histos-{its}{tag}-{len(main_rows)}.npz", need_bmu=False)[0]
             sub, *_ = run(main_size, side, best_norm, best_variant, histos=h)
         result["by_desom1_iterations"].append({"iterations": its, "desom": sub["desom"]["accuracy"],
                                                "ci95": sub["desom"]["ci95"]["accuracy"]})
