@@ -36,3 +36,10 @@ def test_train_desom2_stores_the_smoothing_with_the_normaliser_and_assign_uses_i
     predicted = DesomPredictor(checkpoint).predict_histos(histos, return_activations=False).bmu
     assert [cells[i] for i in ids.tolist()] == predicted.tolist()
     assert ModelVersion.objects.get(pk=version.pk).is_active
+
+
+def test_train_desom2_command_refuses_a_negative_smoothing(populated_archive):
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="smooth_sigma"):
+        call_command("train_desom2", smooth=-1.0, map="2x2", iterations=5, verbosity=0)

@@ -28,7 +28,7 @@ class Command(BaseCommand):
             version = train_desom2(overrides=config_overrides(opts), normaliser=opts["normaliser"],
                                    smooth_sigma=opts["smooth"], seed=opts["seed"], activate=not opts["no_activate"],
                                    progress=opts["verbosity"] > 0)
-        except TrainingDataError as exc:
+        except (TrainingDataError, ValueError) as exc:   # ValueError: a bad --smooth or --set value
             raise CommandError(str(exc)) from exc
         self.stdout.write(f"DESOM-2 {version.version_id} saved to {version.checkpoint_path}"
                           f"{' and activated' if version.is_active else ''}")
