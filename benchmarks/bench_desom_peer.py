@@ -155,23 +155,29 @@ def run_desom(data, cfg, labels, precision="float32", channels_last=False):
     return latent, qe_in, wall
 
 
-def digits_runs(seed, q, methods=("minisom", "som", "desom")):
-    """[(method, map_shape, scores, wall, extra)] on sklearn digits (1797 x 64)."""
-    xd, yd = digits()
-    rows = cols = 8 if q else 10
+def plain_som_runs(x2d, labels, rows, cols, seed, q, methods):
+    """MiniSom and our SOM layer alone on flat inputs: [(method, map_shape, scores, wall, extra)]."""
     out = []
     if "minisom" in methods:
         it_mini = 5000 if q else 20000
-        protos, wall = run_minisom(xd, rows, cols, it_mini, seed)
-        s = som_scores(xd, protos, (rows, cols), yd)
+        protos, wall = run_minisom(x2d, rows, cols, it_mini, seed)
+        s = som_scores(x2d, protos, (rows, cols), labels)
         out.append(("minisom", (rows, cols), s, wall,
                     {"qe_input": round(s["quantization_error"], 4), "iterations": it_mini}))
     if "som" in methods:
         it_som = 800 if q else 2000
-        protos, wall = run_our_som(xd, rows, cols, it_som, seed)
-        s = som_scores(xd, protos, (rows, cols), yd)
+        protos, wall = run_our_som(x2d, rows, cols, it_som, seed)
+        s = som_scores(x2d, protos, (rows, cols), labels)
         out.append(("som", (rows, cols), s, wall,
                     {"qe_input": round(s["quantization_error"], 4), "iterations": it_som, "batch": 256}))
+    return out
+
+
+def digits_runs(seed, q, methods=("minisom", "som", "desom")):
+    """[(method, map_shape, scores, wall, extra)] on sklearn digits (1797 x 64)."""
+    xd, yd = digits()
+    rows = cols = 8 if q else 10
+    out = plain_som_runs(xd, yd, rows, cols, seed, q, methods)
     if "desom" in methods:
         t_max, t_min = matched_temperatures(rows, cols)
         cfg = DESOMConfig.desom2(input_shape=(64,), hidden_dims=(128, 64),
@@ -197,19 +203,7 @@ def cutout_runs(seed, q, methods=("minisom", "som", "desom")):
     xc, yc = synthetic_cutouts(n, seed=0)
     flat = xc.reshape(n, -1)
     rows = cols = 8 if q else 10
-    out = []
-    if "minisom" in methods:
-        it_mini = 5000 if q else 20000
-        protos, wall = run_minisom(flat, rows, cols, it_mini, seed)
-        s = som_scores(flat, protos, (rows, cols), yc)
-        out.append(("minisom", (rows, cols), s, wall,
-                    {"qe_input": round(s["quantization_error"], 4), "iterations": it_mini}))
-    if "som" in methods:
-        it_som = 800 if q else 2000
-        protos, wall = run_our_som(flat, rows, cols, it_som, seed)
-        s = som_scores(flat, protos, (rows, cols), yc)
-        out.append(("som", (rows, cols), s, wall,
-                    {"qe_input": round(s["quantization_error"], 4), "iterations": it_som, "batch": 256}))
+    out = plain_som_runs(flat, yc, rows, cols, seed, q, methods)
     if "desom" in methods:
         t_max, t_min = matched_temperatures(rows, cols)
         cfg = DESOMConfig.desom1(map_rows=rows, map_cols=cols, t_max=t_max, t_min=t_min,

@@ -11,12 +11,8 @@ TINY2 = dict(input_shape=(40,), hidden_dims=(32, 16), latent_dim=8, map_rows=3, 
              batch_size=32, log_every=5)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# Tiny models on a shared 2-core box: one torch thread (tests/desom/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _data(n=200, dim=40, seed=0):
