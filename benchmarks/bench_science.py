@@ -135,9 +135,12 @@ def train_desom1(data: dict, train_rows: np.ndarray, iterations: int, seed: int,
         checkpoint = load_checkpoint(path)
         return checkpoint.model, (checkpoint.metrics or {}).get("train_seconds")
     rng = np.random.default_rng(seed)
-    cut = cutouts_of(data, train_rows)
-    if len(cut) > max_cutouts:
-        cut = cut[np.sort(rng.choice(len(cut), max_cutouts, replace=False))]
+    # Draw the training sample as indices first: only the chosen cutouts become float32.
+    off = data["offsets"]
+    index = np.concatenate([np.arange(off[i], off[i + 1]) for i in train_rows])
+    if len(index) > max_cutouts:
+        index = index[np.sort(rng.choice(len(index), max_cutouts, replace=False))]
+    cut = data["cutouts"][index].astype(np.float32) / 65535.0
     # The archive's own training settings (archive.services.training, the demo).
     cfg = DESOMConfig.desom1(seed=seed, iterations=iterations, batch_size=128, prototype_lr=0.01,
                              lr_decay_iterations=lr_decay)
