@@ -242,18 +242,21 @@ def _medians(data, sub, rms):
     return bkg_median, float(np.median(rms[sample]))
 
 
-_SEP_PIXSTACK = [0]
+_SEP_PIXSTACK = [0]          # the value sep holds now
+_SEP_PIXSTACK_CAP = [1_000_000]   # most pixels to ask for; grows when a crowded CCD overflows
 _SEP_SUBOBJ = [0]
 
 
 def _sep_limits(n_pixels):
     import sep
 
-    # Crowded fields overflow sep's defaults (300000 pixels, 1024 sub-objects); the stack is
-    # allocated whole (tens of bytes a pixel), so start at 1M and grow only on overflow.
-    want = 1_000_000
-    if want > _SEP_PIXSTACK[0]:
-        sep.set_extract_pixstack(int(want))
+    # Crowded fields overflow sep's defaults (300000 pixels, 1024 sub-objects). The stack is
+    # allocated whole at every extract call (tens of bytes a pixel), so it is sized to the
+    # image: an image cannot need more pixels than it has, and a 1M stack on a 512x512 CCD made
+    # extraction 4x slower than the detection itself. Overflows raise the cap (x4) and retry.
+    want = int(max(min(int(n_pixels), _SEP_PIXSTACK_CAP[0]), 10_000))
+    if want != _SEP_PIXSTACK[0]:
+        sep.set_extract_pixstack(want)
         _SEP_PIXSTACK[0] = want
     if _SEP_SUBOBJ[0] < 8192:
         sep.set_sub_object_limit(8192)
@@ -300,7 +303,8 @@ def _detect_sep(data, bad, bkg_mask, s, keep_subtracted):
                                     or "overflow" in message or "limit" in message):
                 notes.append(f"sep extraction failed: {message}")
                 break
-            _SEP_PIXSTACK[0] *= 4
+            _SEP_PIXSTACK_CAP[0] = max(_SEP_PIXSTACK_CAP[0], _SEP_PIXSTACK[0]) * 4
+            _SEP_PIXSTACK[0] = _SEP_PIXSTACK_CAP[0]
             sep.set_extract_pixstack(int(_SEP_PIXSTACK[0]))
             _SEP_SUBOBJ[0] *= 4
             sep.set_sub_object_limit(int(_SEP_SUBOBJ[0]))

@@ -72,6 +72,17 @@ def _majority_good(inverse, good, n_cells, mask=None):
     return (g + b) > 0, g > b
 
 
+def cell_predictions(cells, labels, labelled, positive: str = "Good") -> tuple[np.ndarray, np.ndarray]:
+    """What the cells say of every exposure when only `labelled` ones (a mask or indices) name
+    them: (known, predicted_good), known False where the exposure's cell has no labelled member.
+    The one rule for naming cells: majority of the labelled members, ties to Bad."""
+    cells, labels = _as_arrays(cells, labels)
+    good = is_good(labels, positive)
+    uniq, inverse = _cell_codes(cells)
+    has_votes, cell_good = _majority_good(inverse, good, uniq.size, mask=_as_mask(labelled, cells.size, "labelled"))
+    return has_votes[inverse], cell_good[inverse]
+
+
 def _members_stats(inverse, n_cells) -> dict:
     counts = np.bincount(inverse, minlength=n_cells)
     return {"n_cells": int(n_cells), "mean": float(counts.mean()), "median": float(np.median(counts)),
@@ -265,9 +276,8 @@ def heldout_scores(cells, labels, labelled_fraction: float = 0.3, seed: int = 0,
         labelled_fraction = n_lab / n
     held = np.flatnonzero(~labelled & _as_mask(scored, n, "scored"))
 
-    has_votes, cell_good = _majority_good(inverse, good, uniq.size, mask=labelled)
-    known = has_votes[inverse]
-    pred = cell_good[inverse]
+    has_votes = np.bincount(inverse[labelled], minlength=uniq.size) > 0
+    known, pred = cell_predictions(cells, labels, labelled, positive)
 
     if balanced:
         hg, hb = held[good[held]], held[~good[held]]

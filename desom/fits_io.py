@@ -580,7 +580,9 @@ class ExposureReader:
         end = 0
         for i in range(n_hdu):
             hdu = self._hdul[i]
-            info = self._hdul.fileinfo(i)
+            # The HDU's own fileinfo: HDUList.fileinfo re-serialises every header to check for
+            # resizing, which made scanning a 36-CCD file quadratic (a second per exposure).
+            info = hdu.fileinfo() or self._hdul.fileinfo(i)
             end = max(end, info["datLoc"] + info["datSpan"])
             name = _str(hdu.header, "EXTNAME") or (f"HDU{i}" if i else "PRIMARY")
             label = f"{i} '{name}'"

@@ -16,8 +16,10 @@ sharpens the kernel.
 
 Speed (benchmarks/bench_desom_speed.py, 2 shared cores): the default path runs the DESOM-1
 encoder in float32 with channels-last memory, about 1.5x plain eager float32 with BMUs equal to
-it for 99.9% of cutouts. ``precision="bf16"`` (bf16 weights) is about 3x eager but moved about 4%
-of BMUs on the benchmark map, so it is opt-in; ``compile=True`` adds torch.compile (a one-off
+it for 99.9% of cutouts. The default (``precision="auto"``) is the precision the model was
+trained in: bf16 autocast for a map trained in bf16 (the archive's default), float32 otherwise.
+``precision="bf16"`` (bf16 weights) is about 3x eager but moved about 4% of the BMUs of a
+float32-trained map, so it is opt-in; ``compile=True`` adds torch.compile (a one-off
 cost of about 25 s cold, then roughly another 1.6x). Distances and outputs are always float32.
 """
 from __future__ import annotations
@@ -124,9 +126,11 @@ class DesomPredictor:
         self.batch_size = int(batch_size)
         self.device = default_device(device)
         self.activation_temperature = float(activation_temperature)
-        # "auto" is float32: bf16 is faster but changed ~4% of BMUs in our benchmark.
+        # "auto" runs the encoder as it was trained (desom.training records the precision): a
+        # bf16-trained map read in float32 moved 1.4-2.8% of BMUs, and the reverse is no better.
         if precision == "auto":
-            precision = "float32"
+            trained = (model.config.extra or {}).get("train_precision", "float32")
+            precision = "bf16-autocast" if trained == "bf16" else "float32"
         self.precision = precision
         self.channels_last = (self.kind == "desom1") if channels_last is None else bool(channels_last)
 
@@ -147,6 +151,8 @@ class DesomPredictor:
             self.encoder = torch.compile(self.encoder, dynamic=True)
         self.prototypes = model.som.prototypes.detach().to(self.device, torch.float32).clone()
         self.map_shape = model.map_shape
+        # How this model's inputs are cut (desom.pipeline.STAMP_FIELDS); None: before recipes.
+        self.stamp_recipe = (model.config.extra or {}).get("stamps") if self.kind == "desom1" else None
         self.n_nodes = model.n_nodes
         self.latent_dim = model.config.latent_dim
         self.activation_scale = neighbour_scale(self.prototypes, *self.map_shape)

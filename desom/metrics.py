@@ -117,3 +117,85 @@ def som_scores(vectors, prototypes, map_shape, labels=None) -> dict:
         out["purity"] = purity(labels, idx[:, 0])
         out["nmi"] = nmi(labels, idx[:, 0])
     return out
+
+
+# The map-order gate (benchmarks/bench_science.py): a DESOM-1 whose map is not ordered gives
+# histo-vectors in which neighbouring bins mean nothing alike, and a BMU that still moves at the
+# end of training gives an exposure another histo-vector from one run to the next.
+MAX_TOPOGRAPHIC_ERROR = 0.35
+MAX_BMU_CHURN = 0.25
+
+
+class MapOrderError(ValueError):
+    """A map refused by the order gate: too high a topographic error or BMU churn."""
+
+
+def bmu_churn(before, after) -> float:
+    """Share of probe samples whose best-matching unit differs between two snapshots."""
+    a, b = np.asarray(before, np.int64), np.asarray(after, np.int64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"BMU snapshots must be 1-D of equal length, got {a.shape} and {b.shape}")
+    return float(np.mean(a != b)) if a.size else float("nan")
+
+
+def map_order(first, second, map_shape, previous=None) -> dict:
+    """Order of a map on a fixed probe set: topographic error (4-neighbour) from the probe's
+    first and second BMUs, and, given the BMUs of an earlier snapshot, the churn since then."""
+    out = {"topographic_error": topographic_error_from_units(first, second, map_shape, 4),
+           "n_probe": int(np.asarray(first).size), "bmu_churn": None}
+    if previous is not None:
+        out["bmu_churn"] = bmu_churn(previous, first)
+    return out
+
+
+def check_map_order(order: dict, max_topographic_error: float = MAX_TOPOGRAPHIC_ERROR,
+                    max_churn: float = MAX_BMU_CHURN) -> dict:
+    """Raise MapOrderError when a map_order record is above either threshold; return it."""
+    te, churn = order.get("topographic_error"), order.get("bmu_churn")
+    problems = []
+    if te is None or not np.isfinite(te):
+        problems.append("no topographic error was measured")
+    elif te > max_topographic_error:
+        problems.append(f"topographic error {te:.3f} > {max_topographic_error:g} (the map is not ordered)")
+    if churn is not None and np.isfinite(churn) and churn > max_churn:
+        problems.append(f"BMU churn {churn:.3f} > {max_churn:g} over the last probe interval "
+                        "(the map is still moving)")
+    if problems:
+        raise MapOrderError("map refused by the order gate: " + "; ".join(problems)
+                            + ". Train longer, or with a wider final neighbourhood (t_min).")
+    return order
+
+
+def histo_reliability(bmu, owner, weights=None, n_nodes: int = 625, kernel=None, seed: int = 0) -> dict:
+    """How much of a histo-vector is the exposure and how much is shot noise.
+
+    Each exposure's cutouts (bmu: their best-matching units; owner: their exposure) are split at
+    random into two halves, each half made a histogram (optionally soft-assigned: @ kernel) and
+    turned into square-rooted shares. ``within`` is the mean Hellinger distance between the two
+    halves of one exposure, ``between`` the mean distance between halves of different exposures
+    (each first half against the next exposure's second half); ``ratio`` = within / between is
+    near 1 when a histo-vector is mostly noise (two draws from one exposure differ as much as two
+    exposures do) and near 0 when it is reproducible. Exposures with fewer than 2 cutouts are
+    left out."""
+    bmu = np.asarray(bmu, np.int64)
+    owner = np.asarray(owner, np.int64)
+    if bmu.shape != owner.shape or bmu.ndim != 1:
+        raise ValueError(f"bmu and owner must be 1-D of equal length, got {bmu.shape} and {owner.shape}")
+    w = np.ones(bmu.size) if weights is None else np.asarray(weights, np.float64)
+    rng = np.random.default_rng(seed)
+    half = rng.uniform(size=bmu.size) < 0.5
+    ids, inverse = np.unique(owner, return_inverse=True)
+    n = ids.size
+    h = np.zeros((2, n, n_nodes))
+    np.add.at(h, (half.astype(np.int64), inverse, bmu), w)
+    if kernel is not None:
+        h = h @ np.asarray(kernel)
+    totals = h.sum(axis=2)
+    ok = (totals > 0).all(axis=0)
+    if ok.sum() < 2:
+        raise ValueError("need at least two exposures with cutouts in both halves")
+    r = np.sqrt(h[:, ok] / totals[:, ok, None])
+    within = np.linalg.norm(r[0] - r[1], axis=1)
+    between = np.linalg.norm(r[0] - np.roll(r[1], 1, axis=0), axis=1)
+    return {"within": float(within.mean()), "between": float(between.mean()),
+            "ratio": float(within.mean() / between.mean()), "n_exposures": int(ok.sum())}

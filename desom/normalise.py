@@ -10,10 +10,17 @@ distributions (what the find-similar index uses); the square root steadies Poiss
 rare bins are not blown up to the full [0, 1] range as min-max does. An exposure's number of
 sources is left out: the shape of its distribution is what DESOM-2 sees.
 
-``smooth_sigma`` (optional, before either method): each count is spread over the neighbouring
-DESOM-1 nodes with a Gaussian of that many nodes, keeping the vector's sum. Neighbouring
-prototypes look alike, which is what the map's topology is for, so this tames the shot noise of
-an exposure whose few hundred sources fall in 625 bins (benchmarks/science.py measures it).
+``sqrt_counts``: sqrt(h / c), c the median number of sources of the training vectors. Like
+Hellinger it steadies Poisson counts and leaves every bin its own scale, but it keeps the number
+of sources (||x||^2 = N / c): a crowded field, or a short exposure with few sources, stands apart
+even when the shape of its distribution is ordinary.
+
+``smooth_sigma`` (optional, before any method): soft assignment. Every source's count is spread
+over its node's neighbourhood on the DESOM-1 map with the map's own kernel, exp(-d^2 / T^2) of
+the Manhattan grid distance d (``desom.som.gaussian_kernel``) at T = sqrt(2) * smooth_sigma,
+normalised per node so the vector's sum (the number of sources) is kept. On an ordered map
+neighbouring prototypes look alike, so this tames the shot noise of an exposure's few thousand
+sources over 625 bins (benchmarks/bench_science.py measures it).
 """
 from __future__ import annotations
 
@@ -21,18 +28,19 @@ import math
 
 import numpy as np
 
-METHODS = ("minmax", "authors", "hellinger")
+METHODS = ("minmax", "authors", "hellinger", "sqrt_counts")
 
 
 def map_smoothing_kernel(map_shape, sigma: float) -> np.ndarray:
-    """(K, K) row-stochastic Gaussian over the Euclidean grid distance of a rows x cols map:
-    histos @ kernel spreads every count over its neighbours and keeps each vector's sum."""
+    """(K, K) row-stochastic soft-assignment kernel of a rows x cols map: the SOM's own
+    neighbourhood kernel at T = sqrt(2) sigma, each row normalised. histos @ kernel spreads every
+    count over its node's neighbours and keeps each vector's sum."""
+    from desom.som import gaussian_kernel, grid_distances
+
     rows, cols = (int(v) for v in map_shape)
     if rows < 1 or cols < 1 or sigma <= 0:
         raise ValueError(f"need a positive map shape and sigma, got {map_shape} and {sigma}")
-    r, c = np.divmod(np.arange(rows * cols), cols)
-    d2 = (r[:, None] - r[None, :]) ** 2 + (c[:, None] - c[None, :]) ** 2
-    kernel = np.exp(-d2 / (2.0 * sigma ** 2))
+    kernel = gaussian_kernel(grid_distances(rows, cols), math.sqrt(2.0) * sigma)
     return kernel / kernel.sum(axis=1, keepdims=True)
 
 
@@ -111,6 +119,11 @@ class HistoNormaliser:
         X = self._smooth(self._check(X, fitting=True))
         if self.method == "hellinger":
             self.offset, span = np.zeros(X.shape[1]), np.ones(X.shape[1])
+        elif self.method == "sqrt_counts":
+            # One scale for every bin (the median number of sources), kept in `scale` squared.
+            total = float(np.median(X.sum(axis=1)))
+            self.offset = np.zeros(X.shape[1])
+            span = np.full(X.shape[1], math.sqrt(total) if total > 0 else 1.0)
         elif self.method == "minmax":
             lo, hi = X.min(axis=0), X.max(axis=0)
             self.offset, span = lo, hi - lo
@@ -128,6 +141,8 @@ class HistoNormaliser:
             X = self._per_vector(X)
         elif self.method == "hellinger":
             X = self._root_shares(X)
+        elif self.method == "sqrt_counts":
+            X = np.sqrt(np.clip(X, 0.0, None))
         return ((X - self.offset) / self.scale).astype(np.float32)
 
     def fit_transform(self, X) -> np.ndarray:

@@ -19,17 +19,23 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from desom.cutouts import make_cutouts, sample_indices
+from desom.cutouts import (ASINH_RANGE, ASINH_SOFTENING, STAMP_SKY, STRETCHES, make_cutouts,
+                           sample_indices)
 from desom.detection import BACKENDS, detect_sources
 from desom.fits_io import (CCDImage, ExposureMetadata, ExposureReadError, file_checksum,
                            open_exposure, prepare_ccd)
 
-__all__ = ["ImagingConfig", "CCDRecord", "ExposureSummary", "summarise_exposure",
+__all__ = ["ImagingConfig", "STAMP_FIELDS", "LEGACY_STAMPS", "CCDRecord", "ExposureSummary", "summarise_exposure",
            "sample_training_cutouts", "exposure_cutouts", "process_ccd", "histo_from_predictions",
            "ExposureReadError"]
 
 
 _INFERENCE_CHUNK = 256
+# The fields of ImagingConfig that say how a source becomes a DESOM-1 input: a DESOM-1 carries
+# them (config.extra["stamps"]) so that every later cutout is made the way its training ones were.
+STAMP_FIELDS = ("cutout_size", "clip_percentiles", "stamp_sky", "stretch", "asinh_softening", "asinh_range")
+# What a DESOM-1 trained before its recipe was recorded saw.
+LEGACY_STAMPS = {"stamp_sky": "subtracted", "stretch": "clip"}
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,10 @@ class ImagingConfig:
     cutout_size: int = 32
     edge_margin: int = 37                  # sources nearer an edge than 32 + 5 px are dropped
     clip_percentiles: tuple = (1.0, 95.0)
+    stamp_sky: str = "subtracted"          # "subtracted" | "kept" (cut before background removal)
+    stretch: str = "clip"                  # "clip" (per-stamp percentiles) | "asinh" (sky-noise units)
+    asinh_softening: float = ASINH_SOFTENING
+    asinh_range: tuple = ASINH_RANGE
     max_per_ccd: int | None = 100          # None: every detected source
     seed: int = 0
     overscan_smooth_rows: int = 31
@@ -74,22 +84,49 @@ class ImagingConfig:
             raise ValueError(f"clip_percentiles must satisfy 0 <= low < high <= 100, got "
                              f"{self.clip_percentiles}")
         object.__setattr__(self, "clip_percentiles", (float(lo), float(hi)))
+        if self.stamp_sky not in STAMP_SKY:
+            raise ValueError(f"stamp_sky must be one of {STAMP_SKY}, got {self.stamp_sky!r}")
+        if self.stretch not in STRETCHES:
+            raise ValueError(f"stretch must be one of {STRETCHES}, got {self.stretch!r}")
+        a_lo, a_hi = (float(v) for v in self.asinh_range)
+        if not (self.asinh_softening > 0 and a_lo < a_hi):
+            raise ValueError(f"need asinh_softening > 0 and asinh_range low < high, got "
+                             f"{self.asinh_softening} and {self.asinh_range}")
+        object.__setattr__(self, "asinh_range", (a_lo, a_hi))
         if self.ccds is not None:
             object.__setattr__(self, "ccds", tuple(int(c) for c in self.ccds))
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
         out["clip_percentiles"] = list(self.clip_percentiles)
+        out["asinh_range"] = list(self.asinh_range)
         if self.ccds is not None:
             out["ccds"] = list(self.ccds)
         return out
+
+    def stamp_recipe(self) -> dict:
+        """How this config turns sources into cutouts (JSON-friendly)."""
+        d = self.to_dict()
+        return {k: d[k] for k in STAMP_FIELDS}
+
+    def with_stamps(self, recipe: dict | None) -> "ImagingConfig":
+        """This config with a DESOM-1's stamp recipe (None: the recipe of a model that predates
+        recorded recipes)."""
+        recipe = dict(LEGACY_STAMPS if recipe is None else recipe)
+        unknown = set(recipe) - set(STAMP_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown stamp recipe fields {sorted(unknown)}; expected some of {STAMP_FIELDS}")
+        d = self.to_dict()
+        d.update(recipe)
+        return ImagingConfig.from_dict(d)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ImagingConfig":
         known = {f.name for f in dataclasses.fields(cls)}
         kw = {k: v for k, v in d.items() if k in known}
-        if "clip_percentiles" in kw:
-            kw["clip_percentiles"] = tuple(kw["clip_percentiles"])
+        for key in ("clip_percentiles", "asinh_range"):
+            if key in kw:
+                kw[key] = tuple(kw[key])
         if kw.get("ccds") is not None:
             kw["ccds"] = tuple(kw["ccds"])
         return cls(**kw)
@@ -167,13 +204,33 @@ def _ccd_condition(data: np.ndarray):
     return None, None
 
 
+def ccd_stamps(ccd: CCDImage, result, x, y, config: ImagingConfig) -> np.ndarray:
+    """The (N, S, S) float32 cutouts in [0, 1] at (x, y) of one detected CCD, cut and stretched
+    as ``config`` says (stamp_sky, stretch): the one place the archive turns sources into
+    DESOM-1 inputs."""
+    if config.stamp_sky == "kept":
+        image, sky = ccd.data, result.background
+    else:
+        image, sky = result.subtracted, 0.0
+    noise = result.background_rms
+    if noise is None or not np.isfinite(noise) or noise <= 0:
+        noise = 1.0   # a flat or odd CCD; only the asinh stretch reads it
+    if sky is None or not np.isfinite(sky):
+        sky = 0.0
+    return make_cutouts(image, x, y, config.cutout_size, config.clip_percentiles,
+                        stretch=config.stretch, sky=sky, noise=noise,
+                        softening=config.asinh_softening, value_range=config.asinh_range)
+
+
 def process_ccd(ccd: CCDImage, config: ImagingConfig, timings: dict | None = None,
-                on_detection=None):
+                on_detection=None, on_sample=None):
     """Detect, edge-cut, sample and cut out one prepared CCD.
     Returns (CCDRecord, cutouts (n_sampled, S, S) float32).
 
     on_detection: optional callable(ccd, DetectionResult, inside_mask) run after detection,
-    for callers that measure the sources further (the plain baseline's source statistics)."""
+    for callers that measure the sources further (the plain baseline's source statistics).
+    on_sample: optional callable(ccd, DetectionResult, x, y, weight) with the sampled sources,
+    for callers that keep more of each source than its cutout (the science study)."""
     timings = timings if timings is not None else {}
     size = config.cutout_size
     record = CCDRecord(extname=ccd.extname, hdu_index=ccd.index, shape=tuple(ccd.data.shape),
@@ -220,10 +277,11 @@ def process_ccd(ccd: CCDImage, config: ImagingConfig, timings: dict | None = Non
     t0 = time.perf_counter()
     rng = np.random.default_rng([int(config.seed), int(ccd.index)])
     chosen = sample_indices(x.size, config.max_per_ccd, rng)
-    cutouts = make_cutouts(result.subtracted, x[chosen], y[chosen], size,
-                           config.clip_percentiles)
+    cutouts = ccd_stamps(ccd, result, x[chosen], y[chosen], config)
     record.n_sampled = int(chosen.size)
     record.weight = record.n_detected / record.n_sampled
+    if on_sample is not None:
+        on_sample(ccd, result, x[chosen], y[chosen], record.weight)
     timings["cutouts"] = timings.get("cutouts", 0.0) + time.perf_counter() - t0
     return record, cutouts
 
@@ -234,7 +292,7 @@ def histo_from_predictions(bmu: np.ndarray, weights: np.ndarray, n_nodes: int) -
                        minlength=int(n_nodes)).astype(np.float32)
 
 
-def _iter_ccds(reader, config: ImagingConfig, timings: dict, on_detection=None):
+def _iter_ccds(reader, config: ImagingConfig, timings: dict, on_detection=None, on_sample=None):
     """Yield (CCDRecord, cutouts) CCD by CCD; only one CCD's pixels are alive at a time."""
     infos = reader.ccds
     if config.ccds is not None:
@@ -260,7 +318,7 @@ def _iter_ccds(reader, config: ImagingConfig, timings: dict, on_detection=None):
         t2 = time.perf_counter()
         timings["read"] = timings.get("read", 0.0) + (t1 - t0)
         timings["prepare"] = timings.get("prepare", 0.0) + (t2 - t1)
-        record, cutouts = process_ccd(ccd, config, timings, on_detection)
+        record, cutouts = process_ccd(ccd, config, timings, on_detection, on_sample)
         del ccd
         yield record, cutouts
 
@@ -274,6 +332,9 @@ def summarise_exposure(path, predictor=None, config: ImagingConfig = ImagingConf
     if predictor is not None and getattr(predictor, "kind", "desom1") != "desom1":
         raise ValueError(f"summarise_exposure needs a DESOM-1 predictor, got a "
                          f"{getattr(predictor, 'kind', '?')} one")
+    if predictor is not None:
+        # A DESOM-1 reads cutouts made the way its training cutouts were.
+        config = config.with_stamps(getattr(predictor, "stamp_recipe", None))
     t_start = time.perf_counter()
     timings: dict = {}
     path = os.fspath(path)
@@ -349,17 +410,17 @@ def sample_training_cutouts(path, max_per_ccd: int | None = 100, seed: int = 0,
     return np.concatenate(parts) if parts else np.zeros((0, size, size), np.float32)
 
 
-def exposure_cutouts(path, config: ImagingConfig = ImagingConfig(), on_detection=None):
+def exposure_cutouts(path, config: ImagingConfig = ImagingConfig(), on_detection=None, on_sample=None):
     """Every sampled cutout of a science exposure with its weight, in one read of the file:
     (metadata, CCD records, cutouts (N, S, S) float32, weights (N,) float64). The evaluation
     study images each exposure once and runs several DESOM-1 models over the result.
-    on_detection: as in process_ccd. Calibration frames give no cutouts."""
+    on_detection, on_sample: as in process_ccd. Calibration frames give no cutouts."""
     size = config.cutout_size
     with open_exposure(path) as reader:
         metadata = reader.metadata()
         records, parts, weights = [], [], []
         if metadata.is_science:
-            for record, cutouts in _iter_ccds(reader, config, {}, on_detection):
+            for record, cutouts in _iter_ccds(reader, config, {}, on_detection, on_sample):
                 records.append(record)
                 if cutouts.shape[0]:
                     parts.append(cutouts)

@@ -17,6 +17,13 @@ latent space is enough to break the map's order (topographic error rises with th
 length). cfg.lr_decay_iterations > 0 lets both learning rates fall linearly to zero over the
 last that many joint iterations, as the learning rate of a classical SOM decays.
 
+Map order: given a fixed ``probe`` set, training records every ``probe_every`` joint iterations
+the probe's topographic error and the share of its BMUs that moved since the last record (BMU
+churn), computed under the training precision; the last record is ``model.map_order``, which
+the caller stores in the checkpoint and ``desom.metrics.check_map_order`` gates. The training
+precision is written into the config (``extra["train_precision"]``), so a predictor can run the
+encoder the way it was trained.
+
 Reproducibility: minibatches come from a numpy Generator seeded with cfg.seed, the weights
 from build_desom(cfg); on the CPU with the same thread count a run is bit-for-bit repeatable.
 A checkpoint written during training holds the optimizer and sampler state, so a run resumed
@@ -38,6 +45,21 @@ from desom.model import DESOM, DESOMConfig
 from desom.som import temperature
 
 TRAIN_PRECISIONS = ("float32", "bf16")
+
+
+def default_train_precision(device=None) -> str:
+    """bf16 autocast where the hardware runs it natively (a CUDA device, or a CPU with
+    AVX512-BF16/AMX, where oneDNN reports bf16 support): several times faster there. Elsewhere
+    float32: an AVX2-only CPU emulates bf16 and trained a DESOM-1 an order of magnitude slower."""
+    from desom.inference import default_device
+
+    dev = default_device(device)
+    if dev.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "float32"
+    try:
+        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "float32"
+    except (AttributeError, RuntimeError):
+        return "float32"
 
 
 @dataclass
@@ -182,6 +204,29 @@ def set_learning_rates(optimizer: torch.optim.Optimizer, cfg: DESOMConfig, facto
         group["lr"] = lr * factor
 
 
+@torch.no_grad()
+def probe_units(model: DESOM, probe: np.ndarray, device: torch.device, precision: str = "float32",
+                channels_last: bool = False, batch: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """First and second BMUs of the probe samples, the encoder run as in training."""
+    from desom.som import squared_distances
+
+    was_training = model.training
+    model.eval()
+    first, second = [], []
+    for s in range(0, probe.shape[0], batch):
+        x = torch.from_numpy(np.ascontiguousarray(probe[s:s + batch])).to(device)
+        if channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=(precision == "bf16")):
+            z = model.encode(x)
+        d2 = squared_distances(z.float(), model.som.prototypes.float())
+        top = torch.topk(d2, k=min(2, d2.shape[1]), dim=1, largest=False).indices.cpu().numpy()
+        first.append(top[:, 0])
+        second.append(top[:, -1])
+    model.train(was_training)
+    return np.concatenate(first), np.concatenate(second)
+
+
 def _write_log(log_file, record: dict) -> None:
     if log_file is not None:
         log_file.write(json.dumps(record) + "\n")
@@ -191,7 +236,7 @@ def _write_log(log_file, record: dict) -> None:
 def train_desom(model: DESOM, data, cfg: DESOMConfig | None = None, progress: bool = True,
                 log_path=None, device=None, checkpoint_path=None, resume_from=None,
                 normaliser=None, precision: str = "float32",
-                channels_last: bool = False) -> TrainingHistory:
+                channels_last: bool = False, probe=None, probe_every: int = 500) -> TrainingHistory:
     """Train ``model`` on ``data`` with ``cfg`` (default: the model's own config).
 
     data: (N, 1, 32, 32) or (N, 32, 32) float32 in [0, 1] for desom1; (N, n_bins) float32,
@@ -202,8 +247,11 @@ def train_desom(model: DESOM, data, cfg: DESOMConfig | None = None, progress: bo
     checkpoint (e.g. "run/ckpt-{phase}-{iteration}.pt"). resume_from: a checkpoint written by this function; training
     continues at its saved iteration. normaliser: stored in the checkpoints (DESOM-2).
     precision "bf16" (autocast) and channels_last are speed options; the default float32 path is
-    the reproducible one. Returns the TrainingHistory (also on the model as ``model.history``).
+    the reproducible one. probe: a fixed set of samples (same layout as data) whose map order is
+    recorded every probe_every joint iterations and at the end (``model.map_order``).
+    Returns the TrainingHistory (also on the model as ``model.history``).
     """
+    from desom.metrics import map_order
     from desom.checkpoint import CheckpointConfigError, read_payload, save_checkpoint
     from desom.inference import default_device
 
@@ -214,6 +262,12 @@ def train_desom(model: DESOM, data, cfg: DESOMConfig | None = None, progress: bo
     if precision not in TRAIN_PRECISIONS:
         raise ValueError(f"precision must be one of {TRAIN_PRECISIONS}, got {precision!r}")
     data = prepare_data(data, cfg)
+    probe = prepare_data(probe, cfg) if probe is not None else None
+    if probe_every < 1:
+        raise ValueError(f"probe_every must be >= 1, got {probe_every}")
+    # The precision travels with the weights: a predictor runs the encoder as it was trained.
+    cfg.extra = {**(cfg.extra or {}), "train_precision": precision}
+    model.config.extra = dict(cfg.extra)
     device = default_device(device)
     model.to(device)
     if channels_last and cfg.kind == "desom1":
@@ -266,6 +320,14 @@ def train_desom(model: DESOM, data, cfg: DESOMConfig | None = None, progress: bo
                    dynamic_ncols=True)
     n, bs = data.shape[0], min(cfg.batch_size, data.shape[0])
     t0 = time.perf_counter()
+    probe_state = {"previous": None, "order": None}
+
+    def record_order(iteration):
+        first, second = probe_units(model, probe, device, precision, channels_last)
+        order = map_order(first, second, model.map_shape, probe_state["previous"])
+        order["iteration"] = int(iteration)
+        probe_state["previous"], probe_state["order"] = first, order
+        return order
     try:
         phases = [("pretrain", cfg.pretrain_iterations), ("joint", cfg.iterations)]
         for ph, n_iter in phases:
@@ -290,9 +352,14 @@ def train_desom(model: DESOM, data, cfg: DESOMConfig | None = None, progress: bo
                     raise FloatingPointError(f"{ph} loss became {losses['loss']} at iteration {it}; "
                                              f"lower lr ({cfg.lr}) or gamma ({cfg.gamma})")
                 last = it == n_iter - 1
-                if (it + 1) % max(cfg.log_every, 1) == 0 or last:
+                order = None
+                if probe is not None and ph == "joint" and ((it + 1) % probe_every == 0 or last):
+                    order = record_order(it + 1)
+                if (it + 1) % max(cfg.log_every, 1) == 0 or last or order is not None:
                     rec = {"phase": ph, "iteration": it + 1, "temperature": temp, **losses,
                            "elapsed_s": round(time.perf_counter() - t0, 3)}
+                    if order is not None:
+                        rec.update(probe_te=order["topographic_error"], probe_churn=order["bmu_churn"])
                     history.append(rec)
                     _write_log(log_file, rec)
                 if bar is not None:
@@ -316,4 +383,5 @@ def train_desom(model: DESOM, data, cfg: DESOMConfig | None = None, progress: bo
             log_file.close()
     model.eval()
     model.history = history
+    model.map_order = probe_state["order"]
     return history

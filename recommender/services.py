@@ -227,8 +227,7 @@ def by_prototypes(nodes, *, k: int = 10, user=None, spread: float = 0.0, queryse
 def by_cutout(image, *, k: int = 10, user=None, radius: float = 1.0, queryset=None) -> tuple[dict, list[Match]]:
     """An example source: the 32x32 stamp goes through DESOM-1, then exposures rich in its BMU
     and the nodes around it are found. Returns (the stamp's BMU and map position, matches)."""
-    from desom.cutouts import normalise_stamps
-    from desom.inference import DesomPredictor
+    from desom.cutouts import lone_stamp_input
 
     desom1 = _active_desom1()
     stamp = np.asarray(image, dtype=np.float32)
@@ -236,8 +235,8 @@ def by_cutout(image, *, k: int = 10, user=None, radius: float = 1.0, queryset=No
         raise SearchError(f"a cutout must be 32x32 pixels, not {'x'.join(map(str, stamp.shape))}")
     if not np.isfinite(stamp).any():
         raise SearchError("the cutout holds no finite pixel")
-    normalised = normalise_stamps(np.nan_to_num(stamp, nan=float(np.nanmedian(stamp)))[None])
-    prediction = DesomPredictor(versions.load_checkpoint_for(desom1)).predict(normalised)
+    predictor = versions.predictor_for(desom1)
+    prediction = predictor.predict(lone_stamp_input(stamp, predictor.stamp_recipe)[None])
     bmu = int(prediction.bmu[0])
     rows, cols = desom1.map_shape
     query = neighbourhood_query(bmu, desom1.map_shape, radius)

@@ -19,6 +19,9 @@ logger = logging.getLogger(__name__)
 # Chosen by benchmarks/bench_science.py (see benchmarks/README.md, "Science").
 DEFAULT_NORMALISER = "hellinger"   # beat the paper's min-max on held-out exposures
 DEFAULT_SMOOTH_SIGMA = 0.0
+# How sources become DESOM-1 inputs (desom.pipeline.STAMP_FIELDS): recorded in every DESOM-1 so
+# that ingest, assignment and search cut their cutouts the same way.
+DEFAULT_STAMPS = {"stamp_sky": "kept", "stretch": "asinh"}
 
 
 class TrainingDataError(ValueError):
@@ -56,11 +59,16 @@ def collect_training_cutouts(paths: list[str], *, max_per_ccd: int = 100, max_cu
 def train_desom1(*, paths=None, n_exposures: int | None = None, max_per_ccd: int = 100,
                  max_cutouts: int | None = 200_000, overrides: dict | None = None, seed: int = 0,
                  activate: bool = True, workers: int = 2, scheduler: str | None = None,
-                 progress: bool = True, precision: str = "bf16") -> ModelVersion:
+                 progress: bool = True, precision: str = "auto", stamps: dict | None = None,
+                 order_gate: bool = True) -> ModelVersion:
     """Train DESOM-1 on cutouts sampled from files (or, by default, the archive's science
-    exposures), save the checkpoint under the data directory and register it."""
+    exposures), save the checkpoint under the data directory and register it.
+
+    stamps: the stamp recipe (default DEFAULT_STAMPS), recorded in the model. order_gate: refuse
+    (MapOrderError, nothing registered; the checkpoint stays for inspection) a map whose held-out
+    topographic error or last BMU churn is above desom.metrics' thresholds."""
     from desom.checkpoint import save_checkpoint
-    from desom.metrics import quantization_error, topographic_error
+    from desom.metrics import check_map_order, quantization_error, topographic_error
     from desom.model import DESOMConfig, build_desom
     from desom.training import train_desom
 
@@ -76,9 +84,12 @@ def train_desom1(*, paths=None, n_exposures: int | None = None, max_per_ccd: int
         pick = np.random.default_rng(seed).choice(len(files), size=n_exposures, replace=False)
         files = [files[i] for i in sorted(pick)]
 
+    imaging = versions.imaging_config().with_stamps(DEFAULT_STAMPS if stamps is None else stamps)
     cutouts, failures = collect_training_cutouts(files, max_per_ccd=max_per_ccd, max_cutouts=max_cutouts,
-                                                 seed=seed, workers=workers, scheduler=scheduler, progress=progress)
+                                                 seed=seed, workers=workers, scheduler=scheduler, progress=progress,
+                                                 imaging_config=imaging)
     config = DESOMConfig.desom1(seed=seed, **(overrides or {}))
+    config.extra = {**config.extra, "stamps": imaging.stamp_recipe()}
     n_nodes = config.map_rows * config.map_cols
     if len(cutouts) < n_nodes:
         raise TrainingDataError(f"{len(cutouts)} cutouts are fewer than the {n_nodes} map nodes; "
@@ -89,16 +100,23 @@ def train_desom1(*, paths=None, n_exposures: int | None = None, max_per_ccd: int
     check, train = cutouts[order[:n_check]], cutouts[order[n_check:]]
     model = build_desom(config)
     started = time.perf_counter()
-    # bf16 autocast with channels-last memory: several times faster on CPUs with bf16 support
-    # (benchmarks/bench_desom_speed.py); the float32 path stays available through `precision`.
+    # "auto": bf16 autocast where the hardware runs it natively (several times faster there,
+    # benchmarks/bench_desom_speed.py), float32 elsewhere; inference follows the same precision.
+    if precision == "auto":
+        from desom.training import default_train_precision
+        precision = default_train_precision()
     history = train_desom(model, train[:, None], config, progress=progress, precision=precision,
-                          channels_last=precision == "bf16")
+                          channels_last=True, probe=check[:, None],
+                          probe_every=max(config.iterations // 20, 25))
     elapsed = time.perf_counter() - started
     metrics = _held_out_map_metrics(model, check[:, None], quantization_error, topographic_error)
     metrics.update(train_cutouts=int(len(train)), held_out_cutouts=int(n_check), train_seconds=round(elapsed, 1),
-                   exposures=len(files), failed_exposures=len(failures))
+                   exposures=len(files), failed_exposures=len(failures), map_order=model.map_order,
+                   stamps=imaging.stamp_recipe(), train_precision=config.extra.get("train_precision"))
     path = versions.models_dir() / f"desom1-{int(time.time())}-{seed}.pt"
     save_checkpoint(path, model, config, metrics=metrics, history=history)
+    if order_gate and model.map_order is not None:
+        check_map_order(model.map_order)   # MapOrderError: not registered, the file stays
     return versions.register_version(path, kind=ModelVersion.DESOM1, metrics=metrics, activate=activate)
 
 

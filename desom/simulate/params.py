@@ -47,6 +47,7 @@ RBT_TRAIL_ARCSEC = (2.0, 10.0)
 BAD_SEEING_ARCSEC = (SEEING_THRESHOLD_ARCSEC, 2.5)
 GOOD_SEEING_ARCSEC = (0.45, 1.25)
 DEFOCUS_ARCSEC = (1.5, 6.0)  # outer diameter of the donut (pupil image)
+GALAXY_DENSITY = 45.0  # galaxies per arcmin^2 to GALAXY_MAG_RANGE's faint end, away from dust
 CROWDED_STAR_DENSITY = (30.0, 600.0)  # stars per arcmin^2, geometric in severity
 PATTERN_AMPLITUDE = (0.03, 0.40)  # fraction of the sky level
 ORDINARY_MIN_LATITUDE = 10.0  # degrees; fields nearer the plane are the crowded kind's
@@ -289,7 +290,11 @@ def draw_parameters(kind: str, rng: np.random.Generator, severity: float | None 
     p.star_density = star_density_at(p.galactic_b)
     # Dust in the plane thins the background galaxies.
     dust_mag = min(0.1 / max(abs(math.sin(math.radians(p.galactic_b))), 1e-3), 3.0)
-    p.galaxy_density = 45.0 * 10 ** (-0.35 * dust_mag)
+    # An override of galaxy_density is the dust-free density; dust thins it like the default.
+    base = float((overrides or {}).get("galaxy_density", GALAXY_DENSITY))
+    if not (base >= 0 and math.isfinite(base)):
+        raise ValueError(f"galaxy_density must be a finite number >= 0, got {base}")
+    p.galaxy_density = base * 10 ** (-0.35 * dust_mag)
     if overrides and "star_density" in overrides:
         p.star_density = float(overrides["star_density"])
     # Pointing follows the latitude; keep Dec within what CFHT (latitude +19.8) observes.

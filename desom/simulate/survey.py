@@ -26,6 +26,13 @@ DEFAULT_MIX = {
 # The demo survey: small CCDs so that 200 exposures take well under two minutes on 2 cores,
 # still large enough (4 x 1024 x 512 px, ~21 arcmin^2) for a few hundred sources per exposure.
 DEMO_SURVEY = {"n": 200, "n_ccds": 4, "ccd_shape": (1024, 512), "layout": "raw", "workers": 2}
+# The science study's survey (benchmarks/bench_science.py): 36 CCDs as MegaCam has, each 704 x 640
+# px (16 Mpx in all, 1.7 MegaCam CCDs), with the dust-free galaxy density raised from the
+# default 45 to 150 per arcmin^2 (to r = 25.5). The default sky gives about 1 300 detections per
+# 9.4 Mpx at the median exposure, below the few thousand a MegaCam CCD at high latitude holds;
+# this one gives about 2 000 cutouts per exposure on average (after the 37 px edge cut), with
+# about 0.2 other detected sources in a 32 x 32 stamp, so most stamps hold one source.
+SCIENCE_SURVEY = {"n_ccds": 36, "ccd_shape": (704, 640), "galaxy_density": 150.0}
 TRUTH_COLUMNS = [f.name for f in fields(ExposureTruth)]
 FIRST_EXPNUM = 1000000
 
@@ -48,6 +55,7 @@ class SurveyConfig:
     first_expnum: int = FIRST_EXPNUM
     severity_range: tuple = (0.0, 1.0)  # squeeze severities, e.g. (0.5, 1.0) for clearer kinds
     compress: bool = False  # write .fits.fz (RICE tile compression) instead of .fits
+    galaxy_density: float | None = None  # dust-free galaxies per arcmin^2 (None: the simulator's)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -115,6 +123,8 @@ def plan_survey(cfg: SurveyConfig) -> list[dict]:
             "file": f"{expnum}{'o' if layout == 'raw' else 'p'}.fits{'.fz' if cfg.compress else ''}",
             "layout": layout,
             "severity": severity,
+            "overrides": ({} if cfg.galaxy_density is None
+                          else {"galaxy_density": float(cfg.galaxy_density)}),
         })
     return jobs
 
@@ -123,7 +133,8 @@ def _run_job(job: dict, outdir: str, n_ccds: int, ccd_shape, dead_ccd_prob: floa
     truth = simulate_exposure(job["kind"], job["seed"], Path(outdir) / job["file"], n_ccds=n_ccds,
                               ccd_shape=tuple(ccd_shape), layout=job["layout"],
                               severity=job["severity"], expnum=job["expnum"],
-                              mjd_obs=job["mjd_obs"], dead_ccd_prob=dead_ccd_prob)
+                              mjd_obs=job["mjd_obs"], dead_ccd_prob=dead_ccd_prob,
+                              overrides=job.get("overrides") or None)
     return truth.to_dict()
 
 
@@ -167,7 +178,7 @@ def simulate_survey(n: int | None = None, outdir=None, mix: dict | None = None, 
                     good_share: float | None = None, include_calibration: int = 0,
                     progress: bool = True, dead_ccd_prob: float = 0.03,
                     compress: bool = False, config: SurveyConfig | None = None,
-                    mp_context: str | None = None) -> Path:
+                    mp_context: str | None = None, galaxy_density: float | None = None) -> Path:
     """Write n exposures (plus include_calibration BIAS/FLAT frames) into outdir and a
     truth.csv listing them in odometer order; returns the truth.csv path.
 
@@ -182,7 +193,7 @@ def simulate_survey(n: int | None = None, outdir=None, mix: dict | None = None, 
         config = SurveyConfig(n=int(n), mix=mix, seed=seed, workers=workers, n_ccds=n_ccds,
                               ccd_shape=tuple(ccd_shape), layout=layout, good_share=good_share,
                               include_calibration=include_calibration, dead_ccd_prob=dead_ccd_prob,
-                              compress=compress)
+                              compress=compress, galaxy_density=galaxy_density)
     if outdir is None:
         raise ValueError("simulate_survey needs an output directory")
     outdir = Path(outdir)

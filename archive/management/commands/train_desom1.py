@@ -21,18 +21,24 @@ class Command(BaseCommand):
                             help="any other DESOMConfig field, e.g. --set t_min=0.5")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--workers", type=int, default=2)
-        parser.add_argument("--precision", choices=["bf16", "float32"], default="bf16",
-                            help="bf16 autocast (fast on CPUs and GPUs with bf16) or plain float32")
+        parser.add_argument("--precision", choices=["auto", "bf16", "float32"], default="auto",
+                            help="auto: bf16 autocast where the hardware has it natively, else float32")
         parser.add_argument("--no-activate", action="store_true")
+        parser.add_argument("--no-order-gate", action="store_true",
+                            help="register the map even if its topographic error or BMU churn is above the "
+                                 "gate's thresholds (desom.metrics.MAX_TOPOGRAPHIC_ERROR, MAX_BMU_CHURN)")
 
     def handle(self, *args, **opts):
+        from desom.metrics import MapOrderError
+
         overrides = config_overrides(opts)
         try:
             version = train_desom1(paths=opts["paths"], n_exposures=opts["exposures"], max_per_ccd=opts["per_ccd"],
                                    max_cutouts=opts["max_cutouts"], overrides=overrides, seed=opts["seed"],
                                    activate=not opts["no_activate"], workers=opts["workers"],
-                                   progress=opts["verbosity"] > 0, precision=opts["precision"])
-        except TrainingDataError as exc:
+                                   progress=opts["verbosity"] > 0, precision=opts["precision"],
+                                   order_gate=not opts["no_order_gate"])
+        except (TrainingDataError, MapOrderError) as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(f"DESOM-1 {version.version_id} saved to {version.checkpoint_path}"
                           f"{' and activated' if version.is_active else ''}")

@@ -1,0 +1,229 @@
+"""The science study's models (science stages 2-4): stamp recipes, DESOM-1 per recipe with its
+map-order record, inference into histo-vectors, DESOM-2 and the scores. Every trained model and
+every set of histo-vectors is cached on disk under the survey's study folder, keyed by what made
+it, so a study that stops resumes where it stopped and a second study reuses what it can.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from science_data import plane_stamps
+
+# How each recipe turns the kept raw stamps (pixel - CCD sky) into DESOM-1 inputs.
+RECIPES = {
+    # The authors' code: cut from the image with its sky, clipped per stamp at its 1st-95th
+    # percentiles (a per-stamp clip does not see the sky level, only its structure).
+    "paper": {"stamp_sky": "kept", "stretch": "clip"},
+    # The archive until this study: the same clip, cut from the background-subtracted image.
+    "today": {"stamp_sky": "subtracted", "stretch": "clip"},
+    # Sky kept, one asinh scale in units of the CCD's sky noise for every stamp.
+    "asinh": {"stamp_sky": "kept", "stretch": "asinh"},
+    # The asinh scale on background-subtracted stamps: separates the stretch from the sky.
+    "asinh_sub": {"stamp_sky": "subtracted", "stretch": "asinh"},
+}
+
+
+def stretched(data: dict, index: np.ndarray, recipe: str, chunk: int = 20_000) -> np.ndarray:
+    """(len(index), 32, 32) float32 DESOM-1 inputs of the cutouts at `index` under a recipe,
+    stretched in chunks so the temporaries stay small whatever the number of cutouts."""
+    from desom.cutouts import stretch_stamps
+
+    spec = RECIPES[recipe]
+    index = np.asarray(index)
+    out = np.empty((len(index), 32, 32), np.float32)
+    for s in range(0, len(index), chunk):
+        idx = index[s:s + chunk]
+        raw = np.asarray(data["stamps"][idx], np.float32)
+        if spec["stamp_sky"] == "subtracted":
+            raw -= plane_stamps(data["plane"][idx])
+        out[s:s + len(idx)] = stretch_stamps(raw, spec["stretch"], sky=0.0, noise=data["noise"][idx])
+    return out
+
+
+def _key(obj) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def cutout_rows(data: dict, exposures: np.ndarray) -> np.ndarray:
+    """Indices of every cutout of the given exposures, in order."""
+    off = data["offsets"]
+    return np.concatenate([np.arange(off[i], off[i + 1]) for i in exposures]) if len(exposures) else np.zeros(0, np.int64)
+
+
+# ---------------------------------------------------------------------------------------------
+# DESOM-1
+# ---------------------------------------------------------------------------------------------
+def desom1_settings(iterations: int, **overrides) -> dict:
+    """The study's DESOM-1 recipe (the paper's architecture): one learning rate for network and
+    prototypes, the same precision for training and inference (bf16 where the hardware has it),
+    a final neighbourhood wide enough to keep order."""
+    base = {"iterations": iterations, "batch_size": 128, "lr": 1e-3, "prototype_lr": None,
+            "t_max": 10.0, "t_min": 1.0, "pretrain_iterations": 0, "lr_decay_iterations": 0,
+            "max_cutouts": 300_000, "precision": "auto", "seed": 0}
+    base.update(overrides)
+    if base["precision"] == "auto":
+        from desom.training import default_train_precision
+        base["precision"] = default_train_precision()
+    return base
+
+
+def train_desom1(data: dict, fit_exposures: np.ndarray, probe_exposures: np.ndarray, recipe: str,
+                 settings: dict, cache_dir: Path, log=print):
+    """DESOM-1 on a seeded sample of the fit exposures' cutouts under `recipe`, with the map
+    order recorded on a fixed probe of other exposures' cutouts. Returns (model, record)."""
+    import torch
+
+    from desom.checkpoint import load_checkpoint, save_checkpoint
+    from desom.model import DESOMConfig, build_desom
+    from desom.training import train_desom
+
+    # Keyed by the recipe and the settings: the cutouts are a seeded sample of fit exposures, and
+    # which ones (recorded in the checkpoint) never includes a validation or test exposure.
+    key = _key({"recipe": RECIPES[recipe], "settings": settings})
+    path = cache_dir / f"desom1-{recipe}-{settings['iterations']}-{key}.pt"
+    if path.exists():
+        ckpt = load_checkpoint(path)
+        log(f"DESOM-1 {recipe}: cached ({path.name})")
+        return ckpt.model, ckpt.metrics
+    rng = np.random.default_rng(settings["seed"])
+    rows = cutout_rows(data, fit_exposures)
+    if len(rows) > settings["max_cutouts"]:
+        rows = np.sort(rng.choice(rows, settings["max_cutouts"], replace=False))
+    probe_rows = cutout_rows(data, probe_exposures)
+    probe_rows = np.sort(rng.choice(probe_rows, min(5000, len(probe_rows)), replace=False))
+    train = stretched(data, rows, recipe)[:, None]
+    probe = stretched(data, probe_rows, recipe)[:, None]
+    cfg = DESOMConfig.desom1(seed=settings["seed"], iterations=settings["iterations"],
+                             batch_size=settings["batch_size"], lr=settings["lr"],
+                             prototype_lr=settings["prototype_lr"], t_max=settings["t_max"],
+                             t_min=settings["t_min"], pretrain_iterations=settings["pretrain_iterations"],
+                             lr_decay_iterations=settings["lr_decay_iterations"])
+    torch.manual_seed(settings["seed"])
+    model = build_desom(cfg)
+    t0 = time.perf_counter()
+    train_desom(model, train, cfg, progress=True, precision=settings["precision"],
+                channels_last=True, probe=probe, probe_every=max(settings["iterations"] // 20, 50))
+    seconds = time.perf_counter() - t0
+    probes = [{"iteration": r["iteration"], "te": r["probe_te"], "churn": r["probe_churn"]}
+              for r in model.history if "probe_te" in r]
+    record = {"recipe": recipe, "settings": settings, "train_seconds": round(seconds, 1),
+              "train_cutouts": int(len(train)), "map_order": model.map_order, "probe_history": probes,
+              "fit_exposures_sampled": int(len(fit_exposures)),
+              "fit_exposures_hash": _key(np.asarray(fit_exposures).tolist())}
+    save_checkpoint(path, model, cfg, metrics=record, history=model.history)
+    log(f"DESOM-1 {recipe}: {settings['iterations']} iterations on {len(train)} cutouts in {seconds:.0f} s; "
+        f"probe TE {model.map_order['topographic_error']:.3f}, churn {model.map_order['bmu_churn']}")
+    return model, record
+
+
+def infer_histos(model, data: dict, recipe: str, cache: Path, exposures_per_call: int = 40,
+                 precision: str = "auto", log=print) -> dict:
+    """Per exposure: hard histo (weighted BMU counts), latent-soft histo (weighted soft
+    activations) and per cutout BMU / second BMU, over every exposure. Cached."""
+    from tqdm import tqdm
+
+    from desom.inference import DesomPredictor
+
+    if cache.exists():
+        with np.load(cache) as z:
+            return {k: z[k] for k in z.files}
+    predictor = DesomPredictor(model, batch_size=1024, precision=precision)
+    n_exp = len(data["offsets"]) - 1
+    k = predictor.n_nodes
+    hard = np.zeros((n_exp, k), np.float32)
+    soft = np.zeros((n_exp, k), np.float32)
+    bmu = np.zeros(int(data["offsets"][-1]), np.int16)
+    second = np.zeros_like(bmu)
+    t0 = time.perf_counter()
+    off = data["offsets"]
+    for s in tqdm(range(0, n_exp, exposures_per_call), desc=f"DESOM-1 inference ({recipe})", unit="chunk"):
+        exps = np.arange(s, min(s + exposures_per_call, n_exp))
+        lo, hi = off[exps[0]], off[exps[-1] + 1]
+        if hi == lo:
+            continue
+        x = stretched(data, np.arange(lo, hi), recipe)[:, None]
+        pred = predictor.predict(x, return_activations=True)
+        owner = np.repeat(exps, np.diff(off[exps[0]:exps[-1] + 2]))
+        w = data["weight"][lo:hi].astype(np.float64)
+        np.add.at(hard, (owner, pred.bmu), w)
+        for e in exps:
+            a, b = off[e] - lo, off[e + 1] - lo
+            if b > a:
+                soft[e] = (pred.activations[a:b] * w[a:b, None]).sum(axis=0)
+        bmu[lo:hi] = pred.bmu
+        second[lo:hi] = pred.second_bmu
+    out = {"hard": hard, "soft": soft, "bmu": bmu, "second": second,
+           "seconds": np.array(time.perf_counter() - t0), "precision": np.array(predictor.precision)}
+    np.savez(cache, **out)
+    log(f"inference ({recipe}, {predictor.precision}): {len(bmu)} cutouts in {float(out['seconds']):.0f} s "
+        f"({len(bmu) / max(float(out['seconds']), 1e-9):.0f}/s)")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# DESOM-2 and the baseline
+# ---------------------------------------------------------------------------------------------
+def desom2_inputs(histos: dict, representation: str, map_shape=(25, 25)) -> tuple[np.ndarray, float]:
+    """The histo-vectors DESOM-2 sees: 'hard' counts, 'grid' (soft assignment on the map, via
+    the normaliser's smooth_sigma, returned as the second value) or 'latent' soft activations."""
+    if representation == "hard":
+        return histos["hard"], 0.0
+    if representation.startswith("grid"):
+        sigma = float(representation[4:] or 1.0)
+        return histos["hard"], sigma
+    if representation == "latent":
+        return histos["soft"], 0.0
+    raise ValueError(f"unknown representation {representation!r}")
+
+
+def fit_desom2(x_train: np.ndarray, side: int, normaliser: str, seed: int, iterations: int,
+               smooth_sigma: float = 0.0, extra_train: np.ndarray | None = None):
+    """DESOM-2 on normalised histo-vectors (and optional standardised extra columns)."""
+    import torch
+
+    from desom.model import DESOMConfig, build_desom
+    from desom.normalise import HistoNormaliser
+    from desom.training import train_desom
+
+    norm = HistoNormaliser(normaliser, smooth_sigma=smooth_sigma).fit(x_train)
+    z = norm.transform(x_train)
+    if extra_train is not None:
+        z = np.hstack([z, extra_train]).astype(np.float32)
+    cfg = DESOMConfig.desom2(seed=seed, input_shape=(z.shape[1],), map_rows=side, map_cols=side,
+                             iterations=iterations, batch_size=64)
+    torch.manual_seed(seed)
+    model = build_desom(cfg)
+    train_desom(model, z.astype(np.float32), cfg, progress=False)
+    return model, norm
+
+
+def desom2_cells(model, norm, x: np.ndarray, extra: np.ndarray | None = None):
+    from desom.inference import DesomPredictor
+
+    z = norm.transform(x)
+    if extra is not None:
+        z = np.hstack([z, extra]).astype(np.float32)
+    pred = DesomPredictor(model).predict(z.astype(np.float32), return_latent=True, return_activations=False)
+    return pred.bmu, pred.latent, z
+
+
+class FeatureScaler:
+    """Median fill and standardisation of the baseline statistics, fitted on training rows."""
+
+    def fit(self, x):
+        x = np.asarray(x, np.float64)
+        with np.errstate(all="ignore"):
+            self.fill = np.nan_to_num(np.nanmedian(x, axis=0))
+        f = np.where(np.isfinite(x), x, self.fill)
+        self.mean, std = f.mean(axis=0), f.std(axis=0)
+        self.std = np.where(std > 0, std, 1.0)
+        return self
+
+    def transform(self, x):
+        x = np.asarray(x, np.float64)
+        return ((np.where(np.isfinite(x), x, self.fill) - self.mean) / self.std).astype(np.float32)
