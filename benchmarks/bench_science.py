@@ -453,6 +453,35 @@ def main(argv=None) -> int:
     result["selection"]["ablation_validation"] = ablation
     save()
 
+    # Shot noise: the chosen recipe's histo-vectors from a share of each exposure's cutouts, hard
+    # counts against soft assignment, with the reliability ratio (two halves of one exposure
+    # against two exposures; 1 = noise). This is what the first study's lr-decay map ran into.
+    from desom.metrics import histo_reliability
+    from desom.normalise import map_smoothing_kernel
+    h = histos[choice["recipe"]]
+    off = data["offsets"]
+    val_rows = sm.cutout_rows(data, study.val)
+    owner = np.repeat(np.arange(study.n), np.diff(off))[val_rows]
+    by_sources = []
+    for share in (0.1, 0.25, 1.0):
+        thin = {"hard": sm.thinned_hard(data, h, share, a.seed) if share < 1 else h["hard"], "soft": h["soft"]}
+        keep = np.random.default_rng(a.seed).uniform(size=val_rows.size) < share
+        row = {"share": share, "mean_cutouts": float(np.diff(off)[study.val].mean() * share)}
+        for rep in ("hard", "grid1"):
+            run = study.run("validation", thin, rep, choice["normaliser"], choice["members_per_cell"], seeds)
+            s = summarise(study, run, 200, a.seed, with_baseline=False)
+            kernel = map_smoothing_kernel((25, 25), 1.0) if rep == "grid1" else None
+            rel = histo_reliability(h["bmu"][val_rows][keep], owner[keep], data["weight"][val_rows][keep],
+                                    kernel=kernel, seed=a.seed)
+            row[rep] = {"accuracy": s["desom"]["accuracy"], "ci95": s["desom"]["ci95"]["accuracy"],
+                        "reliability_ratio": rel["ratio"]}
+        by_sources.append(row)
+        log(f"  {share:.0%} of the cutouts ({row['mean_cutouts']:.0f}): hard {row['hard']['accuracy']:.3f} "
+            f"(reliability {row['hard']['reliability_ratio']:.2f}), soft {row['grid1']['accuracy']:.3f} "
+            f"(reliability {row['grid1']['reliability_ratio']:.2f})")
+    result["selection"]["by_sources_validation"] = by_sources
+    save()
+
     # Stage 5: the test split, once, for the chosen configuration and the reference rows.
     log("test split: the chosen configuration, the paper's recipe and today's stamps, 3 seeds")
     final_seeds = [0, 1, 2]

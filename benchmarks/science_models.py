@@ -227,3 +227,15 @@ class FeatureScaler:
     def transform(self, x):
         x = np.asarray(x, np.float64)
         return ((np.where(np.isfinite(x), x, self.fill) - self.mean) / self.std).astype(np.float32)
+
+
+def thinned_hard(data: dict, histos: dict, share: float, seed: int, n_nodes: int = 625) -> np.ndarray:
+    """Hard histo-vectors built from a random `share` of every exposure's cutouts (weights
+    scaled by 1 / share): the same exposures seen with fewer sources."""
+    off = data["offsets"]
+    owner = np.repeat(np.arange(len(off) - 1), np.diff(off))
+    keep = np.random.default_rng(seed).uniform(size=owner.size) < share
+    out = np.zeros((len(off) - 1, n_nodes), np.float32)
+    np.add.at(out, (owner[keep], histos["bmu"][keep].astype(np.int64)),
+              data["weight"][keep].astype(np.float64) / share)
+    return out

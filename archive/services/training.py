@@ -22,6 +22,10 @@ DEFAULT_SMOOTH_SIGMA = 0.0
 # How sources become DESOM-1 inputs (desom.pipeline.STAMP_FIELDS): recorded in every DESOM-1 so
 # that ingest, assignment and search cut their cutouts the same way.
 DEFAULT_STAMPS = {"stamp_sky": "kept", "stretch": "asinh"}
+# DESOM-2's length and batch in the study; its map side comes from suggested_desom2_map. The
+# paper's 20x20 and 100 000 iterations leave 1.4 exposures per cell on a 560-exposure archive and
+# ran for over 25 minutes there.
+DEFAULT_DESOM2 = {"iterations": 3000, "batch_size": 64}
 
 
 class TrainingDataError(ValueError):
@@ -35,17 +39,21 @@ def collect_training_cutouts(paths: list[str], *, max_per_ccd: int = 100, max_cu
     from tqdm import tqdm
 
     config = imaging_config or versions.imaging_config()
-    stacks, failures = [], []
+    failures = []
     tasks = [(path, seed + i) for i, path in enumerate(paths)]
+    by_path = {}
     with make_executor(scheduler, workers if len(paths) > 1 else 0) as executor:
         bar = tqdm(total=len(tasks), desc="sampling cutouts", unit="exp", disable=not progress)
         for path, result, error in executor.map_unordered(sample_cutouts_safely, tasks, max_per_ccd, config):
             if error:
                 failures.append((path, error))
             elif len(result):
-                stacks.append(result)
+                by_path[path] = result
             bar.update(1)
         bar.close()
+    # The files' order, not the workers' finishing order: the same seed gives the same training set.
+    stacks = [by_path[p] for p in paths if p in by_path]
+    failures.sort(key=lambda f: paths.index(f[0]) if f[0] in paths else len(paths))
     if not stacks:
         raise TrainingDataError("no cutouts could be sampled from the given exposures"
                                 + (f" ({len(failures)} files failed)" if failures else ""))
@@ -144,7 +152,9 @@ def histo_matrix(desom1: ModelVersion, *, science_only: bool = True) -> tuple[np
     rows = ExposureVector.objects.filter(model_version=desom1)
     if science_only:
         rows = rows.filter(exposure__is_science=True)
-    rows = rows.order_by("exposure_id").values_list("exposure_id", "histo")
+    # By odometer, not by database id: ids follow the ingest workers' finishing order, and
+    # DESOM-2's minibatches follow this order, so the same archive trains the same map.
+    rows = rows.order_by("exposure__expnum").values_list("exposure_id", "histo")
     ids, blobs = [], []
     for exposure_id, blob in rows.iterator(chunk_size=2000):
         ids.append(exposure_id)
@@ -155,7 +165,9 @@ def histo_matrix(desom1: ModelVersion, *, science_only: bool = True) -> tuple[np
 def train_desom2(*, desom1: ModelVersion | None = None, overrides: dict | None = None, normaliser: str = DEFAULT_NORMALISER,
                  smooth_sigma: float = DEFAULT_SMOOTH_SIGMA, seed: int = 0, activate: bool = True,
                  progress: bool = True) -> ModelVersion:
-    """Train DESOM-2 on the stored histo-vectors of one DESOM-1 version (the active one).
+    """Train DESOM-2 on the stored histo-vectors of one DESOM-1 version (the active one). Unless
+    overridden, the map leaves about a dozen exposures per cell (suggested_desom2_map) and the
+    length and batch are DEFAULT_DESOM2's.
 
     smooth_sigma: spread each count over the DESOM-1 map with a Gaussian of that many nodes
     before normalising (0: the paper's raw counts); stored with the normaliser, so assignment
@@ -169,8 +181,10 @@ def train_desom2(*, desom1: ModelVersion | None = None, overrides: dict | None =
     if desom1 is None:
         raise TrainingDataError("no active DESOM-1: run train_desom1 first")
     ids, histos = histo_matrix(desom1)
+    side = suggested_desom2_map(len(ids))
+    settings = {"map_rows": side, "map_cols": side, **DEFAULT_DESOM2, **(overrides or {})}
     config = DESOMConfig.desom2(seed=seed, input_shape=(histos.shape[1] if len(histos) else 625,),
-                                normaliser_method=normaliser, **(overrides or {}))
+                                normaliser_method=normaliser, **settings)
     n_cells = config.map_rows * config.map_cols
     if len(ids) < n_cells:
         raise TrainingDataError(f"{len(ids)} exposures with histo-vectors are fewer than the {n_cells} cells of a "

@@ -43,3 +43,16 @@ def test_train_desom2_command_refuses_a_negative_smoothing(populated_archive):
 
     with pytest.raises(CommandError, match="smooth_sigma"):
         call_command("train_desom2", smooth=-1.0, map="2x2", iterations=5, verbosity=0)
+
+
+def test_train_desom2_without_options_sizes_its_map_to_the_archive(populated_archive):
+    """No --map: about a dozen exposures per cell (not the paper's 20x20), the study's length."""
+    from archive.services.training import DEFAULT_DESOM2, histo_matrix, suggested_desom2_map, train_desom2
+
+    desom1, _ = populated_archive
+    ids, _ = histo_matrix(desom1)
+    version = train_desom2(overrides={"iterations": 20}, seed=1, activate=False, progress=False)
+    side = suggested_desom2_map(len(ids))
+    assert (version.config["map_rows"], version.config["map_cols"]) == (side, side) and side < 20
+    assert version.config["batch_size"] == DEFAULT_DESOM2["batch_size"]
+    assert DEFAULT_DESOM2["iterations"] < 100_000

@@ -2,7 +2,8 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from archive.services.training import DEFAULT_NORMALISER, DEFAULT_SMOOTH_SIGMA, TrainingDataError, train_desom2
+from archive.services.training import (DEFAULT_DESOM2, DEFAULT_NORMALISER, DEFAULT_SMOOTH_SIGMA, TrainingDataError,
+                                       train_desom2)
 from desom.normalise import METHODS as NORMALISER_METHODS
 
 from .train_desom1 import config_overrides
@@ -12,13 +13,15 @@ class Command(BaseCommand):
     help = "Train DESOM-2 on the stored histo-vectors of the active DESOM-1 and make it active."
 
     def add_arguments(self, parser):
-        parser.add_argument("--iterations", type=int, default=None)
-        parser.add_argument("--batch-size", type=int, default=None)
-        parser.add_argument("--map", default=None, help="map size ROWSxCOLS, e.g. 20x20")
+        parser.add_argument("--iterations", type=int, default=None,
+                            help=f"default {DEFAULT_DESOM2['iterations']} (the science study's)")
+        parser.add_argument("--batch-size", type=int, default=None, help=f"default {DEFAULT_DESOM2['batch_size']}")
+        parser.add_argument("--map", default=None,
+                            help="map size ROWSxCOLS, e.g. 20x20 (default: about a dozen exposures per cell)")
         parser.add_argument("--normaliser", choices=list(NORMALISER_METHODS), default=DEFAULT_NORMALISER)
         parser.add_argument("--smooth", type=float, default=DEFAULT_SMOOTH_SIGMA, metavar="SIGMA",
-                            help="spread histo counts over the DESOM-1 map with a Gaussian of SIGMA nodes "
-                                 "before normalising (0: the paper's raw counts)")
+                            help="soft assignment: spread each count over its node's neighbours on the "
+                                 "DESOM-1 map with the map's own kernel at T = sqrt(2) SIGMA (0: hard counts)")
         parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--no-activate", action="store_true")
