@@ -2,6 +2,7 @@
 by default, a real scheduler by address). Both yield results as they complete."""
 from __future__ import annotations
 
+import itertools
 import logging
 from typing import Callable, Iterable, Iterator
 
@@ -12,8 +13,9 @@ class SerialExecutor:
     """Runs every task in this process: for tests, debugging and tiny batches."""
 
     description = "in-process"
+    capacity = 1
 
-    def map_unordered(self, fn: Callable, items: Iterable, *args) -> Iterator:
+    def map_unordered(self, fn: Callable, items: Iterable, *args, max_in_flight: int | None = None) -> Iterator:
         for item in items:
             yield fn(item, *args)
 
@@ -45,15 +47,38 @@ class DaskExecutor:
             self.client = Client(self.cluster)
             self.description = f"dask local cluster, {n_workers} workers"
 
-    def map_unordered(self, fn: Callable, items: Iterable, *args) -> Iterator:
+    @property
+    def capacity(self) -> int:
+        """Tasks the cluster runs at once (its worker threads)."""
+        return max(1, sum(self.client.nthreads().values()))
+
+    def map_unordered(self, fn: Callable, items: Iterable, *args, max_in_flight: int | None = None) -> Iterator:
+        """Results as they complete. max_in_flight: submit at most that many tasks ahead, taking
+        the next item from `items` only when a result has been consumed (so an item built from
+        the driver's state sees the results before it); None submits everything at once."""
         from distributed import as_completed
 
-        futures = [self.client.submit(fn, item, *args, pure=False) for item in items]
+        items = iter(items)
+        pending = set()
+
+        def submit(n):
+            for item in itertools.islice(items, n):
+                future = self.client.submit(fn, item, *args, pure=False)
+                pending.add(future)
+                queue.add(future)
+
+        queue = as_completed()
         try:
-            for future in as_completed(futures):
-                yield future.result()
+            submit(max_in_flight if max_in_flight else None)
+            for future in queue:
+                pending.discard(future)
+                result = future.result()
+                future.release()
+                yield result
+                if max_in_flight:
+                    submit(1)
         finally:
-            for future in futures:
+            for future in pending:
                 future.release()
 
     def close(self):

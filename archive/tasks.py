@@ -66,12 +66,18 @@ def summarise_safely(path: str, checkpoint_path: str | None, config) -> Summaris
         return SummariseOutcome(path=path, error=reason)
 
 
-def sample_cutouts_safely(task: tuple[str, int], max_per_ccd: int, config):
-    """(path, cutouts or None, error or None) for DESOM-1 training."""
-    from desom.pipeline import sample_training_cutouts
+def sample_cutouts_safely(task: tuple[str, int, int, int], max_per_ccd: int, config):
+    """(path, index, offer or None, error or None) for a DESOM-1 training set.
 
-    path, seed = task
+    task: (path, index of the file in the set's list, the set's seed, the driver's key
+    threshold when the task was sent). The exposure's cutouts are sampled with seed + index, as
+    always; only those whose keys can still enter the set come back (desom.trainset)."""
+    from desom.pipeline import sample_training_cutouts
+    from desom.trainset import select_offer
+
+    path, index, seed, threshold = task
     try:
-        return path, sample_training_cutouts(path, max_per_ccd=max_per_ccd, seed=seed, config=config), None
+        cutouts = sample_training_cutouts(path, max_per_ccd=max_per_ccd, seed=seed + index, config=config)
+        return path, index, select_offer(cutouts, seed=seed, source=index, threshold=threshold), None
     except Exception as exc:  # one unreadable file must not stop the sampling
-        return path, None, str(exc) or exc.__class__.__name__
+        return path, index, None, str(exc) or exc.__class__.__name__

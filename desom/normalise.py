@@ -29,6 +29,7 @@ import math
 import numpy as np
 
 METHODS = ("minmax", "authors", "hellinger", "sqrt_counts")
+CHUNK = 8192   # rows per block in fit and transform: float64 temporaries of 40 MB at 625 bins
 
 
 def map_smoothing_kernel(map_shape, sigma: float) -> np.ndarray:
@@ -115,27 +116,72 @@ class HistoNormaliser:
         std = X.std(axis=1, keepdims=True)
         return (X - mean) / np.where(std > 0, std, 1.0)
 
-    def fit(self, X) -> "HistoNormaliser":
-        X = self._smooth(self._check(X, fitting=True))
+    def _chunks(self, X, chunk: int):
+        """X in row blocks, each checked (finite, float64) and smoothed: the float64 copies of a
+        large archive's vectors are never made all at once."""
+        for start in range(0, X.shape[0], chunk):
+            yield start, self._smooth(self._check(X[start:start + chunk], fitting=True))
+
+    def fit(self, X, chunk: int = CHUNK) -> "HistoNormaliser":
+        """Fit on X (N, bins), read in blocks of `chunk` rows (any array-like that slices,
+        e.g. a memory-mapped one)."""
+        if not isinstance(X, np.ndarray):
+            X = np.asarray(X, dtype=np.float64)
+        if X.ndim == 1:
+            X = X[None, :]
+        if X.ndim != 2:
+            raise ValueError(f"histo-vectors must be a 2-D array (n_vectors, n_bins), got shape {X.shape}")
+        if X.shape[0] < 1:
+            raise ValueError("cannot fit a normaliser on zero histo-vectors")
+        n, bins = X.shape
         if self.method == "hellinger":
-            self.offset, span = np.zeros(X.shape[1]), np.ones(X.shape[1])
+            for _ in self._chunks(X, chunk):   # only checked
+                pass
+            self.offset, span = np.zeros(bins), np.ones(bins)
         elif self.method == "sqrt_counts":
             # One scale for every bin (the median number of sources), kept in `scale` squared.
-            total = float(np.median(X.sum(axis=1)))
-            self.offset = np.zeros(X.shape[1])
-            span = np.full(X.shape[1], math.sqrt(total) if total > 0 else 1.0)
+            totals = np.concatenate([block.sum(axis=1) for _, block in self._chunks(X, chunk)])
+            total = float(np.median(totals))
+            self.offset = np.zeros(bins)
+            span = np.full(bins, math.sqrt(total) if total > 0 else 1.0)
         elif self.method == "minmax":
-            lo, hi = X.min(axis=0), X.max(axis=0)
+            lo, hi = np.full(bins, np.inf), np.full(bins, -np.inf)
+            for _, block in self._chunks(X, chunk):
+                lo, hi = np.minimum(lo, block.min(axis=0)), np.maximum(hi, block.max(axis=0))
             self.offset, span = lo, hi - lo
-        else:
-            X = self._per_vector(X)
-            self.offset, span = X.mean(axis=0), X.std(axis=0)
+        else:   # two passes: the mean, then the spread about it
+            total = np.zeros(bins)
+            for _, block in self._chunks(X, chunk):
+                total += self._per_vector(block).sum(axis=0)
+            mean = total / n
+            squares = np.zeros(bins)
+            for _, block in self._chunks(X, chunk):
+                squares += ((self._per_vector(block) - mean) ** 2).sum(axis=0)
+            self.offset, span = mean, np.sqrt(squares / n)
         self.scale = np.where(span > 0, span, 1.0)
         return self
 
-    def transform(self, X) -> np.ndarray:
-        """Normalised float32 copy of X, shape (n_vectors, n_bins). Not clipped: a new vector
-        beyond the training range maps outside [0, 1]."""
+    def transform(self, X, out: np.ndarray | None = None, chunk: int = CHUNK) -> np.ndarray:
+        """Normalised float32 X, shape (n_vectors, n_bins), computed in blocks of `chunk` rows.
+        out: where to write it (a float32 array of that shape; X itself to normalise in place).
+        Not clipped: a new vector beyond the training range maps outside [0, 1]."""
+        if not self.fitted:
+            raise ValueError("HistoNormaliser is not fitted; call fit() first")
+        if not isinstance(X, np.ndarray):
+            X = np.asarray(X, dtype=np.float64)
+        if X.ndim == 1:
+            X = X[None, :]
+        if X.ndim != 2:
+            raise ValueError(f"histo-vectors must be a 2-D array (n_vectors, n_bins), got shape {X.shape}")
+        if out is None:
+            out = np.empty(X.shape, np.float32)
+        elif out.shape != X.shape or out.dtype != np.float32:
+            raise ValueError(f"out must be a float32 array of shape {X.shape}, got {out.dtype} {out.shape}")
+        for start in range(0, X.shape[0], chunk):
+            out[start:start + chunk] = self._transform_block(X[start:start + chunk])
+        return out
+
+    def _transform_block(self, X) -> np.ndarray:
         X = self._smooth(self._check(X, fitting=False))
         if self.method == "authors":
             X = self._per_vector(X)

@@ -90,11 +90,16 @@ class TrainingHistory:
 def prepare_data(data, cfg: DESOMConfig) -> np.ndarray:
     """Check the training array and give it the model's (N, *input_shape) float32 layout
     (a view where possible, so a memory-mapped array stays on disk)."""
+    from desom.trainset import DiskRows
+
     if isinstance(data, torch.Tensor):
         data = data.detach().cpu().numpy()
-    if not isinstance(data, np.ndarray):
-        raise ValueError(f"training data must be a numpy array, got {type(data).__name__}")
     want = tuple(cfg.input_shape)
+    if isinstance(data, DiskRows):
+        return _prepare_disk_rows(data, cfg, want)
+    if not isinstance(data, np.ndarray):
+        raise ValueError(f"training data must be a numpy array or desom.trainset.DiskRows, "
+                         f"got {type(data).__name__}")
     if cfg.kind == "desom1" and data.ndim == 3 and data.shape[1:] == want[1:]:
         data = data.reshape(data.shape[0], *want)
     if data.ndim != len(want) + 1 or tuple(data.shape[1:]) != want:
@@ -113,9 +118,38 @@ def prepare_data(data, cfg: DESOMConfig) -> np.ndarray:
     return data
 
 
+def _prepare_disk_rows(data, cfg: DESOMConfig, want: tuple):
+    """A training set on disk: check its layout; rows are read (and converted) per batch."""
+    if cfg.kind == "desom1" and len(data.row_shape) == len(want) - 1 and data.row_shape == want[1:]:
+        data = data.with_row_shape(want)
+    if data.row_shape != want:
+        raise ValueError(f"{cfg.kind} training data must have rows of shape {want}, got {data.row_shape} "
+                         f"({data.path})")
+    if len(data) < 1:
+        raise ValueError("training data is empty")
+    if not data.finite_by_construction:   # integer codes cannot be NaN; float files are scanned
+        step = max(1, 2 ** 22 // int(np.prod(want)))
+        for start in range(0, len(data), step):
+            if not np.isfinite(data[start:start + step]).all():
+                raise ValueError(f"training data contains NaN or infinite values "
+                                 f"(in samples {start}..{min(start + step, len(data)) - 1})")
+    return data
+
+
 def _batch(data: np.ndarray, idx: np.ndarray, device: torch.device) -> torch.Tensor:
     # Sorted indices read a memory-mapped array in order; the loss is a mean, so order is moot.
-    return torch.from_numpy(np.ascontiguousarray(data[np.sort(idx)])).to(device)
+    return _tensor(data[np.sort(idx)], device)
+
+
+def _tensor(rows: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Rows as a tensor with plain C strides. A view such as x[:, None] keeps strides on its
+    size-1 axis that torch reads as channels-last, and the convolutions then take another path
+    with other rounding; and oneDNN may round differently on a buffer of another alignment.
+    A copy into torch's own (64-byte aligned) memory makes a batch the same whatever array or
+    file it came from, which is what lets a resumed run end bit for bit where a straight one does."""
+    out = torch.empty(tuple(rows.shape), dtype=torch.float32)
+    np.copyto(out.numpy(), rows)
+    return out.to(device)
 
 
 def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -169,7 +203,7 @@ def init_prototypes(model: DESOM, data: np.ndarray, rng: np.random.Generator,
                          f"{model.map_shape[0]}x{model.map_shape[1]} map, got {data.shape[0]}")
     idx = rng.choice(data.shape[0], size=k, replace=False)
     model.eval()
-    z = torch.cat([model.encode(torch.from_numpy(np.ascontiguousarray(data[idx[s:s + 1024]])).to(device))
+    z = torch.cat([model.encode(_tensor(data[idx[s:s + 1024]], device))
                    for s in range(0, k, 1024)])
     model.som.init_prototypes(z)
     return idx
@@ -214,7 +248,7 @@ def probe_units(model: DESOM, probe: np.ndarray, device: torch.device, precision
     model.eval()
     first, second = [], []
     for s in range(0, probe.shape[0], batch):
-        x = torch.from_numpy(np.ascontiguousarray(probe[s:s + batch])).to(device)
+        x = _tensor(probe[s:s + batch], device)
         if channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=(precision == "bf16")):
@@ -225,6 +259,11 @@ def probe_units(model: DESOM, probe: np.ndarray, device: torch.device, precision
         second.append(top[:, -1])
     model.train(was_training)
     return np.concatenate(first), np.concatenate(second)
+
+
+def _plain(record):
+    """A dict of numbers as plain Python values (a checkpoint is read with weights_only)."""
+    return None if record is None else json.loads(json.dumps(record, default=float))
 
 
 def _write_log(log_file, record: dict) -> None:
@@ -276,6 +315,8 @@ def train_desom(model: DESOM, data, cfg: DESOMConfig | None = None, progress: bo
     rng = np.random.default_rng(cfg.seed)
     history = TrainingHistory()
     phase, start, protos_ready = "pretrain", 0, False
+    # The probe's last BMUs travel with a checkpoint, so a resumed run measures the same churn.
+    probe_state = {"previous": None, "order": None}
 
     if resume_from is not None:
         payload = read_payload(resume_from)
@@ -294,6 +335,9 @@ def train_desom(model: DESOM, data, cfg: DESOMConfig | None = None, progress: bo
         phase, start, protos_ready = state["phase"], int(state["iteration"]), bool(state["prototypes_ready"])
         for r in payload.get("history") or []:
             history.append(r)
+        if state.get("probe_previous") is not None:
+            probe_state["previous"] = state["probe_previous"].cpu().numpy()
+        probe_state["order"] = state.get("probe_order")
 
     log_file = None
     if log_path is not None:
@@ -304,7 +348,10 @@ def train_desom(model: DESOM, data, cfg: DESOMConfig | None = None, progress: bo
         if checkpoint_path is None:
             return
         state = {"phase": ph, "iteration": it, "prototypes_ready": ready,
-                 "optimizer": optimizer.state_dict(), "rng": rng.bit_generator.state}
+                 "optimizer": optimizer.state_dict(), "rng": rng.bit_generator.state,
+                 "probe_previous": (None if probe_state["previous"] is None
+                                    else torch.from_numpy(np.asarray(probe_state["previous"], np.int64))),
+                 "probe_order": _plain(probe_state["order"])}
         path = str(checkpoint_path)
         if "{" in path:
             path = path.format(phase=ph, iteration=it)
@@ -320,7 +367,6 @@ def train_desom(model: DESOM, data, cfg: DESOMConfig | None = None, progress: bo
                    dynamic_ncols=True)
     n, bs = data.shape[0], min(cfg.batch_size, data.shape[0])
     t0 = time.perf_counter()
-    probe_state = {"previous": None, "order": None}
 
     def record_order(iteration):
         first, second = probe_units(model, probe, device, precision, channels_last)

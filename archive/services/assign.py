@@ -16,7 +16,6 @@ from ..models import CellAssignment, Exposure, ExposureVector, ModelVersion
 from ..signals import batch_finished, exposures_ingested, vectors_changed
 from ..tasks import summarise_safely
 from . import versions
-from .training import histo_matrix
 
 logger = logging.getLogger(__name__)
 
@@ -98,29 +97,35 @@ def assign_cells(*, desom2: ModelVersion | None = None, recompute: bool = False,
         raise AssignmentError(f"DESOM-2 {desom2.version_id} was trained on DESOM-1 "
                               f"{desom1.version_id if desom1 else '?'}, but the active DESOM-1 is "
                               f"{active1.version_id if active1 else 'none'}: train a DESOM-2 on the active one")
-    ids, histos = histo_matrix(desom1)
-    if not recompute and len(ids):
-        done = set(CellAssignment.objects.filter(model_version=desom2).values_list("exposure_id", flat=True))
-        keep = np.array([i not in done for i in ids], dtype=bool)
-        ids, histos = ids[keep], histos[keep]
-    if not len(ids):
+    rows = ExposureVector.objects.filter(model_version=desom1, exposure__is_science=True)
+    if not recompute:
+        rows = rows.exclude(exposure__in=CellAssignment.objects.filter(model_version=desom2).values("exposure_id"))
+    total = rows.count()
+    if not total:
         return 0
     checkpoint = versions.load_checkpoint_for(desom2)
     predictor = DesomPredictor(checkpoint)
-    written = 0
-    bar = tqdm(total=len(ids), desc="DESOM-2 cells", unit="exp", disable=not progress)
-    for start in range(0, len(ids), chunk):
-        part_ids = ids[start:start + chunk]
-        prediction = predictor.predict(checkpoint.normaliser.transform(histos[start:start + chunk]), return_latent=True)
-        rows = [CellAssignment(exposure_id=int(e), model_version=desom2, cell=int(c), quantization=float(q),
-                               latent=vectors.to_blob(z))
-                for e, c, q, z in zip(part_ids, prediction.bmu, prediction.quantization, prediction.latent)]
+    written, last = 0, 0
+    bar = tqdm(total=total, desc="DESOM-2 cells", unit="exp", disable=not progress)
+    # One page of `chunk` vectors at a time, by exposure id (keyset pages: no cursor stays open
+    # while cells are written, and memory is one page whatever the archive's size).
+    while True:
+        page = list(rows.filter(exposure_id__gt=last).order_by("exposure_id").values_list("exposure_id", "histo")[:chunk])
+        if not page:
+            break
+        part_ids = np.array([e for e, _ in page], dtype=np.int64)
+        histos = vectors.stack([blob for _, blob in page])
+        last = int(part_ids[-1])
+        prediction = predictor.predict(checkpoint.normaliser.transform(histos), return_latent=True)
+        cells = [CellAssignment(exposure_id=int(e), model_version=desom2, cell=int(c), quantization=float(q),
+                                latent=vectors.to_blob(z))
+                 for e, c, q, z in zip(part_ids, prediction.bmu, prediction.quantization, prediction.latent)]
         with transaction.atomic():
             if recompute:
                 CellAssignment.objects.filter(model_version=desom2, exposure_id__in=part_ids.tolist()).delete()
-            CellAssignment.objects.bulk_create(rows, ignore_conflicts=True)
-        written += len(rows)
-        bar.update(len(rows))
+            CellAssignment.objects.bulk_create(cells, ignore_conflicts=True)
+        written += len(cells)
+        bar.update(len(cells))
     bar.close()
     transaction.on_commit(lambda: vectors_changed.send(sender=None, exposure_ids=None))
     return written

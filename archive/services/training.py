@@ -1,10 +1,15 @@
 """Training both DESOMs from the archive's own data and registering the results."""
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import shutil
 import time
+from pathlib import Path
 
 import numpy as np
+from django.conf import settings
 
 from .. import vectors
 from ..executors import make_executor
@@ -28,58 +33,27 @@ DEFAULT_STAMPS = {"stamp_sky": "kept", "stretch": "asinh"}
 DEFAULT_DESOM2 = {"iterations": 3000, "batch_size": 64}
 
 
+# A training run writes its state this often (iterations), so a killed run loses at most that.
+DEFAULT_CHECKPOINT_EVERY = 500
+
+
 class TrainingDataError(ValueError):
     """Raised when there is nothing (or too little) to train on, with what to do about it."""
 
 
-def collect_training_cutouts(paths: list[str], *, max_per_ccd: int = 100, max_cutouts: int | None = None,
-                             seed: int = 0, workers: int = 2, scheduler: str | None = None,
-                             imaging_config=None, progress: bool = True) -> tuple[np.ndarray, list[tuple[str, str]]]:
-    """Sample cutouts from every file on the workers; return (cutouts, failures)."""
-    from tqdm import tqdm
-
-    config = imaging_config or versions.imaging_config()
-    failures = []
-    tasks = [(path, seed + i) for i, path in enumerate(paths)]
-    by_path = {}
-    with make_executor(scheduler, workers if len(paths) > 1 else 0) as executor:
-        bar = tqdm(total=len(tasks), desc="sampling cutouts", unit="exp", disable=not progress)
-        for path, result, error in executor.map_unordered(sample_cutouts_safely, tasks, max_per_ccd, config):
-            if error:
-                failures.append((path, error))
-            elif len(result):
-                by_path[path] = result
-            bar.update(1)
-        bar.close()
-    # The files' order, not the workers' finishing order: the same seed gives the same training set.
-    stacks = [by_path[p] for p in paths if p in by_path]
-    failures.sort(key=lambda f: paths.index(f[0]) if f[0] in paths else len(paths))
-    if not stacks:
-        raise TrainingDataError("no cutouts could be sampled from the given exposures"
-                                + (f" ({len(failures)} files failed)" if failures else ""))
-    cutouts = np.concatenate(stacks).astype(np.float32, copy=False)
-    if max_cutouts and len(cutouts) > max_cutouts:
-        keep = np.random.default_rng(seed).choice(len(cutouts), size=max_cutouts, replace=False)
-        cutouts = cutouts[np.sort(keep)]
-    return cutouts, failures
+def sets_dir() -> Path:
+    """Training sets sampled by train_desom1 itself (kept until a model is registered from them)."""
+    return Path(settings.ARCHIVE_DATA_DIR) / "training-sets"
 
 
-def train_desom1(*, paths=None, n_exposures: int | None = None, max_per_ccd: int = 100,
-                 max_cutouts: int | None = 200_000, overrides: dict | None = None, seed: int = 0,
-                 activate: bool = True, workers: int = 2, scheduler: str | None = None,
-                 progress: bool = True, precision: str = "auto", stamps: dict | None = None,
-                 order_gate: bool = True) -> ModelVersion:
-    """Train DESOM-1 on cutouts sampled from files (or, by default, the archive's science
-    exposures), save the checkpoint under the data directory and register it.
+def runs_dir() -> Path:
+    """In-progress training runs (their last checkpoint), one folder per run."""
+    return Path(settings.ARCHIVE_DATA_DIR) / "runs"
 
-    stamps: the stamp recipe (default DEFAULT_STAMPS), recorded in the model. order_gate: refuse
-    (MapOrderError, nothing registered; the checkpoint stays for inspection) a map whose held-out
-    topographic error or last BMU churn is above desom.metrics' thresholds."""
-    from desom.checkpoint import save_checkpoint
-    from desom.metrics import check_map_order, quantization_error, topographic_error
-    from desom.model import DESOMConfig, build_desom
-    from desom.training import train_desom
 
+def training_files(paths=None, n_exposures: int | None = None, seed: int = 0) -> list[str]:
+    """The exposures a DESOM-1 training set is drawn from: the given files, folders and globs,
+    or the archive's science exposures (by odometer); at most n_exposures of them, seeded."""
     if paths:
         files, problems = expand_paths(paths)
         if problems and not files:
@@ -91,40 +65,219 @@ def train_desom1(*, paths=None, n_exposures: int | None = None, max_per_ccd: int
     if n_exposures and len(files) > n_exposures:
         pick = np.random.default_rng(seed).choice(len(files), size=n_exposures, replace=False)
         files = [files[i] for i in sorted(pick)]
+    return files
 
+
+def set_recipe(files: list[str], *, max_per_ccd: int, max_cutouts: int | None, seed: int, imaging) -> dict:
+    """Everything that decides a training set's content; its hash is the set's id."""
+    return {"exposures": list(files), "max_per_ccd": int(max_per_ccd),
+            "max_cutouts": None if max_cutouts is None else int(max_cutouts), "seed": int(seed),
+            "stamps": imaging.stamp_recipe(), "imaging": imaging.to_dict()}
+
+
+def sample_training_set(files: list[str], directory, *, max_per_ccd: int = 100, max_cutouts: int | None = None,
+                        seed: int = 0, workers: int = 2, scheduler: str | None = None, imaging_config=None,
+                        progress: bool = True):
+    """Sample a DESOM-1 training set from `files` on the workers and write it to `directory`
+    (desom.trainset). Each exposure yields at most max_per_ccd cutouts per CCD; the set keeps a
+    uniform sample of at most max_cutouts of them (None: all), the same for the same seed
+    whatever the workers and their order. The driver holds the kept cutouts (2 KB each) plus the
+    results in flight, never the archive's."""
+    from tqdm import tqdm
+
+    from desom.trainset import BottomKSample, recipe_id, write_training_set
+
+    if max_cutouts is not None and max_cutouts < 1:
+        raise TrainingDataError(f"max_cutouts must be at least 1, got {max_cutouts}")
+    config = imaging_config or versions.imaging_config()
+    recipe = set_recipe(files, max_per_ccd=max_per_ccd, max_cutouts=max_cutouts, seed=seed, imaging=config)
+    size = config.cutout_size
+    sample = BottomKSample(max_cutouts, (size, size))
+    failures = {}
+
+    def tasks():   # built when sent, so each task carries the threshold of the results so far
+        for index, path in enumerate(files):
+            yield path, index, seed, sample.threshold
+
+    with make_executor(scheduler, workers if len(files) > 1 else 0) as executor:
+        bar = tqdm(total=len(files), desc="sampling cutouts", unit="exp", disable=not progress)
+        for path, index, offer, error in executor.map_unordered(sample_cutouts_safely, tasks(), max_per_ccd, config,
+                                                                max_in_flight=2 * executor.capacity):
+            if error:
+                failures[index] = error
+            else:
+                sample.offer(index, offer)
+            bar.update(1)
+            bar.set_postfix(kept=min(sample.count, max_cutouts or sample.count), seen=sample.offered, refresh=False)
+        bar.close()
+    if sample.count == 0:
+        raise TrainingDataError("no cutouts could be sampled from the given exposures"
+                                + (f" ({len(failures)} files failed)" if failures else ""))
+    meta = {**recipe, "set_id": recipe_id(recipe), "cutouts_seen": int(sample.offered),
+            "failures": [[files[i], failures[i]] for i in sorted(failures)]}
+    return write_training_set(directory, sample, meta, progress=progress)
+
+
+def build_training_set(directory, *, paths=None, n_exposures: int | None = None, max_per_ccd: int = 100,
+                       max_cutouts: int | None = 200_000, seed: int = 0, workers: int = 2,
+                       scheduler: str | None = None, stamps: dict | None = None, progress: bool = True):
+    """Sample a training set into `directory` (a new folder) from files or, by default, the
+    archive's science exposures, with the stamp recipe train_desom1 would use."""
+    from desom.trainset import TrainingSetError
+
+    if Path(directory).exists() and any(Path(directory).iterdir()):
+        raise TrainingDataError(f"{directory} exists and is not empty; choose a new folder for the training set")
+    files = training_files(paths, n_exposures, seed)
     imaging = versions.imaging_config().with_stamps(DEFAULT_STAMPS if stamps is None else stamps)
-    cutouts, failures = collect_training_cutouts(files, max_per_ccd=max_per_ccd, max_cutouts=max_cutouts,
-                                                 seed=seed, workers=workers, scheduler=scheduler, progress=progress,
-                                                 imaging_config=imaging)
-    config = DESOMConfig.desom1(seed=seed, **(overrides or {}))
-    config.extra = {**config.extra, "stamps": imaging.stamp_recipe()}
-    n_nodes = config.map_rows * config.map_cols
-    if len(cutouts) < n_nodes:
-        raise TrainingDataError(f"{len(cutouts)} cutouts are fewer than the {n_nodes} map nodes; "
-                                "use more exposures or a smaller map")
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(cutouts))
-    n_check = min(5000, max(1, len(cutouts) // 10))
-    check, train = cutouts[order[:n_check]], cutouts[order[n_check:]]
-    model = build_desom(config)
-    started = time.perf_counter()
+    try:
+        return sample_training_set(files, directory, max_per_ccd=max_per_ccd, max_cutouts=max_cutouts, seed=seed,
+                                   workers=workers, scheduler=scheduler, imaging_config=imaging, progress=progress)
+    except TrainingSetError as exc:
+        raise TrainingDataError(str(exc)) from exc
+
+
+def _config_key(config) -> dict:
+    """A config as it decides a run's result (how often it is checkpointed does not)."""
+    d = config.to_dict()
+    d.pop("checkpoint_every", None)
+    return d
+
+
+def _run_folder(kind: str, key: dict, fresh: bool) -> tuple[Path, Path | None]:
+    """(folder of the run, checkpoint to resume from or None). The folder is named by a hash of
+    everything that decides the result, so running the same command again finds it."""
+    from desom.trainset import recipe_id
+
+    folder = runs_dir() / f"{kind}-{recipe_id(key)}"
+    if fresh:
+        shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "run.json").write_text(json.dumps(key, indent=1, default=str))
+    progress = folder / "progress.pt"
+    return folder, progress if progress.is_file() else None
+
+
+def _resumed_at(progress: Path | None) -> dict | None:
+    if progress is None:
+        return None
+    from desom.checkpoint import read_payload
+
+    state = read_payload(progress).get("training_state") or {}
+    at = {"phase": state.get("phase"), "iteration": state.get("iteration")}
+    logger.info("resuming from %s (%s iteration %s)", progress, at["phase"], at["iteration"])
+    return at
+
+
+def train_desom1(*, paths=None, n_exposures: int | None = None, max_per_ccd: int = 100,
+                 max_cutouts: int | None = 200_000, overrides: dict | None = None, seed: int = 0,
+                 activate: bool = True, workers: int = 2, scheduler: str | None = None,
+                 progress: bool = True, precision: str = "auto", stamps: dict | None = None,
+                 order_gate: bool = True, training_set=None, save_set=None,
+                 checkpoint_every: int | None = None, fresh: bool = False) -> ModelVersion:
+    """Train DESOM-1 on a training set on disk, save the checkpoint under the data directory and
+    register it.
+
+    The set: training_set (a folder written by sample_training_set, e.g. by the sample_cutouts
+    command), or one sampled here from files (or, by default, the archive's science exposures)
+    into save_set, or into the data directory's training-sets/ (removed once a model is
+    registered from it). A set already there with the same recipe is reused, not sampled again.
+
+    The run writes a checkpoint every checkpoint_every iterations (default
+    DEFAULT_CHECKPOINT_EVERY) under runs/; the same call after a crash or a kill resumes from the
+    last one and ends with the weights an uninterrupted run has. fresh: start over instead.
+
+    stamps: the stamp recipe (default DEFAULT_STAMPS), recorded in the model; a given set brings
+    its own. order_gate: refuse (MapOrderError, nothing registered; the checkpoint stays for
+    inspection) a map whose held-out topographic error or last BMU churn is above
+    desom.metrics' thresholds."""
+    from desom.checkpoint import save_checkpoint
+    from desom.metrics import MapOrderError, check_map_order, quantization_error, topographic_error
+    from desom.model import DESOMConfig, build_desom
+    from desom.training import default_train_precision, train_desom
+    from desom.trainset import TrainingSetError, is_training_set, open_training_set, recipe_id
+
+    settings_ = {"checkpoint_every": DEFAULT_CHECKPOINT_EVERY, **(overrides or {})}
+    if checkpoint_every is not None:
+        settings_["checkpoint_every"] = int(checkpoint_every)
+    config = DESOMConfig.desom1(seed=seed, **settings_)
     # "auto": bf16 autocast where the hardware runs it natively (several times faster there,
     # benchmarks/bench_desom_speed.py), float32 elsewhere; inference follows the same precision.
     if precision == "auto":
-        from desom.training import default_train_precision
         precision = default_train_precision()
-    history = train_desom(model, train[:, None], config, progress=progress, precision=precision,
+
+    owned = None
+    if training_set is not None:
+        if paths or n_exposures or save_set:
+            raise TrainingDataError("a given training set replaces --from, --exposures and --save-set")
+        ts = open_training_set(training_set)
+        if stamps is not None and stamps != ts.meta.get("stamps"):
+            raise TrainingDataError(f"{training_set} was cut with stamps {ts.meta.get('stamps')}, not {stamps}")
+    else:
+        files = training_files(paths, n_exposures, seed)
+        imaging = versions.imaging_config().with_stamps(DEFAULT_STAMPS if stamps is None else stamps)
+        recipe = set_recipe(files, max_per_ccd=max_per_ccd, max_cutouts=max_cutouts, seed=seed, imaging=imaging)
+        set_id = recipe_id(recipe)
+        where = Path(save_set) if save_set else sets_dir() / set_id
+        if is_training_set(where):
+            ts = open_training_set(where)
+            if ts.set_id != set_id:
+                raise TrainingDataError(f"{where} holds another training set ({ts.set_id}, not {set_id}); "
+                                        "choose another folder, or train from it with --from-set")
+            logger.info("reusing the training set at %s", where)
+        else:
+            try:
+                ts = sample_training_set(files, where, max_per_ccd=max_per_ccd, max_cutouts=max_cutouts, seed=seed,
+                                         workers=workers, scheduler=scheduler, imaging_config=imaging,
+                                         progress=progress)
+            except TrainingSetError as exc:
+                raise TrainingDataError(str(exc)) from exc
+        owned = None if save_set else where
+    recipe_stamps = ts.meta["stamps"]
+    config.extra = {**config.extra, "stamps": recipe_stamps}
+
+    n_nodes = config.map_rows * config.map_cols
+    n = len(ts)
+    n_check = min(5000, max(1, n // 10))
+    if n - n_check < n_nodes:
+        raise TrainingDataError(f"{n} cutouts ({n - n_check} after {n_check} are held out) are fewer than the "
+                                f"{n_nodes} map nodes; use more exposures or a smaller map")
+    # A seeded held-out split, by row numbers: the training rows stay on disk.
+    order = np.random.default_rng(seed).permutation(n)
+    check = ts.rows[np.sort(order[:n_check])]
+    train = ts.rows.subset(np.sort(order[n_check:]))
+    del order
+
+    folder, resume = _run_folder("desom1", {"kind": "desom1", "set": ts.set_id, "n_cutouts": n,
+                                            "config": _config_key(config), "precision": precision}, fresh)
+    resumed_at = _resumed_at(resume)
+    model = build_desom(config)
+    started = time.perf_counter()
+    history = train_desom(model, train, config, progress=progress, precision=precision,
                           channels_last=True, probe=check[:, None],
-                          probe_every=max(config.iterations // 20, 25))
+                          probe_every=max(config.iterations // 20, 25),
+                          checkpoint_path=folder / "progress.pt", resume_from=resume)
     elapsed = time.perf_counter() - started
     metrics = _held_out_map_metrics(model, check[:, None], quantization_error, topographic_error)
     metrics.update(train_cutouts=int(len(train)), held_out_cutouts=int(n_check), train_seconds=round(elapsed, 1),
-                   exposures=len(files), failed_exposures=len(failures), map_order=model.map_order,
-                   stamps=imaging.stamp_recipe(), train_precision=config.extra.get("train_precision"))
-    path = versions.models_dir() / f"desom1-{int(time.time())}-{seed}.pt"
+                   exposures=len(ts.meta.get("exposures") or []), failed_exposures=len(ts.meta.get("failures") or []),
+                   map_order=model.map_order, stamps=recipe_stamps, train_precision=config.extra.get("train_precision"),
+                   training_set={"id": ts.set_id, "cutouts": n, "path": None if owned else str(ts.path)},
+                   resumed_at=resumed_at)
+    ts.rows.close()
+    train.close()
+    path = versions.new_checkpoint_path("desom1", seed)
     save_checkpoint(path, model, config, metrics=metrics, history=history)
+    shutil.rmtree(folder, ignore_errors=True)
     if order_gate and model.map_order is not None:
-        check_map_order(model.map_order)   # MapOrderError: not registered, the file stays
+        try:
+            check_map_order(model.map_order)   # MapOrderError: not registered, the file stays
+        except MapOrderError as exc:
+            if owned is not None:
+                raise MapOrderError(f"{exc} The sampled training set stays at {owned}: train_desom1 --from-set "
+                                    f"{owned} trains again without sampling.") from None
+            raise
+    if owned is not None:
+        shutil.rmtree(owned, ignore_errors=True)
     return versions.register_version(path, kind=ModelVersion.DESOM1, metrics=metrics, activate=activate)
 
 
@@ -147,31 +300,68 @@ def suggested_desom2_map(n_exposures: int, members_per_cell: float = 12.0) -> in
     return int(min(20, max(3, math.floor(math.sqrt(max(n_exposures, 1) / members_per_cell)))))
 
 
-def histo_matrix(desom1: ModelVersion, *, science_only: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """(exposure ids, histo-vectors) of every exposure with a vector under `desom1`."""
+def histo_rows(desom1: ModelVersion, *, science_only: bool = True):
+    """The ExposureVector rows of every exposure with a vector under `desom1`, by odometer."""
     rows = ExposureVector.objects.filter(model_version=desom1)
     if science_only:
         rows = rows.filter(exposure__is_science=True)
     # By odometer, not by database id: ids follow the ingest workers' finishing order, and
     # DESOM-2's minibatches follow this order, so the same archive trains the same map.
-    rows = rows.order_by("exposure__expnum").values_list("exposure_id", "histo")
-    ids, blobs = [], []
-    for exposure_id, blob in rows.iterator(chunk_size=2000):
-        ids.append(exposure_id)
-        blobs.append(blob)
-    return np.asarray(ids, dtype=np.int64), vectors.stack(blobs)
+    return rows.order_by("exposure__expnum")
+
+
+def histo_matrix(desom1: ModelVersion, *, science_only: bool = True,
+                 chunk_size: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """(exposure ids, histo-vectors) of every exposure with a vector under `desom1`, streamed
+    from the database chunk by chunk into one preallocated (N, bins) float32 array: 2.5 KB per
+    exposure and one chunk of rows, not a Python list of every row."""
+    rows = histo_rows(desom1, science_only=science_only)
+    n = rows.count()
+    ids = np.empty(n, np.int64)
+    out = None
+    filled = 0
+    chunk_ids, chunk_blobs = [], []
+
+    def flush():
+        nonlocal out, filled
+        block = vectors.stack(chunk_blobs)
+        if out is None:
+            out = np.empty((n, block.shape[1]), np.float32)
+        elif block.shape[1] != out.shape[1]:
+            raise ValueError("stored vectors have different lengths")
+        out[filled:filled + len(block)] = block
+        ids[filled:filled + len(block)] = chunk_ids
+        filled += len(block)
+        chunk_ids.clear()
+        chunk_blobs.clear()
+
+    for exposure_id, blob in rows.values_list("exposure_id", "histo").iterator(chunk_size=chunk_size):
+        if filled + len(chunk_ids) >= n:   # rows stored since the count wait for the next run
+            break
+        chunk_ids.append(exposure_id)
+        chunk_blobs.append(blob)
+        if len(chunk_ids) >= chunk_size:
+            flush()
+    if chunk_ids:
+        flush()
+    if out is None:
+        return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+    return ids[:filled], out[:filled]
 
 
 def train_desom2(*, desom1: ModelVersion | None = None, overrides: dict | None = None, normaliser: str = DEFAULT_NORMALISER,
                  smooth_sigma: float = DEFAULT_SMOOTH_SIGMA, seed: int = 0, activate: bool = True,
-                 progress: bool = True) -> ModelVersion:
+                 progress: bool = True, checkpoint_every: int | None = None, fresh: bool = False) -> ModelVersion:
     """Train DESOM-2 on the stored histo-vectors of one DESOM-1 version (the active one). Unless
     overridden, the map leaves about a dozen exposures per cell (suggested_desom2_map) and the
     length and batch are DEFAULT_DESOM2's.
 
     smooth_sigma: spread each count over the DESOM-1 map with a Gaussian of that many nodes
     before normalising (0: the paper's raw counts); stored with the normaliser, so assignment
-    applies it too."""
+    applies it too. The vectors are streamed from the database into one array and normalised in
+    place. The run writes a checkpoint every checkpoint_every iterations (default
+    DEFAULT_CHECKPOINT_EVERY); the same call on the same archive after a crash or a kill
+    resumes from it (fresh: start over)."""
     from desom.checkpoint import save_checkpoint
     from desom.model import DESOMConfig, build_desom
     from desom.normalise import HistoNormaliser
@@ -182,21 +372,31 @@ def train_desom2(*, desom1: ModelVersion | None = None, overrides: dict | None =
         raise TrainingDataError("no active DESOM-1: run train_desom1 first")
     ids, histos = histo_matrix(desom1)
     side = suggested_desom2_map(len(ids))
-    settings = {"map_rows": side, "map_cols": side, **DEFAULT_DESOM2, **(overrides or {})}
+    settings_ = {"map_rows": side, "map_cols": side, "checkpoint_every": DEFAULT_CHECKPOINT_EVERY,
+                 **DEFAULT_DESOM2, **(overrides or {})}
+    if checkpoint_every is not None:
+        settings_["checkpoint_every"] = int(checkpoint_every)
     config = DESOMConfig.desom2(seed=seed, input_shape=(histos.shape[1] if len(histos) else 625,),
-                                normaliser_method=normaliser, **settings)
+                                normaliser_method=normaliser, **settings_)
     n_cells = config.map_rows * config.map_cols
     if len(ids) < n_cells:
         raise TrainingDataError(f"{len(ids)} exposures with histo-vectors are fewer than the {n_cells} cells of a "
                                 f"{config.map_rows}x{config.map_cols} map; ingest more or choose a smaller map")
     norm = HistoNormaliser(normaliser, smooth_sigma=smooth_sigma,
                            map_shape=desom1.map_shape if all(desom1.map_shape) else None).fit(histos)
+    data = norm.transform(histos, out=histos)   # in place: one (N, bins) array in all
+    key = {"kind": "desom2", "desom1": desom1.version_id, "normaliser": norm.to_dict(),
+           "exposures": hashlib.sha256(ids.tobytes()).hexdigest(), "config": _config_key(config)}
+    folder, resume = _run_folder("desom2", key, fresh)
+    resumed_at = _resumed_at(resume)
     model = build_desom(config)
     started = time.perf_counter()
-    history = train_desom(model, norm.transform(histos).astype(np.float32), config, progress=progress)
+    history = train_desom(model, data, config, progress=progress, normaliser=norm,
+                          checkpoint_path=folder / "progress.pt", resume_from=resume)
     metrics = {"train_exposures": int(len(ids)), "train_seconds": round(time.perf_counter() - started, 1),
-               "normaliser": normaliser, "smooth_sigma": float(smooth_sigma)}
-    path = versions.models_dir() / f"desom2-{int(time.time())}-{seed}.pt"
+               "normaliser": normaliser, "smooth_sigma": float(smooth_sigma), "resumed_at": resumed_at}
+    path = versions.new_checkpoint_path("desom2", seed)
     save_checkpoint(path, model, config, normaliser=norm, metrics=metrics, history=history)
+    shutil.rmtree(folder, ignore_errors=True)
     return versions.register_version(path, kind=ModelVersion.DESOM2, trained_on=desom1, metrics=metrics,
                                      activate=activate)

@@ -22,6 +22,15 @@ def models_dir() -> Path:
     return path
 
 
+def new_checkpoint_path(kind: str, seed: int) -> Path:
+    """A fresh file name for a trained model: two runs that finish in the same second (another
+    map size on the same set, say) must not write over each other's checkpoint."""
+    import time
+    import uuid
+
+    return models_dir() / f"{kind}-{int(time.time())}-{seed}-{uuid.uuid4().hex[:8]}.pt"
+
+
 def _stored_path(path: Path) -> str:
     """Keep checkpoints inside the data directory relative to it, so the directory can move."""
     path = Path(path).resolve()

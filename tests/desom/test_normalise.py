@@ -147,3 +147,20 @@ def test_hellinger_sees_the_shape_of_the_distribution_not_the_number_of_sources(
     assert np.all(norm.transform(np.zeros((1, X.shape[1]))) == 0)
     again = HistoNormaliser.from_dict(json.loads(json.dumps(norm.to_dict())))
     np.testing.assert_allclose(again.transform(X[:5]), Z)
+
+
+@pytest.mark.parametrize("method", ["minmax", "authors", "hellinger", "sqrt_counts"])
+def test_fitting_and_normalising_in_blocks_matches_the_whole_array(method):
+    """An archive's vectors are fitted and normalised a block at a time (and in place): the
+    result is the whole-array computation's."""
+    X = _histos().astype(np.float32)
+    whole = HistoNormaliser(method, smooth_sigma=0.7).fit(X, chunk=len(X))
+    blocks = HistoNormaliser(method, smooth_sigma=0.7).fit(X, chunk=7)
+    np.testing.assert_allclose(blocks.offset, whole.offset, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(blocks.scale, whole.scale, rtol=1e-12, atol=1e-12)
+    expect = whole.transform(X, chunk=len(X))
+    inplace = X.copy()
+    assert blocks.transform(inplace, out=inplace, chunk=5) is inplace
+    np.testing.assert_allclose(inplace, expect, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="float32"):
+        whole.transform(X, out=np.zeros(X.shape, np.float64))

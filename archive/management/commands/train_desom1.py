@@ -2,18 +2,21 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from archive.services.training import TrainingDataError, train_desom1
+from archive.services.training import DEFAULT_CHECKPOINT_EVERY, TrainingDataError, train_desom1
+from desom.trainset import TrainingSetError
 
 
 class Command(BaseCommand):
     help = ("Train DESOM-1 on cutouts sampled from the archive's science exposures (or from files "
-            "given with --from), save the checkpoint and make it the active DESOM-1.")
+            "given with --from, or on a training set with --from-set), save the checkpoint and make it "
+            "the active DESOM-1. A killed run resumes when the same command is run again.")
 
     def add_arguments(self, parser):
         parser.add_argument("--from", dest="paths", nargs="*", default=None, help="files, folders or globs")
         parser.add_argument("--exposures", type=int, default=None, help="sample at most this many exposures")
         parser.add_argument("--per-ccd", type=int, default=100, help="cutouts sampled per CCD")
-        parser.add_argument("--max-cutouts", type=int, default=200_000)
+        parser.add_argument("--max-cutouts", type=int, default=200_000,
+                            help="cutouts kept in all, a uniform sample (0: every sampled cutout)")
         parser.add_argument("--iterations", type=int, default=None)
         parser.add_argument("--batch-size", type=int, default=None)
         parser.add_argument("--map", default=None, help="map size ROWSxCOLS, e.g. 25x25")
@@ -24,6 +27,16 @@ class Command(BaseCommand):
         parser.add_argument("--precision", choices=["auto", "bf16", "float32"], default="auto",
                             help="auto: bf16 autocast where the hardware has it natively, else float32")
         parser.add_argument("--no-activate", action="store_true")
+        parser.add_argument("--from-set", dest="from_set", default=None, metavar="DIR",
+                            help="train on a training set written by sample_cutouts (or --save-set) "
+                                 "instead of sampling: another map size or seed on the same cutouts")
+        parser.add_argument("--save-set", dest="save_set", default=None, metavar="DIR",
+                            help="keep the sampled training set in DIR (a new folder) for later runs")
+        parser.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                            help=f"save the run's state every N iterations (default {DEFAULT_CHECKPOINT_EVERY}); "
+                                 "the same command after a kill resumes from the last one")
+        parser.add_argument("--fresh", action="store_true",
+                            help="start over instead of resuming an interrupted run of the same command")
         parser.add_argument("--no-order-gate", action="store_true",
                             help="register the map even if its topographic error or BMU churn is above the "
                                  "gate's thresholds (desom.metrics.MAX_TOPOGRAPHIC_ERROR, MAX_BMU_CHURN)")
@@ -32,14 +45,24 @@ class Command(BaseCommand):
         from desom.metrics import MapOrderError
 
         overrides = config_overrides(opts)
+        if opts["from_set"] and (opts["paths"] is not None or opts["exposures"] or opts["save_set"]):
+            raise CommandError("--from-set trains on a set already sampled: it replaces --from, --exposures "
+                               "and --save-set")
+        if opts["checkpoint_every"] is not None and opts["checkpoint_every"] < 0:
+            raise CommandError("--checkpoint-every must be 0 (only at the end) or more")
         try:
             version = train_desom1(paths=opts["paths"], n_exposures=opts["exposures"], max_per_ccd=opts["per_ccd"],
-                                   max_cutouts=opts["max_cutouts"], overrides=overrides, seed=opts["seed"],
+                                   max_cutouts=opts["max_cutouts"] or None, overrides=overrides, seed=opts["seed"],
                                    activate=not opts["no_activate"], workers=opts["workers"],
                                    progress=opts["verbosity"] > 0, precision=opts["precision"],
-                                   order_gate=not opts["no_order_gate"])
-        except (TrainingDataError, MapOrderError) as exc:
+                                   order_gate=not opts["no_order_gate"], training_set=opts["from_set"],
+                                   save_set=opts["save_set"], checkpoint_every=opts["checkpoint_every"],
+                                   fresh=opts["fresh"])
+        except (TrainingDataError, TrainingSetError, MapOrderError) as exc:
             raise CommandError(str(exc)) from exc
+        resumed = version.metrics.get("resumed_at")
+        if resumed:
+            self.stdout.write(f"resumed an interrupted run at {resumed['phase']} iteration {resumed['iteration']}")
         self.stdout.write(f"DESOM-1 {version.version_id} saved to {version.checkpoint_path}"
                           f"{' and activated' if version.is_active else ''}")
         self.stdout.write(json.dumps(version.metrics, indent=1))

@@ -2,8 +2,8 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from archive.services.training import (DEFAULT_DESOM2, DEFAULT_NORMALISER, DEFAULT_SMOOTH_SIGMA, TrainingDataError,
-                                       train_desom2)
+from archive.services.training import (DEFAULT_CHECKPOINT_EVERY, DEFAULT_DESOM2, DEFAULT_NORMALISER,
+                                       DEFAULT_SMOOTH_SIGMA, TrainingDataError, train_desom2)
 from desom.normalise import METHODS as NORMALISER_METHODS
 
 from .train_desom1 import config_overrides
@@ -25,14 +25,25 @@ class Command(BaseCommand):
         parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--no-activate", action="store_true")
+        parser.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                            help=f"save the run's state every N iterations (default {DEFAULT_CHECKPOINT_EVERY}); "
+                                 "the same command after a kill resumes from the last one")
+        parser.add_argument("--fresh", action="store_true",
+                            help="start over instead of resuming an interrupted run of the same command")
 
     def handle(self, *args, **opts):
+        if opts["checkpoint_every"] is not None and opts["checkpoint_every"] < 0:
+            raise CommandError("--checkpoint-every must be 0 (only at the end) or more")
         try:
             version = train_desom2(overrides=config_overrides(opts), normaliser=opts["normaliser"],
                                    smooth_sigma=opts["smooth"], seed=opts["seed"], activate=not opts["no_activate"],
-                                   progress=opts["verbosity"] > 0)
+                                   progress=opts["verbosity"] > 0, checkpoint_every=opts["checkpoint_every"],
+                                   fresh=opts["fresh"])
         except (TrainingDataError, ValueError) as exc:   # ValueError: a bad --smooth or --set value
             raise CommandError(str(exc)) from exc
+        resumed = version.metrics.get("resumed_at")
+        if resumed:
+            self.stdout.write(f"resumed an interrupted run at {resumed['phase']} iteration {resumed['iteration']}")
         self.stdout.write(f"DESOM-2 {version.version_id} saved to {version.checkpoint_path}"
                           f"{' and activated' if version.is_active else ''}")
         self.stdout.write(json.dumps(version.metrics, indent=1))
