@@ -140,11 +140,11 @@ def synthetic_set(path: Path, n: int, seed: int = 0):
     return write_rows(path, codes, order, rows, meta, progress=True)
 
 
-def baseline_code(commit: str, work: Path) -> Path:
+def baseline_code(commit: str, work: Path, repo: Path) -> Path:
     """The tree of `commit` in a scratch folder (git archive: the repository is not touched)."""
     target = work / f"code-{commit[:10]}"
     target.mkdir()
-    tar = subprocess.run(["git", "archive", "--format=tar", commit], cwd=REPO, capture_output=True, check=True)
+    tar = subprocess.run(["git", "archive", "--format=tar", commit], cwd=repo, capture_output=True, check=True)
     archive = target / "tree.tar"
     archive.write_bytes(tar.stdout)
     with tarfile.open(archive) as tf:
@@ -164,6 +164,7 @@ def main() -> int:
     parser.add_argument("--set-iterations", type=int, default=50)
     parser.add_argument("--baseline-commit", default=None,
                         help="also measure the archive runs with this commit's code (e.g. aae20b0)")
+    parser.add_argument("--baseline-repo", default=str(REPO), help="git repository holding that commit")
     parser.add_argument("--quick", action="store_true", help="4 and 12 exposures, a 100 000-cutout set")
     parser.add_argument("--tmp", default=None, help="scratch folder (needs ~45 MB per exposure, 2 KiB per cutout)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "training_memory.json"))
@@ -197,7 +198,7 @@ def main() -> int:
         archive["large_over_small"] = round(archive["large"]["peak_rss_mib"] / archive["small"]["peak_rss_mib"], 3)
         results["archive"] = archive
         if args.baseline_commit:
-            code = baseline_code(args.baseline_commit, work)
+            code = baseline_code(args.baseline_commit, work, Path(args.baseline_repo))
             base = {"commit": args.baseline_commit}
             for label, n in (("small", args.small), ("large", args.large)):
                 base[label] = archive_run(files[:n], args, work, code, f"baseline-{label}")
