@@ -8,7 +8,7 @@ import json
 import re
 
 from django.conf import settings
-from rest_framework.exceptions import ParseError
+from rest_framework.exceptions import APIException, ParseError
 from rest_framework.parsers import JSONParser
 
 MAX_JSON_DEPTH = 32
@@ -34,6 +34,12 @@ def json_depth(text: str, stop_above: int | None = None) -> int:
     return deepest
 
 
+class RequestTooLarge(APIException):
+    status_code = 413
+    default_code = "request_too_large"
+    default_detail = "the request body is too large"
+
+
 class BoundedJSONParser(JSONParser):
     def parse(self, stream, media_type=None, parser_context=None):
         parser_context = parser_context or {}
@@ -41,7 +47,7 @@ class BoundedJSONParser(JSONParser):
         limit = int(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
         raw = stream.read(limit + 1) if stream is not None else b""
         if len(raw) > limit:
-            raise ParseError(f"the JSON document is larger than {limit} bytes")
+            raise RequestTooLarge(f"the JSON document is larger than {limit} bytes")
         try:
             text = codecs.decode(raw, encoding)
         except (UnicodeDecodeError, LookupError) as exc:

@@ -220,6 +220,10 @@ else:
 # X-Forwarded-For / X-Forwarded-Proto are believed; from anyone else those headers are dropped.
 TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", "")
 
+# FAISS index files are memory-mapped, so the worker processes share one copy of the vectors
+# (recommender.indexes); 0 loads a private copy into each process instead.
+ARCHIVE_INDEX_MMAP = env_bool("ARCHIVE_INDEX_MMAP", True)
+
 # Tokens for scripts (POST /api/token/): days until a new token expires (0: never).
 ARCHIVE_TOKEN_DAYS = int(os.environ.get("ARCHIVE_TOKEN_DAYS", "365"))
 

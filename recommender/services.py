@@ -46,7 +46,7 @@ def store() -> IndexStore:
     global _store
     with _store_lock:
         if _store is None or _store.directory != index_dir():
-            _store = IndexStore(index_dir(), autosave=False)
+            _store = IndexStore(index_dir(), autosave=False, mmap=getattr(settings, "ARCHIVE_INDEX_MMAP", True))
         return _store
 
 
