@@ -832,6 +832,10 @@ class IndexStore:
             return None
         return (st.st_ino, st.st_size, st.st_mtime_ns)
 
+    def is_dirty(self, model_version: str) -> bool:
+        """Whether an index of this model version has changes not yet saved."""
+        return any(key[0] == model_version for key in self._dirty)
+
     def loaded(self) -> list[tuple[str, str]]:
         return sorted(self._indexes)
 

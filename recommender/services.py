@@ -92,6 +92,11 @@ def get_index(kind: str, desom1: ModelVersion | None = None, *, verify: bool = F
     desom1 = desom1 or _active_desom1()
     the_store = store()
     the_store.dim = desom1.map_shape[0] * desom1.map_shape[1]
+    # A newly activated model: the previous version's indexes are let go (their mappings and
+    # private memory with them); the new ones are mapped, or built once, on this first search.
+    for version, _ in the_store.loaded():
+        if version != desom1.version_id and not the_store.is_dirty(version):
+            the_store.evict(version)
     return the_store.get(desom1.version_id, kind, lambda: expected_ids(desom1),
                          lambda: index_vectors(desom1, kind), verify=verify)
 
