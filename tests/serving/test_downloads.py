@@ -100,7 +100,7 @@ def test_a_label_with_control_characters_is_refused_and_downloads_keep_working(p
     assert not CellLabel.objects.filter(cell=cell, model_version=desom2).exists()
     # A label written before the checks existed (straight into the database) cannot break the
     # download's headers.
-    CellLabel.objects.create(model_version=desom2, cell=cell, label="Good\r\nX-Injected: 1\x00")
+    CellLabel.objects.create(model_version=desom2, cell=cell, label="Good\r\nX-Injected: 1\x07")
     download = Client().get(f"/exposures/{exposure.pk}/download/")
     assert download.status_code == 200 and "X-Injected" not in download.headers
     assert "\r" not in download["X-Quality-Label"] and "\n" not in download["X-Quality-Label"]
