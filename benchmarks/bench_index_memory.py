@@ -146,6 +146,10 @@ def main():
             row["mmap" if mmap else "private"] = summarise(run_workers(directory, n, mmap, args.workers, args.queries))
             print(json.dumps({n: row["mmap" if mmap else "private"]}), flush=True)
         results.append(row)
+        write(args, results)           # after every size: a run cut short keeps what it measured
+
+
+def write(args, results):
     document = {
         "benchmark": "resident memory of worker processes holding the histo index (recommender.indexes)",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -157,7 +161,6 @@ def main():
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(document, indent=2) + "\n")
-    print(json.dumps(document, indent=2))
 
 
 if __name__ == "__main__":
