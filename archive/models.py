@@ -266,3 +266,24 @@ class IngestFailure(models.Model):
     path = models.CharField(max_length=1024)
     reason = models.TextField()
     created_at = models.DateTimeField(auto_now_add=True)
+
+
+class AccessToken(models.Model):
+    """A secret a user's scripts send (`Authorization: Token <secret>`) instead of a session.
+    Only the secret's sha256 is stored; a user may hold several (one per script or machine),
+    each revocable on its own, and each expires."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="access_tokens")
+    name = models.CharField(max_length=64, blank=True)
+    prefix = models.CharField(max_length=16, help_text="the secret's first characters, to tell tokens apart")
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.prefix}… ({self.user})"

@@ -18,3 +18,9 @@ urlpatterns = [
     path("", include("archive.urls")),
     path("", include("recommender.pages.urls")),
 ]
+
+# Errors in each surface's shape: JSON under /api/, VOTable under the VO routes, HTML elsewhere.
+handler400 = "config.errors.bad_request"
+handler403 = "config.errors.permission_denied"
+handler404 = "config.errors.page_not_found"
+handler500 = "config.errors.server_error"

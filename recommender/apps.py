@@ -8,4 +8,9 @@ class RecommenderConfig(AppConfig):
 
     def ready(self):
         # The archive announces; the recommender listens and keeps its indexes in step.
+        from archive.services import health
+
         from . import receivers  # noqa: F401
+        from .services import index_readiness
+
+        health.register("indexes", index_readiness)

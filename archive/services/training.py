@@ -147,9 +147,12 @@ def suggested_desom2_map(n_exposures: int, members_per_cell: float = 12.0) -> in
     return int(min(20, max(3, math.floor(math.sqrt(max(n_exposures, 1) / members_per_cell)))))
 
 
-def histo_matrix(desom1: ModelVersion, *, science_only: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """(exposure ids, histo-vectors) of every exposure with a vector under `desom1`."""
+def histo_matrix(desom1: ModelVersion, *, science_only: bool = True, exposures=None) -> tuple[np.ndarray, np.ndarray]:
+    """(exposure ids, histo-vectors) of every exposure with a vector under `desom1` (among
+    `exposures`, a queryset, when given)."""
     rows = ExposureVector.objects.filter(model_version=desom1)
+    if exposures is not None:
+        rows = rows.filter(exposure__in=exposures.values("pk"))
     if science_only:
         rows = rows.filter(exposure__is_science=True)
     # By odometer, not by database id: ids follow the ingest workers' finishing order, and

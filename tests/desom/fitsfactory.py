@@ -12,6 +12,8 @@ and processed and compared.
 """
 from __future__ import annotations
 
+import gzip
+import io
 from dataclasses import dataclass
 
 import numpy as np
@@ -201,3 +203,36 @@ def truncate(path, fraction=0.6):
         data = fh.read()
     with open(path, "wb") as fh:
         fh.write(data[:int(len(data) * fraction)])
+
+
+# --- hostile uploads (tests/serving/test_uploads.py, benchmarks/bench_uploads.py) ----------
+
+def gzip_bomb(side: int = 40_000) -> bytes:
+    """Under a megabyte of .fits.gz whose one image declares side x side int16 pixels (3.2 GB
+    at the default) of zeros, and really holds them."""
+    header = fits.ImageHDU(np.zeros((2, 2), np.int16)).header
+    header["NAXIS1"], header["NAXIS2"], header["EXTNAME"] = side, side, "ccd00"
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=9) as out:
+        out.write(fits.PrimaryHDU(header=primary_header(n_ccds=1)).header.tostring().encode())
+        out.write(header.tostring().encode())
+        left, block = min(side * side * 2, 800 * 2 ** 20), bytes(1 << 24)
+        while left > 0:              # up to 800 MB of the declared zeros follow
+            out.write(block[:left])
+            left -= len(block)
+    return buffer.getvalue()
+
+
+def many_extensions(n: int = 200) -> bytes:
+    buffer = io.BytesIO()
+    fits.HDUList([fits.PrimaryHDU(header=primary_header(n_ccds=n))]
+                 + [fits.ImageHDU(np.zeros((8, 8), np.int16), name=f"ccd{i:02d}") for i in range(n)]).writeto(buffer)
+    return buffer.getvalue()
+
+
+def absurd_header() -> bytes:
+    """A plain FITS file of a few kB whose extension declares 10^6 x 10^6 float64 pixels."""
+    header = fits.ImageHDU(np.zeros((2, 2), np.float64)).header
+    header["NAXIS1"] = header["NAXIS2"] = 1_000_000
+    return (fits.PrimaryHDU(header=primary_header(n_ccds=1)).header.tostring().encode()
+            + header.tostring().encode() + bytes(2880))
