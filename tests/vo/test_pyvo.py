@@ -49,5 +49,5 @@ def test_pyvo_queries_the_archive(live_server, populated_archive):
     assert set(table["quality_label"]) == {"RBT"}
 
     # A bad query is a DAL error carrying the service's message.
-    with pytest.raises(pyvo.dal.DALQueryError, match="MAXREC"):
-        service.search(maxrec=10 ** 6)
+    with pytest.raises(pyvo.dal.DALQueryError, match="UsageFault: CELL"):
+        service.search(cell=10 ** 6)
