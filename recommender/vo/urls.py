@@ -22,4 +22,9 @@ urlpatterns = [
     *_both("soda/sync", views.soda_sync, "soda"),
     *_both("soda/capabilities", views.soda_capabilities, "soda-capabilities"),
     *_both("soda/availability", views.availability, "soda-availability"),
+    *_both("tap/sync", views.tap_sync, "tap-sync"),
+    *_both("tap/capabilities", views.tap_capabilities, "tap-capabilities"),
+    *_both("tap/availability", views.tap_availability, "tap-availability"),
+    *_both("tap/tables", views.tap_tables, "tap-tables"),
+    *_both("tap/async", views.tap_async, "tap-async"),
 ]

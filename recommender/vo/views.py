@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
-from . import datalink, services, soda
+from . import datalink, services, soda, tap
 from .votable import FATAL, TRANSIENT, VOTABLE_MIME, error_votable
 
 logger = logging.getLogger(__name__)
@@ -127,6 +127,51 @@ def availability(request):
             cursor.execute("SELECT 1")
             cursor.fetchone()
         available, note = True, "the service is accepting queries"
+    except DatabaseError as exc:
+        available, note = False, f"{DATABASE_DOWN} ({exc.__class__.__name__})"
+    return HttpResponse(services.availability_xml(available, note), content_type="text/xml; charset=utf-8")
+
+
+def _site_root(request) -> str:
+    return request.build_absolute_uri("/").rstrip("/")
+
+
+@csrf_exempt
+@require_http_methods(["GET", "POST"])
+def tap_sync(request):
+    try:
+        params = services.collect_parameters(request.GET, request.POST)
+        result = tap.run_sync(params, request.user, _site_root(request))
+        body = tap.results_votable(result, _url(request, "vo:links"))
+    except services.SiaError as exc:
+        return _votable(error_votable(str(exc)), 400)
+    except tap.TapError as exc:
+        return _votable(error_votable(str(exc), exc.code), exc.status)
+    except DatabaseError as exc:
+        return _database_down("TAP", exc)
+    return _votable(body)
+
+
+@csrf_exempt
+def tap_async(request):
+    """Asynchronous jobs (UWS) are not offered: say so in a VOTable, pointing at sync."""
+    return _votable(error_votable("this TAP service runs synchronous queries only: use /tap/sync"), 501)
+
+
+@require_GET
+def tap_capabilities(request):
+    return _capabilities(tap.capabilities_body(_url(request, "vo:tap-sync").rsplit("/sync", 1)[0]))
+
+
+@require_GET
+def tap_tables(request):
+    return HttpResponse(tap.tables_xml(), content_type="text/xml; charset=utf-8")
+
+
+@require_GET
+def tap_availability(request):
+    try:
+        available, note = tap.available()
     except DatabaseError as exc:
         available, note = False, f"{DATABASE_DOWN} ({exc.__class__.__name__})"
     return HttpResponse(services.availability_xml(available, note), content_type="text/xml; charset=utf-8")
