@@ -139,9 +139,11 @@ def service_descriptor(votable, ID: str, standard_id: str | None, access_url: st
     if description:
         resource.description = description
     if standard_id:
-        resource.params.append(Param(votable, name="standardID", datatype="char", arraysize="*", value=standard_id))
-    resource.params.append(Param(votable, name="accessURL", datatype="char", arraysize="*", value=access_url))
-    group = Group(votable, name="inputParams")
+        resource.params.append(Param(votable, name="standardID", ID=f"{ID}-standardID", datatype="char", arraysize="*",
+                                     value=standard_id))
+    resource.params.append(Param(votable, name="accessURL", ID=f"{ID}-accessURL", datatype="char", arraysize="*",
+                                 value=access_url))
+    group = Group(votable, name="inputParams", ID=f"{ID}-inputParams")
     for spec in params:
         kwargs = {}
         arraysize = spec.arraysize or ("*" if spec.datatype == "char" else None)
@@ -149,7 +151,7 @@ def service_descriptor(votable, ID: str, standard_id: str | None, access_url: st
             kwargs["arraysize"] = arraysize
         if spec.xtype:
             kwargs["xtype"] = spec.xtype
-        param = Param(votable, name=spec.name, datatype=spec.datatype, value=spec.value, ref=spec.ref,
+        param = Param(votable, name=spec.name, ID=f"{ID}-{spec.name}", datatype=spec.datatype, value=spec.value, ref=spec.ref,
                       unit=spec.unit, ucd=spec.ucd, **kwargs)
         param.description = spec.description or None
         if spec.options:
