@@ -139,6 +139,9 @@ ARCHIVE_DEFAULT_PROPRIETARY_DAYS = int(os.environ.get("ARCHIVE_DEFAULT_PROPRIETA
 # Largest exposure or cutout a user may upload for a search, in bytes.
 ARCHIVE_MAX_UPLOAD_BYTES = int(os.environ.get("ARCHIVE_MAX_UPLOAD_BYTES", str(64 * 1024 * 1024)))
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+# The Virtual Observatory: most pixels in one SODA cutout; longest a TAP query may run (seconds).
+SODA_MAX_PIXELS = int(os.environ.get("SODA_MAX_PIXELS", str(20_000_000)))
+TAP_TIMEOUT_S = float(os.environ.get("TAP_TIMEOUT_S", "10"))
 
 LOGGING = {
     "version": 1,
