@@ -25,7 +25,7 @@ from archive.services import quality, versions
 from . import obscore
 from .obscore import (ACCESS_FORMAT, CALIB_BY_LAYOUT, COLLECTION, DATAPRODUCT_TYPE, FACILITY,
                       MEGAPRIME_BANDS_M, publisher_did_prefix)
-from .votable import (VOTABLE_MIME, Column, ServiceParam, add_table, error_votable, new_votable,
+from .votable import (VOTABLE_MIME, Column, ServiceParam, add_table, new_votable,
                       serialise, service_descriptor, status_info)
 
 SIA2_STANDARD_ID = "ivo://ivoa.net/std/SIA#query-2.0"

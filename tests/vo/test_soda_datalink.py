@@ -14,7 +14,7 @@ from django.test import Client
 
 from archive.models import Exposure, RunAccess
 from archive.services.ingest import ingest
-from recommender.vo import obscore, soda
+from recommender.vo import obscore
 from tests.desom import fitsfactory
 
 SHAPE = (300, 200)   # (ny, nx) science area per CCD

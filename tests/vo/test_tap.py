@@ -14,7 +14,7 @@ from django.test import Client
 from archive import geometry
 from archive.models import Exposure, RunAccess
 from desom import footprint as fp
-from recommender.vo import tap
+
 
 ON_POSTGRES = connection.vendor == "postgresql"
 needs_postgres = pytest.mark.skipif(not ON_POSTGRES, reason="TAP runs on PostgreSQL with pgSphere (CI); "
