@@ -165,6 +165,9 @@ ARCHIVE_DEFAULT_PROPRIETARY_DAYS = int(os.environ.get("ARCHIVE_DEFAULT_PROPRIETA
 # Largest exposure or cutout a user may upload for a search, in bytes.
 ARCHIVE_MAX_UPLOAD_BYTES = int(os.environ.get("ARCHIVE_MAX_UPLOAD_BYTES", str(64 * 1024 * 1024)))
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+# The Virtual Observatory: most pixels in one SODA cutout; longest a TAP query may run (seconds).
+SODA_MAX_PIXELS = int(os.environ.get("SODA_MAX_PIXELS", str(20_000_000)))
+TAP_TIMEOUT_S = float(os.environ.get("TAP_TIMEOUT_S", "10"))
 
 LOGGING = {
     "version": 1,
@@ -245,4 +248,6 @@ FILE_UPLOAD_TEMP_DIR = os.environ.get("FILE_UPLOAD_TEMP_DIR") or None
 
 # How each surface answers an error (config.errors): JSON for the API, a VOTable for the VO
 # routes (a new VO route adds its prefix here), HTML for everything else.
-ARCHIVE_ERROR_SURFACES = [("/api/", "config.errors.json_error"), ("/sia2/", "config.errors.votable_error")]
+ARCHIVE_ERROR_SURFACES = [("/api/", "config.errors.json_error"), ("/sia2/", "config.errors.votable_error"),
+                          ("/tap/", "config.errors.votable_error"), ("/datalink/", "config.errors.votable_error"),
+                          ("/soda/", "config.errors.votable_error")]

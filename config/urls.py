@@ -14,7 +14,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/", include("recommender.api_urls")),
     path("api/", include("archive.api.urls")),
-    path("sia2/", include("recommender.vo.urls")),
+    path("", include("recommender.vo.urls")),
     path("", include("archive.urls")),
     path("", include("recommender.pages.urls")),
 ]

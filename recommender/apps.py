@@ -14,3 +14,10 @@ class RecommenderConfig(AppConfig):
         from .services import index_readiness
 
         health.register("indexes", index_readiness)
+
+        # TAP's objects in PostgreSQL (pgSphere, the ObsCore view, TAP_SCHEMA) follow the code.
+        from django.db.models.signals import post_migrate
+
+        from .vo import tap
+
+        post_migrate.connect(tap.post_migrate, sender=self, dispatch_uid="desom-tap-install")

@@ -154,14 +154,28 @@ def processed_ccd(science: np.ndarray, index: int):
     return science.astype(np.float32), h
 
 
+PIXEL_SCALE_DEG = 0.185 / 3600.0
+
+
+def ccd_wcs_cards(index, shape, ra, dec, *, x_offset=0, gap=100):
+    """A TAN WCS for CCD `index` of a row of CCDs centred on (ra, dec), north up and east left,
+    at MegaCam's pixel scale; `x_offset` is the number of stored columns before the science
+    area (raw files count their overscan in the WCS, as MegaPrime's do)."""
+    ny, nx = shape
+    return {"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRVAL1": ra, "CRVAL2": dec,
+            "CRPIX1": float(-index * (nx + gap) + x_offset + 1), "CRPIX2": float(ny / 2),
+            "CD1_1": -PIXEL_SCALE_DEG, "CD1_2": 0.0, "CD2_1": 0.0, "CD2_2": PIXEL_SCALE_DEG,
+            "RADESYS": "ICRS", "EQUINOX": 2000.0}
+
+
 def write_exposure(path, n_ccds=4, shape=(512, 256), *, layout="raw", compression=None,
                    seed=0, sky_kw=None, bias=(1000.0, 1150.0), bias_slope=0.0,
                    dead_ccds=(), nan_ccds=(), empty_ccds=(), header_kw=None,
-                   strip_sections=False, extra_hdus=()):
+                   strip_sections=False, extra_hdus=(), wcs_at=None):
     """Write an exposure; returns {ccd index: CCDTruth}. ``layout`` 'raw' | 'processed'.
     dead: a flat CCD (constant value); nan: all NaN (processed) / all BLANK; empty: no sources.
     ``strip_sections`` removes DATASEC and the overscan keywords (a raw file whose header lost
-    them), to exercise the fallback."""
+    them), to exercise the fallback. ``wcs_at=(ra, dec)`` gives every CCD a WCS (ccd_wcs_cards)."""
     sky_kw = dict(sky_kw or {})
     hdus = [fits.PrimaryHDU(header=primary_header(n_ccds=n_ccds + len(extra_hdus),
                                                   **(header_kw or {})))]
@@ -188,6 +202,9 @@ def write_exposure(path, n_ccds=4, shape=(512, 256), *, layout="raw", compressio
                 data[:] = 0.0
             if i in nan_ccds:
                 data[:] = np.nan
+        if wcs_at is not None:
+            for key, value in ccd_wcs_cards(i, shape, *wcs_at, x_offset=OVERSCAN if layout == "raw" else 0).items():
+                h[key] = value
         if compression == "fz":
             hdus.append(fits.CompImageHDU(data, header=h, compression_type="RICE_1"))
         else:
