@@ -38,7 +38,7 @@ def json_error(request, status, detail, code=None, fields=None):
 
 
 def votable_error(request, status, detail, code=None, fields=None):
-    from recommender.vo import services as vo
+    from recommender.vo import votable as vo
 
     return HttpResponse(vo.error_votable(str(detail)), status=status,
                         content_type=f"{vo.VOTABLE_MIME}; charset=utf-8")

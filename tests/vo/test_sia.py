@@ -268,7 +268,7 @@ def test_maxrec_overflow_and_post(public_archive):
 
 
 @pytest.mark.parametrize("params, needle", [
-    ({"POS": "CIRCLE 10 20"}, "CIRCLE takes ra dec radius"),
+    ({"POS": "CIRCLE 10 20"}, "a circle is ra dec radius"),
     ({"POS": "CIRCLE 10 95 1"}, "declination"),
     ({"POS": "BOX 1 2 3 4"}, "unknown shape"),
     ({"POS": "POLYGON 1 2 3 4"}, "at least three"),
