@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench science clean venv
+.PHONY: demo test bench science clean venv serve
 
 $(STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,16 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Production: gunicorn (config/gunicorn.conf.py) with DEBUG off unless DEBUG is set. Needs
+# SECRET_KEY and ALLOWED_HOSTS (README "Deployment"); prepares the database (migrate, which
+# also makes the shared cache's table), the static files and the search indexes first.
+SERVE_ENV = DEBUG=$${DEBUG:-0}
+serve: $(STAMP)
+	$(SERVE_ENV) $(PY) manage.py migrate --noinput
+	$(SERVE_ENV) $(PY) manage.py collectstatic --noinput --verbosity 0
+	$(SERVE_ENV) $(PY) manage.py build_index --if-model --verbosity 0
+	$(SERVE_ENV) exec $(PY) -m gunicorn --config config/gunicorn.conf.py config.wsgi:application
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

@@ -75,6 +75,15 @@ class Exposure(models.Model):
     sky_x = models.FloatField(null=True, blank=True)
     sky_y = models.FloatField(null=True, blank=True)
     sky_z = models.FloatField(null=True, blank=True)
+    # Where the exposure lies (archive.geometry writes these; desom.footprint computes them):
+    # the outline as a DALI polygon "ra1 dec1 ra2 dec2 ..." (degrees, ICRS), from the CCDs' WCS
+    # ("wcs") or, for a file without one, MegaCam's nominal field about the pointing ("nominal").
+    s_region = models.TextField(blank=True, default="")
+    footprint_kind = models.CharField(max_length=8, blank=True, default="")
+    s_fov = models.FloatField(null=True, blank=True, help_text="field diameter (deg)")
+    s_resolution = models.FloatField(null=True, blank=True, help_text="pixel scale from the WCS (arcsec)")
+    s_xel1 = models.PositiveIntegerField(null=True, blank=True, help_text="extent in pixels, first axis")
+    s_xel2 = models.PositiveIntegerField(null=True, blank=True, help_text="extent in pixels, second axis")
     mjd_obs = models.FloatField(null=True, blank=True, db_index=True)
     date_obs = models.DateTimeField(null=True, blank=True, db_index=True)
     exptime = models.FloatField(null=True, blank=True, db_index=True)
@@ -118,6 +127,35 @@ def sky_unit_vector(ra_deg, dec_deg):
         return None, None, None
     ra, dec = math.radians(ra_deg), math.radians(dec_deg)
     return math.cos(dec) * math.cos(ra), math.cos(dec) * math.sin(ra), math.sin(dec)
+
+
+class CCDFootprint(models.Model):
+    """One CCD's science area on the sky, from its WCS: chooses the CCDs a cutout reads."""
+
+    exposure = models.ForeignKey(Exposure, on_delete=models.CASCADE, related_name="ccd_footprints")
+    position = models.PositiveIntegerField(help_text="0-based order of the CCD among the file's images")
+    hdu_index = models.PositiveIntegerField()
+    extname = models.CharField(max_length=32, blank=True)
+    s_region = models.TextField(help_text="DALI polygon, degrees")
+    nx = models.PositiveIntegerField()
+    ny = models.PositiveIntegerField()
+    pixel_scale = models.FloatField(help_text="arcsec per pixel")
+
+    class Meta:
+        ordering = ["exposure_id", "position"]
+        constraints = [models.UniqueConstraint(fields=["exposure", "position"], name="one_footprint_per_ccd")]
+
+
+class SkyCell(models.Model):
+    """The spatial index: each HEALPix cell (nested, at archive.geometry.DEPTH) an exposure's
+    footprint touches. A region query reads the exposures of the region's cells, then tests
+    their footprints exactly."""
+
+    exposure = models.ForeignKey(Exposure, on_delete=models.CASCADE, related_name="sky_cells")
+    cell = models.BigIntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["cell", "exposure"], name="one_row_per_cell_and_exposure")]
 
 
 class RunAccess(models.Model):
@@ -266,3 +304,24 @@ class IngestFailure(models.Model):
     path = models.CharField(max_length=1024)
     reason = models.TextField()
     created_at = models.DateTimeField(auto_now_add=True)
+
+
+class AccessToken(models.Model):
+    """A secret a user's scripts send (`Authorization: Token <secret>`) instead of a session.
+    Only the secret's sha256 is stored; a user may hold several (one per script or machine),
+    each revocable on its own, and each expires."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="access_tokens")
+    name = models.CharField(max_length=64, blank=True)
+    prefix = models.CharField(max_length=16, help_text="the secret's first characters, to tell tokens apart")
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.prefix}… ({self.user})"

@@ -1,10 +1,13 @@
-"""Load test on loopback: find-similar and prototype search with 50 concurrent clients.
+"""Load test on loopback against the production server: find-similar with 50 concurrent clients.
 
-Builds a small demo archive in a temporary ARCHIVE_DATA_DIR (or reuses --data-dir), starts a
-real threaded WSGI server on 127.0.0.1 in a subprocess, and drives it with Python threads using
-http.client. First one client alone (the baseline), then --clients at once; every request is
+Builds a small demo archive in a temporary ARCHIVE_DATA_DIR (or reuses --data-dir), then, for
+each worker count of --workers (default 1 and 2, alternated over --rounds rounds), starts the
+real server as `make serve` does (gunicorn with config/gunicorn.conf.py, DEBUG off, static files
+collected, memory-mapped indexes) on 127.0.0.1 and drives it with Python threads using
+http.client: first one client alone (the baseline), then --clients at once. Every request is
 checked (HTTP 200, JSON with results). Bounded in count (--requests per client) and in time
-(--time-limit). Writes p50/p99 latencies, throughput and errors to
+(--time-limit). Writes throughput, p50/p99, errors, the workers' memory and the machine's load
+average (other jobs on the machine distort the figures: read them with it) to
 benchmarks/results/load.json.
 
     .venv/bin/python benchmarks/bench_load.py                # builds the demo archive first
@@ -33,26 +36,8 @@ RESULTS = ROOT / "benchmarks" / "results" / "load.json"
 PYTHON = sys.executable
 HOST = "127.0.0.1"
 
-# A threaded WSGI server with a listen backlog large enough for every client at once (Django's
-# runserver keeps 10, which would measure SYN retries rather than the application).
-SERVER = """
-import os, sys
-from socketserver import ThreadingMixIn
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-sys.path.insert(0, os.getcwd())
-from config.wsgi import application
-
-class Server(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    request_queue_size = 256
-
-class Quiet(WSGIRequestHandler):
-    def log_message(self, *args):
-        pass
-
-make_server("127.0.0.1", int(sys.argv[1]), application, server_class=Server, handler_class=Quiet).serve_forever()
-"""
+PRODUCTION = {"DEBUG": "0", "SECRET_KEY": "load-benchmark-only-" + "x" * 40, "ALLOWED_HOSTS": "127.0.0.1",
+              "SECURE_SSL_REDIRECT": "0", "GUNICORN_ACCESS_LOG": "/dev/null", "LOG_LEVEL": "warning"}
 
 
 def free_port() -> int:
@@ -93,11 +78,11 @@ def wait_ready(port: int, process, limit: float = 60.0):
     raise RuntimeError("the server did not answer /health/ in time")
 
 
-def request_plan(ids, n_nodes, count, seed):
+def request_plan(ids, n_nodes, count, seed, mix="similar"):
     rng = random.Random(seed)
     plan = []
     for i in range(count):
-        if i % 2 == 0:
+        if mix == "similar" or i % 2 == 0:
             plan.append(("similar", f"/api/exposures/{rng.choice(ids)}/similar/?k=10"))
         else:
             nodes = ",".join(str(n) for n in rng.sample(range(n_nodes), 3))
@@ -150,13 +135,72 @@ def summarise(records, wall):
     return out
 
 
+def start_server(env, workers: int):
+    port = free_port()
+    server_env = {**env, **PRODUCTION, "WEB_CONCURRENCY": str(workers), "BIND": f"{HOST}:{port}"}
+    process = subprocess.Popen([PYTHON, "-m", "gunicorn", "--config", "config/gunicorn.conf.py",
+                                "config.wsgi:application"], cwd=ROOT, env=server_env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_ready(port, process, limit=180)
+    return port, process
+
+
+def worker_memory(master_pid: int) -> list[dict]:
+    out = []
+    try:
+        children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
+    except OSError:
+        return out
+    for pid in children:
+        values = {}
+        try:
+            for line in open(f"/proc/{pid}/smaps_rollup"):
+                parts = line.split()
+                if parts[0] in ("Rss:", "Pss:", "Anonymous:"):
+                    values[parts[0][:-1].lower() + "_mib"] = round(int(parts[1]) / 1024, 1)
+        except OSError:
+            continue
+        out.append(values)
+    return out
+
+
+def measure(env, workers, ids, n_nodes, args, seed_offset):
+    port, server = start_server(env, workers)
+    try:
+        # Warm every worker (each maps the indexes on its first search) before timing anything.
+        warm = [request_plan(ids, n_nodes, 6, seed=90 + i, mix=args.mix) for i in range(4 * workers)]
+        run_clients(port, warm, args.time_limit)
+        baseline, baseline_wall = run_clients(
+            port, [request_plan(ids, n_nodes, args.baseline_requests, seed_offset, mix=args.mix)], args.time_limit)
+        plans = [request_plan(ids, n_nodes, args.requests, seed_offset + seed, mix=args.mix)
+                 for seed in range(1, args.clients + 1)]
+        load_before = os.getloadavg()
+        loaded, loaded_wall = run_clients(port, plans, args.time_limit)
+        memory = worker_memory(server.pid)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    concurrent = summarise(loaded, loaded_wall)
+    concurrent["clients"] = args.clients
+    if "similar" in concurrent:
+        concurrent["p99_over_p50"] = round(concurrent["similar"]["p99_ms"] / concurrent["similar"]["p50_ms"], 2)
+    return {"workers": workers, "single_client": summarise(baseline, baseline_wall), "concurrent": concurrent,
+            "load_average_before": [round(v, 2) for v in load_before],
+            "load_average_after": [round(v, 2) for v in os.getloadavg()], "worker_memory": memory}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", help="an ARCHIVE_DATA_DIR holding a demo archive (built there if empty)")
     parser.add_argument("--exposures", type=int, default=60)
     parser.add_argument("--clients", type=int, default=50)
-    parser.add_argument("--requests", type=int, default=10, help="requests per client")
+    parser.add_argument("--requests", type=int, default=20, help="requests per client")
     parser.add_argument("--baseline-requests", type=int, default=40)
+    parser.add_argument("--workers", default="1,2", help="worker counts to compare, comma-separated")
+    parser.add_argument("--rounds", type=int, default=2, help="each worker count is measured this many times, "
+                                                                "alternating, so a change in background load hits both")
+    parser.add_argument("--mix", choices=["similar", "mixed"], default="similar",
+                        help="only find-similar (default), or find-similar and prototype search alternating")
     parser.add_argument("--time-limit", type=float, default=180.0, help="seconds for the concurrent phase")
     args = parser.parse_args()
 
@@ -167,59 +211,74 @@ def main():
         temporary = tempfile.TemporaryDirectory(prefix="desom-load-")
         data_dir = Path(temporary.name)
     data_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "ARCHIVE_DATA_DIR": str(data_dir), "DEBUG": "1", "OMP_NUM_THREADS": "1",
-           "LOG_LEVEL": "ERROR"}
+    env = {**os.environ, "ARCHIVE_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1", "LOG_LEVEL": "ERROR"}
     env.pop("DATABASE_URL", None)
     build_s = None
-    if not (data_dir / "archive.sqlite3").exists():
-        build_s = build_demo(data_dir, env, args.exposures)
-
-    port = free_port()
-    server = subprocess.Popen([PYTHON, "-c", SERVER, str(port)], cwd=ROOT, env=env)
     try:
-        wait_ready(port, server)
-        status, body = get(port, "/api/exposures/?is_science=true&page_size=500")
-        ids = [row["id"] for row in json.loads(body)["results"]]
-        status, body = get(port, "/api/models/?kind=desom1&is_active=true")
-        model = json.loads(body)["results"][0]
-        n_nodes = int(model["config"]["map_rows"]) * int(model["config"]["map_cols"])
-        # Warm the indexes (first search loads them from disk) before timing anything.
-        for kind, path in request_plan(ids, n_nodes, 4, seed=99):
-            assert get(port, path)[0] == 200, path
+        if not (data_dir / "archive.sqlite3").exists():
+            build_s = build_demo(data_dir, {**env, "DEBUG": "1"}, args.exposures)
+        prod = {**env, **PRODUCTION}
+        subprocess.run([PYTHON, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=prod, check=True)
+        subprocess.run([PYTHON, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT, env=prod, check=True)
+        subprocess.run([PYTHON, "manage.py", "build_index", "--if-model", "-v0"], cwd=ROOT, env=prod, check=True)
 
-        baseline, baseline_wall = run_clients(port, [request_plan(ids, n_nodes, args.baseline_requests, 0)],
-                                              args.time_limit)
-        plans = [request_plan(ids, n_nodes, args.requests, seed) for seed in range(1, args.clients + 1)]
-        loaded, loaded_wall = run_clients(port, plans, args.time_limit)
+        port, server = start_server(env, 1)
+        try:
+            status, body = get(port, "/api/exposures/?is_science=true&page_size=500")
+            ids = [row["id"] for row in json.loads(body)["results"]]
+            status, body = get(port, "/api/models/?kind=desom1&is_active=true")
+            model = json.loads(body)["results"][0]
+            n_nodes = int(model["config"]["map_rows"]) * int(model["config"]["map_cols"])
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+
+        counts = [int(w) for w in args.workers.split(",")]
+        runs = []
+        for round_number in range(args.rounds):
+            for workers in counts:
+                run = measure(env, workers, ids, n_nodes, args, seed_offset=1000 * round_number)
+                run["round"] = round_number + 1
+                runs.append(run)
+                print(json.dumps({k: run[k] for k in ("round", "workers", "concurrent", "load_average_after")}),
+                      flush=True)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
         if temporary is not None:
             temporary.cleanup()
 
-    single, concurrent = summarise(baseline, baseline_wall), summarise(loaded, loaded_wall)
+    def throughput(workers):
+        values = [r["concurrent"]["throughput_rps"] for r in runs if r["workers"] == workers]
+        return sorted(values)[len(values) // 2] if values else None
+
     ratios = {}
-    for kind in ("similar", "search", "all"):
-        if kind in single and kind in concurrent:
-            ratios[kind] = {"p50_ratio": round(concurrent[kind]["p50_ms"] / single[kind]["p50_ms"], 2),
-                            "p99_ratio": round(concurrent[kind]["p99_ms"] / single[kind]["p99_ms"], 2)}
+    if len(counts) > 1:
+        base = counts[0]
+        for workers in counts[1:]:
+            ratios[f"{workers}_over_{base}"] = {
+                "median_throughput": round(throughput(workers) / throughput(base), 2),
+                "per_round": [round(b["concurrent"]["throughput_rps"] / a["concurrent"]["throughput_rps"], 2)
+                              for a, b in zip([r for r in runs if r["workers"] == base],
+                                              [r for r in runs if r["workers"] == workers])]}
     result = {
-        "benchmark": "load: find-similar and prototype search over HTTP on loopback",
+        "benchmark": "load: find-similar over HTTP on loopback, production server (gunicorn), 1 vs 2 workers",
         "command": " ".join([Path(PYTHON).name, *sys.argv]),
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
                     "cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
-        "server": "threaded wsgiref (config.wsgi), SQLite, 127.0.0.1",
-        "archive": {"science_exposures": len(ids), "desom1_nodes": n_nodes, "demo_build_s": build_s and round(build_s, 1)},
-        "single_client": single,
-        "concurrent": {"clients": args.clients, "requests_per_client": args.requests, **concurrent},
-        "concurrent_over_single": ratios,
-        "note": "latency per request including connection setup; ratios compare the concurrent phase "
-                "with one client alone in the same run",
+        "server": "gunicorn (config/gunicorn.conf.py: gthread, 2 threads a worker, preload, mmap indexes), "
+                  "DEBUG=0, SQLite, 127.0.0.1; the load generator runs on the same machine",
+        "archive": {"science_exposures": len(ids), "desom1_nodes": n_nodes,
+                    "demo_build_s": build_s and round(build_s, 1)},
+        "runs": runs,
+        "throughput_ratio": ratios,
+        "errors": sum(r["concurrent"]["errors"] + r["single_client"]["errors"] for r in runs),
+        "note": "latency per request including connection setup. The machine's load average is recorded "
+                "before and after each concurrent phase: with other jobs running, the workers share the "
+                "cores with them and the ratio between worker counts is depressed",
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    if concurrent["errors"]:
+    print(json.dumps({k: result[k] for k in ("throughput_ratio", "errors")}, indent=2))
+    if result["errors"]:
         sys.exit(1)
 
 

@@ -319,9 +319,9 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=2000, help="exposures in the survey")
     ap.add_argument("--seed", type=int, default=16)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--recipes", default="asinh,paper,today",
+    ap.add_argument("--recipes", default="asinh,paper",
                     help=f"stamp recipes to compare, first is the proposed one ({', '.join(sm.RECIPES)})")
-    ap.add_argument("--desom1-iterations", type=int, default=10000)
+    ap.add_argument("--desom1-iterations", type=int, default=6000)
     ap.add_argument("--desom1-set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a DESOM-1 setting (t_min, lr, prototype_lr, batch_size, max_cutouts...)")
     ap.add_argument("--desom2-iterations", type=int, default=3000)
@@ -393,8 +393,7 @@ def main(argv=None) -> int:
     result["desom1"] = {}
     histos = {}
     for recipe in recipes:
-        model, record = sm.train_desom1(data, study.fit, study.val, recipe, settings, cache, log=log)
-        h = sm.infer_histos(model, data, recipe, cache / f"histos-{recipe}-{sm._key(record['settings'])}-{record['train_cutouts']}.npz", log=log)
+        model, record, h = sm.desom1_with_histos(data, study.fit, study.val, recipe, settings, cache, log=log)
         histos[recipe] = h
         from desom.metrics import map_order
         val_rows = sm.cutout_rows(data, study.val)

@@ -60,10 +60,11 @@ def cutout_rows(data: dict, exposures: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 def desom1_settings(iterations: int, **overrides) -> dict:
     """The study's DESOM-1 recipe (the paper's architecture): one learning rate for network and
-    prototypes, the same precision for training and inference (bf16 where the hardware has it),
-    a final neighbourhood wide enough to keep order."""
+    prototypes, falling linearly to zero over the last third of the run so the map settles (BMU
+    churn), the same precision for training and inference (bf16 where the hardware has it), a
+    final neighbourhood wide enough to keep order (T_min = 1: a neighbour keeps 1/e)."""
     base = {"iterations": iterations, "batch_size": 128, "lr": 1e-3, "prototype_lr": None,
-            "t_max": 10.0, "t_min": 1.0, "pretrain_iterations": 0, "lr_decay_iterations": 0,
+            "t_max": 10.0, "t_min": 1.0, "pretrain_iterations": 0, "lr_decay_iterations": iterations // 3,
             "max_cutouts": 300_000, "precision": "auto", "seed": 0}
     base.update(overrides)
     if base["precision"] == "auto":
@@ -239,3 +240,12 @@ def thinned_hard(data: dict, histos: dict, share: float, seed: int, n_nodes: int
     np.add.at(out, (owner[keep], histos["bmu"][keep].astype(np.int64)),
               data["weight"][keep].astype(np.float64) / share)
     return out
+
+
+def desom1_with_histos(data: dict, fit: np.ndarray, probe: np.ndarray, recipe: str, settings: dict,
+                       cache_dir: Path, log=print):
+    """DESOM-1 of a recipe (trained or cached) and the histo-vectors of every exposure under it
+    (computed or cached): (model, training record, histos)."""
+    model, record = train_desom1(data, fit, probe, recipe, settings, cache_dir, log=log)
+    cache = cache_dir / f"histos-{recipe}-{_key(record['settings'])}-{record['train_cutouts']}.npz"
+    return model, record, infer_histos(model, data, recipe, cache, log=log)

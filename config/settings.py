@@ -40,7 +40,6 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -49,11 +48,20 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # The real client address first: nothing below reads a forwarded header a client forged.
+    "config.middleware.ClientAddressMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Static files (CSS, the API docs' JavaScript) straight from STATIC_ROOT, with or without DEBUG.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Oversized bodies and NUL characters refused before sessions and CSRF read the body.
+    "config.middleware.RequestLimitsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Authorization: Token <secret> on every route (API, downloads, previews, figures, VO).
+    "archive.authentication.TokenAuthenticationMiddleware",
+    "config.middleware.PrivateAnswersMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -95,22 +103,40 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else []
-STATIC_ROOT = ARCHIVE_DATA_DIR / "static"
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", ARCHIVE_DATA_DIR / "static")).resolve()
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+# In production (DEBUG off) static files are collected (make serve runs collectstatic) under
+# content-hashed names, compressed, and served by WhiteNoise with far-future cache headers.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage" if DEBUG
+                    else "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = DEBUG
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LOGIN_URL = "/accounts/login/"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "archive.authentication.AccessTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
+    "DEFAULT_PARSER_CLASSES": [
+        "config.parsers.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    # REMOTE_ADDR already holds the real client (config.middleware.ClientAddressMiddleware):
+    # DRF must not read X-Forwarded-For itself.
+    "NUM_PROXIES": 0,
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "EXCEPTION_HANDLER": "config.exceptions.api_exception_handler",
-    "DEFAULT_THROTTLE_RATES": {"uploads": os.environ.get("UPLOAD_THROTTLE_RATE", "120/min")},
+    "DEFAULT_THROTTLE_RATES": {"uploads": os.environ.get("UPLOAD_THROTTLE_RATE", "30/min"),
+                               "login": os.environ.get("LOGIN_THROTTLE_RATE", "10/min")},
 }
 
 SPECTACULAR_SETTINGS = {
@@ -139,6 +165,9 @@ ARCHIVE_DEFAULT_PROPRIETARY_DAYS = int(os.environ.get("ARCHIVE_DEFAULT_PROPRIETA
 # Largest exposure or cutout a user may upload for a search, in bytes.
 ARCHIVE_MAX_UPLOAD_BYTES = int(os.environ.get("ARCHIVE_MAX_UPLOAD_BYTES", str(64 * 1024 * 1024)))
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+# The Virtual Observatory: most pixels in one SODA cutout; longest a TAP query may run (seconds).
+SODA_MAX_PIXELS = int(os.environ.get("SODA_MAX_PIXELS", str(20_000_000)))
+TAP_TIMEOUT_S = float(os.environ.get("TAP_TIMEOUT_S", "10"))
 
 LOGGING = {
     "version": 1,
@@ -171,3 +200,54 @@ if not DEBUG:
         SECURE_PROXY_SSL_HEADER = (os.environ["SECURE_PROXY_SSL_HEADER_NAME"], "https")
     CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", ",".join(f"https://{h.lstrip('.')}" for h in ALLOWED_HOSTS
                                                                      if h not in ("*",)))
+
+# --- Serving: shared cache, trusted proxies, tokens, upload bounds, error shapes ---------------
+# The cache every worker process shares (throttles count there). CACHE_URL: "db" (default: a
+# table in DATABASE_URL's database, made by migrate), "file:///path" (one host), "redis://..."
+# (Django's Redis backend; pip install redis) or "locmem" (one process: development only).
+CACHE_URL = os.environ.get("CACHE_URL", "db")
+if CACHE_URL == "db":
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "archive_cache",
+                          "OPTIONS": {"MAX_ENTRIES": 100_000, "CULL_FREQUENCY": 4}}}
+elif CACHE_URL.startswith("file://"):
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+                          "LOCATION": CACHE_URL[len("file://"):]}}
+elif CACHE_URL.startswith(("redis://", "rediss://")):
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}}
+elif CACHE_URL == "locmem":
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+else:
+    raise RuntimeError(f"CACHE_URL {CACHE_URL!r}: use db, file:///path, redis://host:port/db or locmem")
+
+# Addresses (or CIDR blocks) of the reverse proxies in front of the server. Only their
+# X-Forwarded-For / X-Forwarded-Proto are believed; from anyone else those headers are dropped.
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", "")
+
+# FAISS index files are memory-mapped, so the worker processes share one copy of the vectors
+# (recommender.indexes); 0 loads a private copy into each process instead.
+ARCHIVE_INDEX_MMAP = env_bool("ARCHIVE_INDEX_MMAP", True)
+
+# Tokens for scripts (POST /api/token/): days until a new token expires (0: never).
+ARCHIVE_TOKEN_DAYS = int(os.environ.get("ARCHIVE_TOKEN_DAYS", "365"))
+
+# Uploaded exposures (search by example) are bounded before any pixel is decoded: HDUs (a
+# MegaCam exposure has a primary and 40 CCDs), pixels over all images (by default about twelve
+# MegaCam CCDs, some twelve seconds of imaging), and bytes of the decompressed stream: 2.5 times
+# the upload limit, more than gzip gains on sky images, and what zlib inflates in about half a
+# second on this project's 2-core machine (so a refusal after the last allowed HDU stays quick).
+ARCHIVE_UPLOAD_MAX_HDUS = int(os.environ.get("ARCHIVE_UPLOAD_MAX_HDUS", "41"))
+ARCHIVE_UPLOAD_MAX_PIXELS = int(os.environ.get("ARCHIVE_UPLOAD_MAX_PIXELS", str(120_000_000)))
+ARCHIVE_UPLOAD_MAX_DECOMPRESSED_BYTES = int(os.environ.get("ARCHIVE_UPLOAD_MAX_DECOMPRESSED_BYTES",
+                                                           str(ARCHIVE_MAX_UPLOAD_BYTES * 5 // 2)))
+ARCHIVE_CUTOUT_MAX_BYTES = 512 * 1024
+# Routes that take a file, and the setting that bounds their body (config.middleware.body_limit).
+ARCHIVE_UPLOAD_ROUTES = {"/api/search/exposure/": "ARCHIVE_MAX_UPLOAD_BYTES",
+                         "/search/upload/": "ARCHIVE_MAX_UPLOAD_BYTES",
+                         "/api/search/cutout/": "ARCHIVE_CUTOUT_MAX_BYTES"}
+FILE_UPLOAD_TEMP_DIR = os.environ.get("FILE_UPLOAD_TEMP_DIR") or None
+
+# How each surface answers an error (config.errors): JSON for the API, a VOTable for the VO
+# routes (a new VO route adds its prefix here), HTML for everything else.
+ARCHIVE_ERROR_SURFACES = [("/api/", "config.errors.json_error"), ("/sia2/", "config.errors.votable_error"),
+                          ("/tap/", "config.errors.votable_error"), ("/datalink/", "config.errors.votable_error"),
+                          ("/soda/", "config.errors.votable_error")]

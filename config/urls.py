@@ -14,7 +14,13 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/", include("recommender.api_urls")),
     path("api/", include("archive.api.urls")),
-    path("sia2/", include("recommender.vo.urls")),
+    path("", include("recommender.vo.urls")),
     path("", include("archive.urls")),
     path("", include("recommender.pages.urls")),
 ]
+
+# Errors in each surface's shape: JSON under /api/, VOTable under the VO routes, HTML elsewhere.
+handler400 = "config.errors.bad_request"
+handler403 = "config.errors.permission_denied"
+handler404 = "config.errors.page_not_found"
+handler500 = "config.errors.server_error"

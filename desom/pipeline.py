@@ -22,6 +22,7 @@ import numpy as np
 from desom.cutouts import (ASINH_RANGE, ASINH_SOFTENING, STAMP_SKY, STRETCHES, make_cutouts,
                            sample_indices)
 from desom.detection import BACKENDS, detect_sources
+from desom.footprint import read_footprint
 from desom.fits_io import (CCDImage, ExposureMetadata, ExposureReadError, file_checksum,
                            open_exposure, prepare_ccd)
 
@@ -167,6 +168,7 @@ class ExposureSummary:
     model_version: str | None = None
     map_shape: tuple | None = None
     detector: str | None = None
+    footprint: object | None = None           # desom.footprint.ExposureFootprint, from the WCS
 
     def to_dict(self) -> dict:
         """JSON-friendly dict (arrays as lists, dates as ISO strings)."""
@@ -178,6 +180,7 @@ class ExposureSummary:
         for key in ("histo", "activations"):
             out[key] = None if out[key] is None else [float(v) for v in out[key]]
         out["map_shape"] = None if self.map_shape is None else list(self.map_shape)
+        out["footprint"] = None if self.footprint is None else dataclasses.asdict(self.footprint)
         return out
 
     @property
@@ -345,6 +348,10 @@ def summarise_exposure(path, predictor=None, config: ImagingConfig = ImagingConf
                                   metadata=metadata, is_science=metadata.is_science,
                                   warnings=list(reader.warnings), detector=config.detector,
                                   model_version=getattr(predictor, "version_id", None))
+        try:
+            summary.footprint = read_footprint(reader)
+        except Exception as exc:  # a broken WCS costs the footprint, never the exposure
+            summary.warnings.append(f"no footprint from the WCS ({type(exc).__name__}: {exc})")
         timings["open"] = time.perf_counter() - t0
         if config.checksum:
             t0 = time.perf_counter()

@@ -12,10 +12,10 @@ from rest_framework import serializers
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from archive import selectors
+from config.throttling import UploadThrottle
 from desom.fits_io import ExposureReadError
 from archive.api.filters import ExposureFilter
 
@@ -83,9 +83,17 @@ class PrototypeSearchView(APIView):
 
 
 class _UploadView(APIView):
+    """A search by an uploaded file. Before the file is looked at: the shared upload throttle,
+    the body's size (config.middleware refuses an oversized body from its Content-Length,
+    unread), then the cheap parameters (k, filters); only then is the file read, bounded by its
+    headers (services.check_upload), and its temporary copy is always removed."""
+
     parser_classes = [MultiPartParser, FormParser]
-    throttle_classes = [ScopedRateThrottle]
-    throttle_scope = "uploads"
+    throttle_classes = [UploadThrottle]
+
+    def cheap_checks(self, request):
+        k = _search(lambda: services._check_k(request.query_params.get("k", 10)))
+        return k, _filtered_queryset(request)
 
     def uploaded_file(self, request, max_bytes):
         upload = request.FILES.get("file")
@@ -96,7 +104,7 @@ class _UploadView(APIView):
         return upload
 
 
-CUTOUT_MAX_BYTES = 512 * 1024
+CUTOUT_MAX_BYTES = settings.ARCHIVE_CUTOUT_MAX_BYTES
 
 
 class CutoutSearchView(_UploadView):
@@ -105,41 +113,53 @@ class CutoutSearchView(_UploadView):
     @extend_schema(request={"multipart/form-data": inline_serializer("CutoutUpload", fields={
         "file": serializers.FileField()})}, responses={200: MATCHES})
     def post(self, request):
+        k, queryset = self.cheap_checks(request)
         upload = self.uploaded_file(request, CUTOUT_MAX_BYTES)
         image = read_stamp(upload.read(), upload.name or "")
-        info, matches = _search(lambda: services.by_cutout(image, k=request.query_params.get("k", 10),
-                                                           user=request.user, queryset=_filtered_queryset(request)))
+        info, matches = _search(lambda: services.by_cutout(image, k=k, user=request.user, queryset=queryset))
         return _respond(matches, cutout=info)
 
 
 class ExposureSearchView(_UploadView):
-    """Upload a FITS exposure that is not in the archive; find the archive's most similar."""
+    """Upload a FITS exposure that is not in the archive; find the archive's most similar.
+    Refused in milliseconds when its headers declare more HDUs, pixels or decompressed bytes
+    than the archive takes (settings ARCHIVE_UPLOAD_MAX_*)."""
 
     @extend_schema(request={"multipart/form-data": inline_serializer("ExposureUpload", fields={
         "file": serializers.FileField()})}, responses={200: MATCHES})
     def post(self, request):
+        k, queryset = self.cheap_checks(request)
         upload = self.uploaded_file(request, settings.ARCHIVE_MAX_UPLOAD_BYTES)
-        head = upload.read(2880)
-        upload.seek(0)
-        if not (head.startswith(b"SIMPLE  =") or head[:2] == b"\x1f\x8b"):
-            raise ValidationError({"file": "the upload is not a FITS file (no SIMPLE card; .fits, .fits.gz, .fits.fz)"})
-        suffix = ".fits.gz" if head[:2] == b"\x1f\x8b" else ".fits"
-        fd, path = tempfile.mkstemp(suffix=suffix, prefix="upload-")
         try:
-            with os.fdopen(fd, "wb") as handle:
-                for chunk in upload.chunks():
-                    handle.write(chunk)
-            try:
-                info, matches = services.by_exposure_file(path, k=request.query_params.get("k", 10),
-                                                          user=request.user, queryset=_filtered_queryset(request))
-            except services.SearchError as exc:
-                raise ValidationError({"detail": str(exc)})
-            except (ExposureReadError, ValueError, OSError) as exc:
-                message = str(exc).replace(path, "the upload")
-                raise ValidationError({"file": f"cannot read the uploaded exposure: {message}"})
-        finally:
-            os.unlink(path)
+            info, matches = search_uploaded_exposure(upload, k=k, user=request.user, queryset=queryset)
+        except services.SearchError as exc:
+            raise ValidationError({"file": str(exc)})
         return _respond(matches, upload=info)
+
+
+def search_uploaded_exposure(upload, *, k, user, queryset=None):
+    """The one path of an uploaded exposure (API and page): type check, a private temporary
+    copy, services.by_exposure_file, the copy removed whatever happens. Raises SearchError with
+    a message that never names the server's temporary path."""
+    head = upload.read(2880)
+    upload.seek(0)
+    if not (head.startswith(b"SIMPLE  =") or head[:2] == b"\x1f\x8b"):
+        raise services.SearchError("the upload is not a FITS file (no SIMPLE card; .fits, .fits.gz, .fits.fz)")
+    suffix = ".fits.gz" if head[:2] == b"\x1f\x8b" else ".fits"
+    fd, path = tempfile.mkstemp(suffix=suffix, prefix="upload-", dir=settings.FILE_UPLOAD_TEMP_DIR)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            for chunk in upload.chunks():
+                handle.write(chunk)
+        try:
+            return services.by_exposure_file(path, k=k, user=user, queryset=queryset)
+        except services.SearchError as exc:
+            raise services.SearchError(str(exc).replace(path, "the upload")) from None
+        except (ExposureReadError, ValueError, OSError) as exc:
+            message = str(exc).replace(path, "the upload")
+            raise services.SearchError(f"cannot read the uploaded exposure: {message}") from None
+    finally:
+        os.unlink(path)
 
 
 def read_stamp(data: bytes, name: str) -> np.ndarray:

@@ -23,6 +23,12 @@ Two kinds of index, both keyed by int64 exposure ids:
     the score is sum_j weight_j * share_j, highest first. An all-zero vector stays zero and
     scores 0 against every query.
 
+Index files are memory-mapped by default (``IndexStore(mmap=True)``): N server processes
+searching one million exposures share one copy of the vectors through the page cache instead
+of holding N private copies; a process that must change a mapped index first takes a private
+copy of it (``VectorIndex.make_private``), and a newer file written by another process (ingest,
+rebuild) is noticed on the next ``IndexStore.get`` and mapped in place of the old one.
+
 Small archives use exact search (IndexFlat); past ``approximate_threshold`` vectors the index is
 an IVF-Flat (chosen over HNSW because exposures are deleted and IVF supports ``remove_ids``; see
 benchmarks/bench_faiss.py for the measurements behind the defaults).
@@ -67,9 +73,14 @@ DEFAULT_KMEANS_ITERATIONS = 10
 # times n; beyond that ``should_rebuild`` says so (the store then rebuilds from the DB).
 OVERGROWN_FACTOR = 4.0
 
-FILE_MAGIC = b"DESOMFX1"
-FORMAT_VERSION = 1
-_HEADER_STRUCT = struct.Struct("<8sQ32s")   # magic, header length, sha256 of the header
+FILE_MAGIC = b"DESOMFX2"
+FORMAT_VERSION = 2
+# The trailer closing a file: header length, sha256 of the header, magic. The FAISS index comes
+# first in the file, so FAISS can memory-map it in place (see VectorIndex.load).
+_TRAILER_STRUCT = struct.Struct("<Q32s8s")
+# FAISS flags of a memory-mapped load: the vectors (flat codes, IVF lists) stay in the file's
+# pages, shared by every process that maps the same file, and are never written.
+MMAP_FLAGS = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY
 
 
 class IndexFileError(Exception):
@@ -289,6 +300,8 @@ class VectorIndex:
         self._gpu = None
         self._gpu_dirty = True
         self._gpu_lock = threading.Lock()
+        self.mapped = False          # True while the vectors are pages of a memory-mapped file
+        self._mapping = None         # the mmap behind _ids when mapped
 
     # -- properties
     @property
@@ -373,6 +386,19 @@ class VectorIndex:
             raise ValueError("ids contain duplicates")
         return ids, arr
 
+    def make_private(self) -> None:
+        """Turn a memory-mapped index into an ordinary one held in this process's memory, so it
+        can be changed (mapped pages are read-only, and shared with other processes)."""
+        if not self.mapped:
+            return
+        with self._lock.write():
+            if self.mapped:
+                self._cpu = faiss.deserialize_index(faiss.serialize_index(self._cpu))
+                self._ids = np.array(self._ids, dtype=np.int64)
+                self.mapped = False
+                self._mapping = None
+                self._gpu_dirty = True
+
     def build(self, ids, vectors) -> "VectorIndex":
         """Replace the whole content: exact below ``approximate_threshold`` vectors, IVF-Flat above."""
         ids, arr = self._check_raw(ids, vectors)
@@ -388,6 +414,8 @@ class VectorIndex:
             index.add_with_ids(transformed, ids)
         with self._lock.write():
             self._cpu = index
+            self.mapped = False
+            self._mapping = None
             self._ids = np.sort(ids)
             self.trained_size = trained
             self.created_at = _now()
@@ -402,6 +430,7 @@ class VectorIndex:
         if ids.size == 0:
             return
         transformed = transform_vectors(self.kind, arr)
+        self.make_private()
         with self._lock.write():
             present = np.isin(ids, self._ids)
             if present.any():
@@ -415,6 +444,9 @@ class VectorIndex:
     def remove(self, ids) -> int:
         """Remove exposures (ids not held are ignored); returns how many were removed."""
         ids = np.unique(_as_ids(np.atleast_1d(ids)))
+        if not np.isin(ids, self._ids).any():
+            return 0
+        self.make_private()
         with self._lock.write():
             held = ids[np.isin(ids, self._ids)]
             if held.size == 0:
@@ -564,15 +596,17 @@ class VectorIndex:
         }
 
     def save(self, path) -> Path:
-        """Write the index and its metadata to one file, atomically.
+        """Write the index and its metadata to one file, atomically (a temporary file renamed
+        over the old one: a process that mapped the old file keeps reading it unharmed).
 
-        Layout: magic, header length, sha256 of the header, JSON header, sorted ids (int64 LE),
-        serialized FAISS index. The header records both sections' lengths and sha256, so a
-        truncated or garbled file is detected before FAISS parses a byte of it.
+        Layout: the serialized FAISS index (first, so it can be memory-mapped in place), the
+        sorted ids (int64 LE), the JSON header, and a trailer (header length, header sha256,
+        magic). The header records both sections' lengths and sha256, so a truncated or garbled
+        file is detected before FAISS parses a byte of it.
         """
         path = Path(path)
         with self._lock.read():
-            payload_ids = self._ids.astype("<i8").tobytes()
+            payload_ids = np.ascontiguousarray(self._ids, dtype="<i8").tobytes()
             payload_index = faiss.serialize_index(self._cpu)
             meta = self.metadata()
         index_bytes = memoryview(payload_index)
@@ -588,12 +622,13 @@ class VectorIndex:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
         try:
             with os.fdopen(fd, "wb") as fh:
-                fh.write(_HEADER_STRUCT.pack(FILE_MAGIC, len(header), hashlib.sha256(header).digest()))
-                fh.write(header)
-                fh.write(payload_ids)
                 fh.write(index_bytes)
+                fh.write(payload_ids)
+                fh.write(header)
+                fh.write(_TRAILER_STRUCT.pack(len(header), hashlib.sha256(header).digest(), FILE_MAGIC))
                 fh.flush()
                 os.fsync(fh.fileno())
+            os.chmod(tmp, 0o644)
             os.replace(tmp, path)
         except BaseException:
             try:
@@ -606,19 +641,28 @@ class VectorIndex:
 
     @classmethod
     def load(cls, path, *, model_version: str | None = None, kind: str | None = None,
-             expected_ids=None, use_gpu: bool | None = None) -> "VectorIndex":
+             expected_ids=None, use_gpu: bool | None = None, mmap: bool = False) -> "VectorIndex":
         """Read an index file. Raises FileNotFoundError when it does not exist,
         IndexCorruptError when it cannot be trusted byte for byte, IndexStaleError when it is
-        intact but does not match the model version, kind or ids given."""
+        intact but does not match the model version, kind or ids given.
+
+        With ``mmap`` the vectors are not copied: FAISS maps the file's pages (shared with every
+        other process mapping the same file) and the ids are a view of the mapped file; the
+        file is still verified byte for byte first (read through the page cache, not copied)."""
         path = Path(path)
-        meta, payload_ids, payload_index = _read_index_file(path)
+        meta, mapping, payload_ids, payload_index = _read_index_file(path)
         try:
-            index = faiss.deserialize_index(np.frombuffer(payload_index, dtype=np.uint8))
+            if mmap:
+                index = faiss.read_index(str(path), MMAP_FLAGS)
+            else:
+                index = faiss.deserialize_index(np.frombuffer(payload_index, dtype=np.uint8))
         except Exception as exc:
             raise IndexCorruptError(f"{path}: FAISS could not read the index ({exc})") from exc
         # deserialize_index already returns the concrete type; a second downcast_index proxy
         # would leave the owning proxy to be collected and free the index under us.
-        ids = np.frombuffer(payload_ids, dtype="<i8").astype(np.int64)
+        ids = np.frombuffer(payload_ids, dtype="<i8")
+        if not mmap or ids.dtype != np.int64:
+            ids = ids.astype(np.int64)
         if index.ntotal != ids.size or index.ntotal != meta["count"]:
             raise IndexCorruptError(f"{path}: header says {meta['count']} vectors, the ids section holds "
                                     f"{ids.size} and the FAISS index {index.ntotal}")
@@ -637,6 +681,8 @@ class VectorIndex:
                                   f"this code uses {obj.transform!r}")
         obj._cpu = index
         obj._ids = ids
+        obj.mapped = bool(mmap)
+        obj._mapping = mapping if mmap else None
         obj.trained_size = int(meta.get("trained_size") or 0)
         obj.created_at = meta["created_at"]
         obj.nlist_override = None
@@ -652,17 +698,25 @@ class VectorIndex:
 
 
 def _read_index_file(path: Path):
+    """(header, mapping, ids section, FAISS section) of a verified index file; the sections
+    are memoryviews of a read-only mmap of the file (nothing is copied)."""
+    import mmap as _mmap
+
     with open(path, "rb") as fh:   # FileNotFoundError propagates: missing is not corrupt
-        data = fh.read()
-    if len(data) < _HEADER_STRUCT.size:
-        raise IndexCorruptError(f"{path}: {len(data)} bytes, too short to be an index file")
-    magic, header_len, header_digest = _HEADER_STRUCT.unpack_from(data, 0)
+        size = os.fstat(fh.fileno()).st_size
+        if size < _TRAILER_STRUCT.size:
+            raise IndexCorruptError(f"{path}: {size} bytes, too short to be an index file")
+        mapping = _mmap.mmap(fh.fileno(), 0, access=_mmap.ACCESS_READ)
+    data = memoryview(mapping)
+    header_len, header_digest, magic = _TRAILER_STRUCT.unpack_from(data, size - _TRAILER_STRUCT.size)
     if magic != FILE_MAGIC:
+        if bytes(data[:8]) == b"DESOMFX1":
+            raise IndexStaleError(f"{path}: file format 1 (before memory mapping); it is rebuilt")
         raise IndexCorruptError(f"{path}: not a recommender index file (bad magic {magic!r})")
-    start = _HEADER_STRUCT.size
-    if header_len > len(data) - start:
+    header_start = size - _TRAILER_STRUCT.size - header_len
+    if header_start < 0:
         raise IndexCorruptError(f"{path}: truncated header ({header_len} bytes announced)")
-    header = data[start:start + header_len]
+    header = bytes(data[header_start:header_start + header_len])
     if hashlib.sha256(header).digest() != header_digest:
         raise IndexCorruptError(f"{path}: header checksum mismatch (truncated or garbled file)")
     try:
@@ -680,18 +734,38 @@ def _read_index_file(path: Path):
         raise IndexStaleError(f"{path}: file format {meta['format']}, this code reads {FORMAT_VERSION}")
     if meta["kind"] not in KINDS:
         raise IndexCorruptError(f"{path}: unknown index kind {meta['kind']!r}")
-    body = start + header_len
-    if len(data) != body + ids_len + index_len:
-        raise IndexCorruptError(f"{path}: {len(data)} bytes, the header announces "
-                                f"{body + ids_len + index_len} (truncated or appended to)")
-    view = memoryview(data)
-    payload_ids = view[body:body + ids_len]
-    payload_index = view[body + ids_len:]
+    if index_len + ids_len != header_start:
+        raise IndexCorruptError(f"{path}: {size} bytes, the header announces "
+                                f"{index_len + ids_len + header_len + _TRAILER_STRUCT.size} (truncated or appended to)")
+    payload_index = data[:index_len]
+    payload_ids = data[index_len:index_len + ids_len]
     if hashlib.sha256(payload_ids).hexdigest() != meta["ids_payload_sha256"]:
         raise IndexCorruptError(f"{path}: ids section checksum mismatch (garbled file)")
     if hashlib.sha256(payload_index).hexdigest() != meta["index_payload_sha256"]:
         raise IndexCorruptError(f"{path}: FAISS section checksum mismatch (garbled file)")
-    return meta, payload_ids, payload_index
+    return meta, mapping, payload_ids, payload_index
+
+
+class _file_lock:
+    """An exclusive lock between processes (flock on `<path>.lock`), held while one process
+    builds the index file the others are waiting for."""
+
+    def __init__(self, path: Path):
+        self.path = Path(f"{path}.lock")
+
+    def __enter__(self):
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        import fcntl
+
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -728,9 +802,10 @@ class IndexStore:
     """
 
     def __init__(self, directory, *, autosave: bool = True, dim: int = 625,
-                 index_options: Mapping | None = None):
+                 index_options: Mapping | None = None, mmap: bool = False):
         self.directory = Path(directory)
         self.autosave = autosave
+        self.mmap = bool(mmap)
         self.dim = dim
         self.index_options = dict(index_options or {})
         self._indexes: dict[tuple[str, str], VectorIndex] = {}
@@ -756,6 +831,10 @@ class IndexStore:
         except FileNotFoundError:
             return None
         return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def is_dirty(self, model_version: str) -> bool:
+        """Whether an index of this model version has changes not yet saved."""
+        return any(key[0] == model_version for key in self._dirty)
 
     def loaded(self) -> list[tuple[str, str]]:
         return sorted(self._indexes)
@@ -787,7 +866,7 @@ class IndexStore:
             if index is None:
                 try:
                     index = VectorIndex.load(path, model_version=model_version, kind=kind,
-                                             expected_ids=expected)
+                                             expected_ids=expected, mmap=self.mmap)
                 except FileNotFoundError:
                     log.info("no %s index for model %s on disk; building it", kind, model_version)
                 except IndexFileError as exc:
@@ -802,9 +881,40 @@ class IndexStore:
                 if key not in self._dirty:
                     self._signatures[key] = signature
                 return index
-            return self._rebuild(key, path, vectors_loader)
+            return self._rebuild(key, path, vectors_loader, expected)
 
-    def _rebuild(self, key, path, vectors_loader):
+    def _rebuild(self, key, path, vectors_loader, expected=None):
+        """Build from the database, one process at a time per file: processes that want the
+        same index wait on a lock file, and those that waited load the file the first one
+        wrote instead of building it again."""
+        with _file_lock(path):
+            if expected is not None:
+                try:
+                    ready = VectorIndex.load(path, model_version=key[0], kind=key[1], expected_ids=expected,
+                                             mmap=self.mmap)
+                except (FileNotFoundError, IndexFileError):
+                    ready = None
+                if ready is not None and not ready.should_rebuild:
+                    self._indexes[key] = ready
+                    self._signatures[key] = self._signature(path)
+                    self._dirty.discard(key)
+                    return ready
+            return self._build_and_save(key, path, vectors_loader)
+
+    def _remap(self, key, path, index):
+        """After this process saved `index`, map the file it wrote instead of keeping a
+        private copy (with mmap on)."""
+        if not self.mmap:
+            return index
+        try:
+            mapped = VectorIndex.load(path, model_version=key[0], kind=key[1], mmap=True)
+        except (FileNotFoundError, IndexFileError) as exc:
+            log.warning("could not map %s after saving it (%s); keeping the private copy", path, exc)
+            return index
+        self._indexes[key] = mapped
+        return mapped
+
+    def _build_and_save(self, key, path, vectors_loader):
         model_version, kind = key
         ids, vectors = vectors_loader()
         ids = _as_ids(np.asarray(ids, dtype=np.int64).ravel())
@@ -816,7 +926,7 @@ class IndexStore:
         self._signatures[key] = self._signature(path)
         self._dirty.discard(key)
         self.rebuilds += 1
-        return index
+        return self._remap(key, path, index)
 
     def _loaded_or_file(self, key) -> VectorIndex | None:
         index = self._indexes.get(key)
@@ -824,7 +934,7 @@ class IndexStore:
             return index
         path = self.path_for(*key)
         try:
-            index = VectorIndex.load(path, model_version=key[0], kind=key[1])
+            index = VectorIndex.load(path, model_version=key[0], kind=key[1], mmap=self.mmap)
         except FileNotFoundError:
             return None
         except IndexFileError as exc:
@@ -867,6 +977,7 @@ class IndexStore:
             index.save(self.path_for(*key))
             self._signatures[key] = self._signature(self.path_for(*key))
             self._dirty.discard(key)
+            self._remap(key, self.path_for(*key), index)
         else:
             self._dirty.add(key)
 
@@ -880,6 +991,7 @@ class IndexStore:
                     path = index.save(self.path_for(*key))
                     self._signatures[key] = self._signature(path)
                     self._dirty.discard(key)
+                    self._remap(key, path, index)
                     saved.append(path)
         return saved
 

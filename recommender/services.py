@@ -46,7 +46,7 @@ def store() -> IndexStore:
     global _store
     with _store_lock:
         if _store is None or _store.directory != index_dir():
-            _store = IndexStore(index_dir(), autosave=False)
+            _store = IndexStore(index_dir(), autosave=False, mmap=getattr(settings, "ARCHIVE_INDEX_MMAP", True))
         return _store
 
 
@@ -92,6 +92,11 @@ def get_index(kind: str, desom1: ModelVersion | None = None, *, verify: bool = F
     desom1 = desom1 or _active_desom1()
     the_store = store()
     the_store.dim = desom1.map_shape[0] * desom1.map_shape[1]
+    # A newly activated model: the previous version's indexes are let go (their mappings and
+    # private memory with them); the new ones are mapped, or built once, on this first search.
+    for version, _ in the_store.loaded():
+        if version != desom1.version_id and not the_store.is_dirty(version):
+            the_store.evict(version)
     return the_store.get(desom1.version_id, kind, lambda: expected_ids(desom1),
                          lambda: index_vectors(desom1, kind), verify=verify)
 
@@ -246,22 +251,57 @@ def by_cutout(image, *, k: int = 10, user=None, radius: float = 1.0, queryset=No
             "quantization": float(prediction.quantization[0])}, matches
 
 
+def upload_limits():
+    from desom.fits_io import FitsLimits
+
+    return FitsLimits(max_hdus=settings.ARCHIVE_UPLOAD_MAX_HDUS, max_pixels=settings.ARCHIVE_UPLOAD_MAX_PIXELS,
+                      max_bytes=settings.ARCHIVE_UPLOAD_MAX_DECOMPRESSED_BYTES)
+
+
+def check_upload(path):
+    """Refuse an uploaded FITS file whose headers declare more HDUs, pixels or decompressed
+    bytes than the settings allow, before a pixel of it is decoded (desom.fits_io.scan_structure:
+    a gzip bomb is refused from its first header, in milliseconds, in a few MB of memory).
+    Raises SearchError (limits) or ExposureReadError (not a readable FITS file)."""
+    from desom.fits_io import FitsLimitError, scan_structure
+
+    try:
+        return scan_structure(path, upload_limits())
+    except FitsLimitError as exc:
+        raise SearchError(f"the upload is refused: {exc.problem}") from None
+
+
 def by_exposure_file(path, *, k: int = 10, user=None, queryset=None) -> tuple[dict, list[Match]]:
-    """An exposure that is not in the archive: summarised through the imaging path, then its
-    nearest histo-vectors. Returns (the upload's summary, matches)."""
+    """An exposure that is not in the archive: bounded (check_upload), summarised through the
+    imaging path, then its nearest histo-vectors. Returns (the upload's summary, matches).
+    The cheap checks (k, an active model) come before the file is touched."""
     from desom.pipeline import summarise_exposure
 
+    k = _check_k(k)
     desom1 = _active_desom1()
+    check_upload(path)
     summary = summarise_exposure(str(path), predictor=versions.predictor_for(desom1), config=versions.imaging_config())
     if not summary.is_science:
         raise SearchError(f"the upload is a calibration frame ({summary.metadata.obstype}), not a science exposure")
     if summary.histo is None or summary.n_detected == 0:
         raise SearchError("no sources were detected in the uploaded exposure, so it has no histo-vector to compare")
     the_index = get_index(HISTO, desom1)
-    kept = _search_until_enough(lambda n: the_index.search(summary.histo, n), _check_k(k), user, queryset)
+    kept = _search_until_enough(lambda n: the_index.search(summary.histo, n), k, user, queryset)
     info = {"n_detected": int(summary.n_detected), "n_ccds": len(summary.ccds), "warnings": list(summary.warnings),
             "expnum": summary.metadata.expnum}
     return info, [Match(e, s, f"Hellinger distance between histo-vectors: {s:.3f}") for e, s in kept]
+
+
+def index_readiness() -> dict:
+    """For /health/ready/: with an active DESOM-1, both index files are on disk (a worker
+    would otherwise build one from the database on its first search)."""
+    desom1 = versions.active_version(ModelVersion.DESOM1)
+    if desom1 is None:
+        return {"ok": True, "active_desom1": None}
+    files = {kind: store().path_for(desom1.version_id, kind) for kind in INDEX_KINDS}
+    missing = [kind for kind, path in files.items() if not path.exists()]
+    return {"ok": not missing, "active_desom1": desom1.version_id,
+            "missing": missing or None, "hint": "run manage.py build_index" if missing else None}
 
 
 # --- keeping the indexes in step (called by the receivers) ---------------------------------

@@ -1,10 +1,8 @@
 """Exposure filters for the API and the search page: DESOM-2 cell, label, flag, band, dates,
 exposure time and an RA/Dec cone."""
-import math
-
 import django_filters
-from django.db.models import F
 
+from .. import geometry
 from ..models import Exposure, ModelVersion
 from ..services import quality, versions
 
@@ -26,7 +24,7 @@ class ExposureFilter(django_filters.FilterSet):
     exptime_max = django_filters.NumberFilter(field_name="exptime", lookup_expr="lte", min_value=-1e9, max_value=1e9)
     is_science = django_filters.BooleanFilter(field_name="is_science")
     status = django_filters.ChoiceFilter(field_name="status", choices=Exposure.STATUS_CHOICES)
-    ra = django_filters.NumberFilter(method="filter_cone", label="cone centre RA (deg), with dec and radius",
+    ra = django_filters.NumberFilter(method="filter_cone", label="cone centre RA (deg), with dec and radius: exposures whose footprint meets the circle",
                                      min_value=-360, max_value=720)
     dec = django_filters.NumberFilter(method="filter_cone", label="cone centre Dec (deg)", min_value=-90, max_value=90)
     radius = django_filters.NumberFilter(method="filter_cone", label="cone radius (deg)", min_value=0,
@@ -84,12 +82,6 @@ class ExposureFilter(django_filters.FilterSet):
 
 
 def cone(queryset, ra: float, dec: float, radius: float):
-    """Exposures whose pointing lies within `radius` degrees of (ra, dec): the dot product of
-    stored unit vectors with the centre's, against cos(radius), evaluated by the database."""
-    ra_r, dec_r = math.radians(ra % 360.0), math.radians(dec)
-    x, y, z = math.cos(dec_r) * math.cos(ra_r), math.cos(dec_r) * math.sin(ra_r), math.sin(dec_r)
-    return (queryset.filter(sky_x__isnull=False)
-            .alias(dot=F("sky_x") * x + F("sky_y") * y + F("sky_z") * z)
-            .filter(dot__gte=math.cos(math.radians(radius))))
-
-
+    """Exposures whose footprint meets the circle of `radius` degrees about (ra, dec): the same
+    question, and the same answer, as SIA's POS=CIRCLE (archive.geometry)."""
+    return geometry.filter_region(queryset, [geometry.Circle(ra % 360.0, dec, radius)])

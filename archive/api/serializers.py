@@ -1,7 +1,20 @@
 from django.urls import reverse
 from rest_framework import serializers
 
-from ..models import CellLabel, Exposure, IngestFailure, IngestRun, ModelVersion, PrototypeFlag
+from .. import selectors
+from ..models import AccessToken, CellLabel, Exposure, IngestFailure, IngestRun, ModelVersion, PrototypeFlag
+
+
+def _is_staff(serializer) -> bool:
+    request = serializer.context.get("request")
+    return selectors.is_staff(getattr(request, "user", None))
+
+
+def is_count_key(key: str) -> bool:
+    """Metrics that count exposures or their cutouts: they would count proprietary data too,
+    so only staff see them."""
+    key = key.lower()
+    return key.startswith("n_") or "exposures" in key or "cutouts" in key or key.endswith("_count")
 
 
 class ExposureSerializer(serializers.ModelSerializer):
@@ -60,18 +73,26 @@ class ExposureDetailSerializer(ExposureSerializer):
 
 class ModelVersionSerializer(serializers.ModelSerializer):
     trained_on = serializers.SlugRelatedField(slug_field="version_id", read_only=True)
+    metrics = serializers.SerializerMethodField()
 
     class Meta:
         model = ModelVersion
         fields = ["version_id", "kind", "is_active", "config", "metrics", "trained_on", "created_at", "activated_at"]
 
+    def get_metrics(self, version) -> dict:
+        metrics = dict(version.metrics or {})
+        return metrics if _is_staff(self) else {k: v for k, v in metrics.items() if not is_count_key(k)}
+
 
 class CellLabelSerializer(serializers.ModelSerializer):
-    labelled_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    labelled_by = serializers.SerializerMethodField(help_text="the expert's user name (shown to staff only)")
 
     class Meta:
         model = CellLabel
         fields = ["cell", "label", "note", "labelled_by", "created_at"]
+
+    def get_labelled_by(self, row) -> str | None:
+        return row.labelled_by.username if row.labelled_by is not None and _is_staff(self) else None
 
 
 class CellLabelInput(serializers.Serializer):
@@ -103,9 +124,47 @@ class IngestFailureSerializer(serializers.ModelSerializer):
 
 
 class IngestRunSerializer(serializers.ModelSerializer):
+    """An ingest run's progress. Its counts include proprietary files, so only staff see them
+    (and the scheduler's address); everyone sees the status and the fraction done."""
+
     progress = serializers.FloatField(read_only=True)
+    STAFF_ONLY = ("scheduler", "n_files", "n_done", "n_ingested", "n_skipped", "n_failed", "n_calibration")
 
     class Meta:
         model = IngestRun
         fields = ["id", "status", "scheduler", "n_files", "n_done", "n_ingested", "n_skipped", "n_failed",
                   "n_calibration", "progress", "started_at", "updated_at", "finished_at"]
+
+    def to_representation(self, run):
+        data = super().to_representation(run)
+        if not _is_staff(self):
+            for key in self.STAFF_ONLY:
+                data.pop(key, None)
+        return data
+
+
+class TokenRequest(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    password = serializers.CharField(max_length=4096, trim_whitespace=False, style={"input_type": "password"})
+    name = serializers.CharField(max_length=64, required=False, allow_blank=True,
+                                 help_text="what the token is for (a script, a machine)")
+
+
+class TokenSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = AccessToken
+        fields = ["id", "name", "prefix", "created_at", "expires_at", "last_used_at"]
+
+
+class NewTokenSerializer(TokenSerializer):
+    token = serializers.SerializerMethodField(help_text="the secret, shown this once")
+    header = serializers.SerializerMethodField()
+
+    class Meta(TokenSerializer.Meta):
+        fields = ["token", "header"] + TokenSerializer.Meta.fields
+
+    def get_token(self, token) -> str:
+        return self.context["secret"]
+
+    def get_header(self, token) -> str:
+        return f"Authorization: Token {self.context['secret']}"

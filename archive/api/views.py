@@ -1,18 +1,23 @@
 """The archive's REST API: thin views over `archive.services` and `archive.selectors`.
 Reads are public but never show what the user may not see; writes need a staff user."""
-from django.db.models import Count
+from django.db import transaction
+from django.db.models import Count, Q
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import NotAuthenticated, NotFound, ValidationError
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
+from config.errors import error_body
+from config.throttling import LoginThrottle, WriteThrottle
+
 from .. import selectors
-from ..models import CellAssignment, ExposureVector, IngestRun, ModelVersion, PrototypeFlag
-from ..services import quality, versions
+from ..models import AccessToken, CellAssignment, ExposureVector, IngestRun, ModelVersion, PrototypeFlag
+from ..authentication import AccessTokenAuthentication
+from ..services import downloads, quality, tokens, versions
 from . import serializers
 from .filters import ExposureFilter
 from .pagination import ArchivePagination
@@ -49,6 +54,41 @@ class ExposureViewSet(viewsets.ReadOnlyModelViewSet):
                   .select_related("model_version").first() if desom1 else None)
         context = self.get_serializer_context() | {"verdicts": verdicts_for([exposure]), "vector": vector}
         return Response(serializers.ExposureDetailSerializer(exposure, context=context).data)
+
+    @extend_schema(parameters=[OpenApiParameter("output", str, enum=[*downloads.MANIFEST_OUTPUTS]),
+                               OpenApiParameter("page", int)],
+                   responses={(200, "text/plain"): str, (200, "application/json"): dict})
+    @action(detail=False, url_path="manifest")
+    def manifest(self, request):
+        """Download URLs and sha256 of every exposure the query selects (the same filters as
+        the list), 10 000 a page: `output=urls` for `wget -i`, `curl` for `curl -K`, `sha256`
+        for `sha256sum -c`, `json` for everything."""
+        output = request.query_params.get("output", "urls")
+        if output not in downloads.MANIFEST_OUTPUTS:
+            raise ValidationError({"output": f"output must be one of {[*downloads.MANIFEST_OUTPUTS]}"})
+        try:
+            page = int(request.query_params.get("page", "1"))
+        except ValueError:
+            raise ValidationError({"page": "page must be a whole number"})
+        queryset = self.filter_queryset(self.get_queryset())
+        total = queryset.count()
+        last = max(1, -(-total // downloads.MANIFEST_PAGE))
+        if not 1 <= page <= last:
+            raise NotFound(f"page {page} is outside 1..{last}")
+        start = (page - 1) * downloads.MANIFEST_PAGE
+        rows = downloads.manifest_rows(
+            queryset.only("id", "expnum", "filename", "file_size", "checksum")[start:start + downloads.MANIFEST_PAGE],
+            request.build_absolute_uri)
+        body, content_type = downloads.render_manifest(rows, output, total=total, page=page)
+        response = HttpResponse(body, content_type=content_type)
+        response["X-Total-Count"] = str(total)
+        if page < last:
+            params = request.query_params.copy()
+            params["page"] = str(page + 1)
+            response["Link"] = f'<{request.build_absolute_uri(request.path)}?{params.urlencode()}>; rel="next"'
+        if output != "json":
+            response["Content-Disposition"] = f'inline; filename="manifest-{page}.{output}"'
+        return response
 
 
 class QualityCheckView(APIView):
@@ -102,7 +142,6 @@ class CellViewSet(viewsets.ViewSet):
     """One DESOM-2 cell: its members (visible ones), label and label history; staff label it."""
 
     lookup_value_regex = r"[0-9]{1,6}"
-    throttle_scope = "writes"  # rate limit (settings) on the label action only
 
     def _desom2(self):
         desom2 = versions.active_version(ModelVersion.DESOM2)
@@ -129,13 +168,13 @@ class CellViewSet(viewsets.ViewSet):
         return paginator.get_paginated_response({
             "cell": cell, "row": cell // desom2.map_shape[1], "col": cell % desom2.map_shape[1],
             "label": history[0].label if history else None,
-            "history": serializers.CellLabelSerializer(history, many=True).data,
+            "history": serializers.CellLabelSerializer(history, many=True, context={"request": request}).data,
             "members": serializers.ExposureSerializer(page, many=True, context=context).data,
         })
 
     @extend_schema(request=serializers.CellLabelInput, responses={201: serializers.CellLabelSerializer})
     @action(detail=True, methods=["post"], permission_classes=[permissions.IsAdminUser],
-            throttle_classes=[ScopedRateThrottle])
+            throttle_classes=[WriteThrottle])
     def label(self, request, pk=None):
         desom2 = self._desom2()
         cell = self._cell(desom2, pk)
@@ -146,7 +185,8 @@ class CellViewSet(viewsets.ViewSet):
                                      user=request.user, desom2=desom2)
         except quality.QualityError as exc:
             raise ValidationError({"label": str(exc)})
-        return Response(serializers.CellLabelSerializer(row).data, status=status.HTTP_201_CREATED)
+        return Response(serializers.CellLabelSerializer(row, context={"request": request}).data,
+                        status=status.HTTP_201_CREATED)
 
 
 class PrototypeFlagViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
@@ -155,10 +195,9 @@ class PrototypeFlagViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mix
 
     serializer_class = serializers.PrototypeFlagSerializer
     lookup_value_regex = r"[0-9]{1,18}"
-    throttle_scope = "writes"
 
     def get_throttles(self):
-        return [] if self.action in ("list", "retrieve") else [ScopedRateThrottle()]
+        return [] if self.action in ("list", "retrieve") else [WriteThrottle()]
 
     def get_permissions(self):
         if self.action in ("list", "retrieve"):
@@ -169,7 +208,11 @@ class PrototypeFlagViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mix
         if getattr(self, "swagger_fake_view", False):  # schema generation needs no database
             return PrototypeFlag.objects.none()
         desom1 = versions.active_version(ModelVersion.DESOM1)
-        return (PrototypeFlag.objects.filter(model_version=desom1).annotate(n_exposures=Count("exposures"))
+        # Exposures carrying the flag among those this user may see: a proprietary exposure
+        # is not even counted for those not entitled to it.
+        visible = selectors.visible_exposures(self.request.user).values("pk")
+        return (PrototypeFlag.objects.filter(model_version=desom1)
+                .annotate(n_exposures=Count("exposures", filter=Q(exposures__exposure__in=visible)))
                 .order_by("name"))
 
     def _save(self, serializer, instance=None):
@@ -177,11 +220,12 @@ class PrototypeFlagViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mix
                                                 ("name", "nodes", "threshold", "mode", "description", "is_active")}),
                 **serializer.validated_data}
         try:
-            if instance is not None and data["name"] != instance.name:
-                instance.delete()
-            return quality.save_flag(data["name"], data["nodes"], data["threshold"], mode=data.get("mode", "share"),
-                                     description=data.get("description", ""), user=self.request.user,
-                                     is_active=data.get("is_active", True))
+            with transaction.atomic():   # a refused rename keeps the old flag
+                if instance is not None and data["name"] != instance.name:
+                    instance.delete()
+                return quality.save_flag(data["name"], data["nodes"], data["threshold"], mode=data.get("mode", "share"),
+                                         description=data.get("description", ""), user=self.request.user,
+                                         is_active=data.get("is_active", True))
         except quality.QualityError as exc:
             raise ValidationError({"detail": str(exc)})
 
@@ -212,3 +256,56 @@ class IngestRunViewSet(viewsets.ReadOnlyModelViewSet):
         run = get_object_or_404(IngestRun, pk=pk)
         page = self.paginate_queryset(run.failures.order_by("id"))
         return self.get_paginated_response(serializers.IngestFailureSerializer(page, many=True).data)
+
+
+class TokenView(APIView):
+    """Scripted access. POST a username and password: a new token's secret comes back once
+    (send it as `Authorization: Token <secret>` on every route: API, downloads, previews, VO).
+    DELETE with a token revokes that token. Password checks are rate-limited per client."""
+
+    # The password (POST) or the token itself (DELETE) is the credential, never a session
+    # cookie, so no CSRF token is needed and a page cannot be tricked into minting tokens.
+    authentication_classes = [AccessTokenAuthentication]
+    permission_classes = [permissions.AllowAny]
+
+    def get_throttles(self):
+        return [LoginThrottle()] if self.request.method == "POST" else []
+
+    @extend_schema(request=serializers.TokenRequest, responses={201: serializers.NewTokenSerializer}, auth=[])
+    def post(self, request):
+        data = serializers.TokenRequest(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            token, secret = tokens.token_for_password(request._request, data.validated_data["username"],
+                                                      data.validated_data["password"],
+                                                      name=data.validated_data.get("name", ""))
+        except tokens.InvalidCredentials as exc:
+            return Response(error_body(401, str(exc), "invalid_credentials"), status=status.HTTP_401_UNAUTHORIZED)
+        except tokens.TokenError as exc:
+            raise ValidationError({"detail": str(exc)})
+        return Response(serializers.NewTokenSerializer(token, context={"secret": secret}).data,
+                        status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request):
+        token = request.auth
+        if not isinstance(token, AccessToken):
+            raise NotAuthenticated("send the token to revoke as Authorization: Token <secret>")
+        tokens.revoke(token)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class TokenViewSet(mixins.ListModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet):
+    """Your live tokens (never their secrets); DELETE one to revoke it."""
+
+    serializer_class = serializers.TokenSerializer
+    permission_classes = [permissions.IsAuthenticated]
+    lookup_value_regex = r"[0-9]{1,18}"
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return AccessToken.objects.none()
+        return tokens.live_tokens(self.request.user)
+
+    def perform_destroy(self, instance):
+        tokens.revoke(instance)

@@ -23,7 +23,7 @@ from django.db import transaction
 from django.utils import timezone
 from tqdm import tqdm
 
-from .. import vectors
+from .. import geometry, vectors
 from ..executors import make_executor
 from ..models import CellAssignment, Exposure, ExposureVector, IngestFailure, IngestRun, ModelVersion
 from ..signals import batch_finished, exposures_ingested
@@ -255,6 +255,7 @@ class _RunWriter:
             exposure = by_path
         else:
             exposure = Exposure.objects.create(expnum=expnum, **fields)
+        geometry.store_footprint(exposure, getattr(summary, "footprint", None))
         self.report.ingested += 1
         if not exposure.is_science:
             self.report.calibration += 1

@@ -14,6 +14,7 @@ from django.db.models import Max
 
 from ..models import (MIXED_LABEL, CellAssignment, CellLabel, Exposure, ExposureFlag, ModelVersion,
                       PrototypeFlag)
+from ..text import check_text
 from . import versions
 from .training import histo_matrix
 
@@ -38,7 +39,8 @@ def label_cell(cell: int, label: str, *, user=None, note: str = "", desom2: Mode
     rows, cols = desom2.map_shape
     if not 0 <= int(cell) < rows * cols:
         raise QualityError(f"cell {cell} is outside the {rows}x{cols} DESOM-2 map")
-    label = (label or "").strip() or MIXED_LABEL
+    label = check_text((label or "").strip(), "a label", error=QualityError) or MIXED_LABEL
+    check_text(note or "", "a note", free_text=True, error=QualityError)
     if len(label) > MAX_LABEL_LENGTH:
         raise QualityError(f"a label has at most {MAX_LABEL_LENGTH} characters")
     return CellLabel.objects.create(model_version=desom2, cell=int(cell), label=label, note=note or "",
@@ -128,7 +130,8 @@ def save_flag(name: str, nodes, threshold: float, *, mode: str = PrototypeFlag.M
     threshold = float(threshold)
     if not np.isfinite(threshold) or threshold <= 0 or (mode == PrototypeFlag.MODE_SHARE and threshold > 1):
         raise QualityError("threshold must be a share in (0, 1] (mode share) or a positive factor (mode excess)")
-    name = (name or "").strip()
+    name = check_text((name or "").strip(), "a flag's name", error=QualityError)
+    check_text(description or "", "a flag's description", free_text=True, error=QualityError)
     if not name or len(name) > 64:
         raise QualityError("a flag needs a name of 1 to 64 characters")
     flag, _ = PrototypeFlag.objects.update_or_create(
@@ -182,16 +185,17 @@ def recompute_flags(*, desom1: ModelVersion | None = None, flags=None, exposure_
     return counts
 
 
-def node_statistics(desom1: ModelVersion | None = None) -> dict:
+def node_statistics(desom1: ModelVersion | None = None, *, exposures=None) -> dict:
     """Per DESOM-1 node, what helps an expert choose nodes to flag: the share of all sources,
     the share of exposures that have any, and how concentrated exposures are in it (the 95th
     percentile of per-exposure share over the median). Prototype shape statistics come from
     `desom.prototypes.shape_statistics` on the decoded prototype images (elongation and central
-    hole, paper 5.3)."""
+    hole, paper 5.3). `exposures` (a queryset: what the user may see) limits every statistic
+    and the count to those exposures."""
     desom1 = desom1 or versions.active_version(ModelVersion.DESOM1)
     if desom1 is None:
         return {}
-    ids, histos = histo_matrix(desom1)
+    ids, histos = histo_matrix(desom1, exposures=exposures)
     n_nodes = desom1.map_shape[0] * desom1.map_shape[1]
     if not len(ids):
         zero = np.zeros(n_nodes)

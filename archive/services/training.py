@@ -300,9 +300,12 @@ def suggested_desom2_map(n_exposures: int, members_per_cell: float = 12.0) -> in
     return int(min(20, max(3, math.floor(math.sqrt(max(n_exposures, 1) / members_per_cell)))))
 
 
-def histo_rows(desom1: ModelVersion, *, science_only: bool = True):
-    """The ExposureVector rows of every exposure with a vector under `desom1`, by odometer."""
+def histo_rows(desom1: ModelVersion, *, science_only: bool = True, exposures=None):
+    """The ExposureVector rows of every exposure with a vector under `desom1` (among
+    `exposures`, a queryset, when given), by odometer."""
     rows = ExposureVector.objects.filter(model_version=desom1)
+    if exposures is not None:
+        rows = rows.filter(exposure__in=exposures.values("pk"))
     if science_only:
         rows = rows.filter(exposure__is_science=True)
     # By odometer, not by database id: ids follow the ingest workers' finishing order, and
@@ -310,12 +313,13 @@ def histo_rows(desom1: ModelVersion, *, science_only: bool = True):
     return rows.order_by("exposure__expnum")
 
 
-def histo_matrix(desom1: ModelVersion, *, science_only: bool = True,
+def histo_matrix(desom1: ModelVersion, *, science_only: bool = True, exposures=None,
                  chunk_size: int = 2000) -> tuple[np.ndarray, np.ndarray]:
     """(exposure ids, histo-vectors) of every exposure with a vector under `desom1`, streamed
     from the database chunk by chunk into one preallocated (N, bins) float32 array: 2.5 KB per
-    exposure and one chunk of rows, not a Python list of every row."""
-    rows = histo_rows(desom1, science_only=science_only)
+    exposure and one chunk of rows, not a Python list of every row. exposures: a queryset to
+    draw from (default: all)."""
+    rows = histo_rows(desom1, science_only=science_only, exposures=exposures)
     n = rows.count()
     ids = np.empty(n, np.int64)
     out = None

@@ -19,7 +19,6 @@ urlpatterns = [
     path("maps/desom2/", views.desom2_map, name="desom2"),
     path("maps/desom2/cells/<int:cell>/", views.cell_detail, name="cell"),
     path("search/upload/", views.upload, name="upload"),
-    path("accounts/login/", auth_views.LoginView.as_view(template_name="registration/login.html", next_page="/"),
-         name="login"),
+    path("accounts/login/", views.login, name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(next_page="/"), name="logout"),
 ]

@@ -3,13 +3,12 @@ forms), uploads. Thin: every read goes through `archive.selectors`, every change
 quality services, and every image is rendered once into the figure cache."""
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 
 import numpy as np
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth import views as auth_views
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Count
@@ -24,9 +23,9 @@ from archive.api.filters import ExposureFilter
 from archive.models import (MIXED_LABEL, QUALITY_LABELS, CellAssignment, Exposure, ExposureVector, ModelVersion,
                             PrototypeFlag)
 from archive.services import quality, versions
-from desom.fits_io import ExposureReadError
 from recommender import services
-from recommender.api import CUTOUT_MAX_BYTES, read_stamp
+from config import throttling
+from recommender.api import CUTOUT_MAX_BYTES, read_stamp, search_uploaded_exposure
 
 from . import figures
 from .forms import CellLabelForm, NodeFlagForm, UploadForm
@@ -166,7 +165,7 @@ def desom1_map(request):
     if desom1 is None:
         return _not_yet(request, "DESOM-1 map")
     rows, cols = desom1.map_shape
-    stats = quality.node_statistics(desom1)
+    stats = quality.node_statistics(desom1, exposures=selectors.visible_exposures(request.user))
     flagged = {}
     for flag in PrototypeFlag.objects.filter(model_version=desom1, is_active=True):
         for node in flag.nodes:
@@ -228,7 +227,7 @@ def node_detail(request, node):
                 return redirect(reverse("pages:node", args=[node]))
     if form is None and selectors.is_staff(request.user):
         form = NodeFlagForm(initial={"name": f"node {node}", "nodes": str(node), "threshold": 0.2})
-    stats = quality.node_statistics(desom1)
+    stats = quality.node_statistics(desom1, exposures=selectors.visible_exposures(request.user))
     shapes = figures.prototype_shapes(desom1)
     statistics = {key: float(stats[key][node]) for key in ("source_share", "presence", "p95_share", "concentration")
                   if key in stats and len(stats[key])}
@@ -338,6 +337,19 @@ def cell_detail(request, cell):
 
 # --- uploads --------------------------------------------------------------------------------
 
+_login = auth_views.LoginView.as_view(template_name="registration/login.html", next_page="/")
+
+
+def login(request):
+    """Django's login page, with the password checks rate-limited per client address (the same
+    budget as the token endpoint's)."""
+    if request.method == "POST":
+        refused = throttling.check(request, throttling.LoginThrottle)
+        if refused is not None:
+            return refused
+    return _login(request)
+
+
 def _api_message(exc: ApiValidationError) -> str:
     detail = exc.detail
     if isinstance(detail, dict):
@@ -349,9 +361,15 @@ def _api_message(exc: ApiValidationError) -> str:
 
 @require_http_methods(["GET", "POST"])
 def upload(request):
-    """Find exposures like an uploaded source cutout or a whole exposure."""
+    """Find exposures like an uploaded source cutout or a whole exposure. Throttled with the
+    upload API (one budget per client, config.throttling), bounded like it (the same service
+    path), and the file is looked at only after the form's cheap fields are valid."""
     if versions.active_version(ModelVersion.DESOM1) is None:
         return _not_yet(request, "search by upload")
+    if request.method == "POST":
+        refused = throttling.check(request, throttling.UploadThrottle)
+        if refused is not None:
+            return refused
     info, matches, error = None, [], ""
     form = UploadForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
@@ -366,7 +384,14 @@ def upload(request):
                 info, matches = services.by_cutout(image, k=data["k"], user=request.user)
                 info = {"kind": "cutout", **info}
             else:
-                info, matches = _search_exposure(upload_file, data["k"], request.user)
+                limit = settings.ARCHIVE_MAX_UPLOAD_BYTES
+                if upload_file.size > limit:
+                    raise services.SearchError(f"{upload_file.name} is {upload_file.size} bytes; an exposure may be "
+                                               f"at most {limit} bytes")
+                try:
+                    info, matches = search_uploaded_exposure(upload_file, k=data["k"], user=request.user)
+                except services.SearchError as exc:
+                    raise services.SearchError(f"{upload_file.name}: {exc}") from None
                 info = {"kind": "exposure", **info}
         except ApiValidationError as exc:
             error = _api_message(exc)
@@ -379,28 +404,3 @@ def upload(request):
         "form": form, "info": info, "matches": list(zip(matches, verdicts)), "error": error,
         "cutout_limit": CUTOUT_MAX_BYTES, "exposure_limit": settings.ARCHIVE_MAX_UPLOAD_BYTES,
     }, status=400 if error else 200)
-
-
-def _search_exposure(upload_file, k, user):
-    limit = settings.ARCHIVE_MAX_UPLOAD_BYTES
-    if upload_file.size > limit:
-        raise services.SearchError(f"{upload_file.name} is {upload_file.size} bytes; an exposure may be at most "
-                                   f"{limit} bytes")
-    head = upload_file.read(2880)
-    upload_file.seek(0)
-    if not (head.startswith(b"SIMPLE  =") or head[:2] == b"\x1f\x8b"):
-        raise services.SearchError(f"{upload_file.name} is not a FITS file (no SIMPLE card); "
-                                   "send .fits, .fits.gz or .fits.fz")
-    fd, path = tempfile.mkstemp(suffix=".fits.gz" if head[:2] == b"\x1f\x8b" else ".fits", prefix="upload-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            for chunk in upload_file.chunks():
-                handle.write(chunk)
-        try:
-            return services.by_exposure_file(path, k=k, user=user)
-        except services.SearchError:
-            raise
-        except (ExposureReadError, ValueError, OSError) as exc:
-            raise services.SearchError(f"cannot read {upload_file.name}: {str(exc).replace(path, 'the upload')}")
-    finally:
-        os.unlink(path)

@@ -1,30 +1,35 @@
 """IVOA SIA v2 over the archive: parse a query (DALI/SIA 2.0 parameters plus our own content
 parameters), select the visible science exposures it matches, and write the answer as an
-ObsCore VOTable; VOSI capabilities and availability documents.
+ObsCore VOTable with its self-description; VOSI capabilities and availability documents.
 
 Parameter names are case-insensitive and repeatable: values of one parameter are OR-ed, the
 parameters AND-ed. Errors are `SiaError` (a message for the user, answered with HTTP 400 in a
-VOTable whose QUERY_STATUS is ERROR).
+VOTable whose QUERY_STATUS is ERROR and whose message starts with UsageFault). Spatial
+constraints are answered by `archive.geometry`, the same module as the REST cone and SODA.
 """
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from astropy.io.votable.tree import Field, Info, Resource, TableElement, VOTableFile
-from django.conf import settings
+from astropy.io.votable.tree import Info, Resource
 from django.db.models import F, FloatField, Q, Value
 from django.db.models.functions import Coalesce
 from xml.sax.saxutils import escape
 
-from archive import selectors
-from archive.api.filters import cone
+from archive import geometry, selectors
 from archive.models import Exposure, ExposureFlag, ModelVersion
 from archive.services import quality, versions
 
+from . import obscore
+from .obscore import (ACCESS_FORMAT, CALIB_BY_LAYOUT, COLLECTION, DATAPRODUCT_TYPE, FACILITY,
+                      MEGAPRIME_BANDS_M, publisher_did_prefix)
+from .votable import (VOTABLE_MIME, Column, ServiceParam, add_table, new_votable,
+                      serialise, service_descriptor, status_info)
+
 SIA2_STANDARD_ID = "ivo://ivoa.net/std/SIA#query-2.0"
+DATALINK_STANDARD_ID = "ivo://ivoa.net/std/DataLink#links-1.1"
 DEFAULT_MAXREC = 1000
 MAX_MAXREC = 10000
 DEFAULT_SIMILAR_K = 10
@@ -32,31 +37,8 @@ DEFAULT_SIMILAR_K = 10
 # line, not a payload.
 MAX_VALUE_LENGTH = 4000
 MAX_VALUES_PER_PARAMETER = 100
-MAX_POLYGON_VERTICES = 200
-
-# MegaCam's field of view is about 0.96 x 0.94 deg; no per-exposure WCS footprint is stored, so
-# each exposure is described (and matched) as the 1-degree-wide circle around its pointing.
-FIELD_DIAMETER_DEG = 1.0
-PIXEL_SCALE_ARCSEC = 0.187  # MegaCam E2V CCD pixels: the spatial sampling, the best resolution reported
-FACILITY = "CFHT"
-COLLECTION = "DESOM"
-ACCESS_FORMAT = "application/fits"
-DATAPRODUCT_TYPE = "image"
-VOTABLE_MIME = "application/x-votable+xml"
 RESPONSE_FORMATS = {"votable", "application/x-votable+xml", "text/xml", "application/xml",
                     "application/x-votable+xml;serialization=tabledata"}
-
-# MegaPrime filter bandpasses (wavelengths where the transmission crosses 50%, in metres; the
-# z band's red edge is set by the CCDs' quantum efficiency). Approximate: CFHT's published
-# curves differ slightly between the MP93xx/MP94xx generations of filters.
-MEGAPRIME_BANDS_M = {
-    "u": (3.37e-7, 4.11e-7),
-    "g": (4.14e-7, 5.59e-7),
-    "r": (5.63e-7, 6.85e-7),
-    "i": (6.90e-7, 8.19e-7),
-    "z": (8.23e-7, 1.00e-6),
-}
-CALIB_BY_LAYOUT = {"processed": 2}  # anything else is a raw exposure in the instrument's format: level 1
 
 KNOWN_PARAMETERS = {
     "POS", "BAND", "TIME", "POL", "FOV", "SPATRES", "EXPTIME", "ID", "COLLECTION", "FACILITY",
@@ -111,127 +93,6 @@ def parse_interval(text: str, name: str) -> tuple[float, float]:
     return lo, hi
 
 
-@dataclass
-class Circle:
-    ra: float
-    dec: float
-    radius: float
-
-
-@dataclass
-class Range:
-    ra1: float
-    ra2: float
-    dec1: float
-    dec2: float
-
-
-@dataclass
-class Polygon:
-    vertices: list[tuple[float, float]]
-
-
-def _check_dec(dec: float, name: str = "POS"):
-    if not -90 <= dec <= 90:
-        raise SiaError(f"{name}: declination {dec} is outside [-90, 90]")
-
-
-def parse_pos(text: str):
-    """CIRCLE ra dec radius | RANGE ra1 ra2 dec1 dec2 | POLYGON ra1 dec1 ra2 dec2 ra3 dec3 ... (deg)."""
-    parts = text.split()
-    if not parts:
-        raise SiaError("POS: empty value; use CIRCLE, RANGE or POLYGON")
-    shape, numbers = parts[0].upper(), parts[1:]
-    if shape == "CIRCLE":
-        if len(numbers) != 3:
-            raise SiaError(f"POS: CIRCLE takes ra dec radius, got {text!r}")
-        ra, dec, radius = (_number(n, "POS", allow_infinite=False) for n in numbers)
-        _check_dec(dec)
-        if not 0 <= radius <= 180:
-            raise SiaError(f"POS: CIRCLE radius {radius} must lie in [0, 180] degrees")
-        return Circle(ra % 360.0, dec, radius)
-    if shape == "RANGE":
-        if len(numbers) != 4:
-            raise SiaError(f"POS: RANGE takes ra1 ra2 dec1 dec2, got {text!r}")
-        ra1, ra2, dec1, dec2 = (_number(n, "POS") for n in numbers)
-        if ra1 > ra2 or dec1 > dec2:
-            raise SiaError(f"POS: RANGE {text!r} is empty (each pair is lo hi)")
-        return Range(ra1, ra2, max(dec1, -90.0), min(dec2, 90.0))
-    if shape == "POLYGON":
-        if len(numbers) < 6 or len(numbers) % 2:
-            raise SiaError(f"POS: POLYGON takes at least three ra dec pairs, got {text!r}")
-        if len(numbers) > 2 * MAX_POLYGON_VERTICES:
-            raise SiaError(f"POS: a POLYGON has at most {MAX_POLYGON_VERTICES} vertices")
-        values = [_number(n, "POS", allow_infinite=False) for n in numbers]
-        vertices = [(values[i] % 360.0, values[i + 1]) for i in range(0, len(values), 2)]
-        for _, dec in vertices:
-            _check_dec(dec)
-        return Polygon(vertices)
-    raise SiaError(f"POS: unknown shape {parts[0]!r}; use CIRCLE, RANGE or POLYGON")
-
-
-# --- geometry (small fields, so a tangent plane is accurate enough) --------------------------------
-
-def _unit(ra, dec):
-    ra, dec = math.radians(ra), math.radians(dec)
-    return np.array([math.cos(dec) * math.cos(ra), math.cos(dec) * math.sin(ra), math.sin(dec)])
-
-
-def angular_distance(ra1, dec1, ra2, dec2) -> float:
-    dot = float(np.clip(_unit(ra1, dec1) @ _unit(ra2, dec2), -1.0, 1.0))
-    return math.degrees(math.acos(dot))
-
-
-def _gnomonic(ra, dec, ra0, dec0):
-    """Tangent-plane coordinates (deg) of (ra, dec) about (ra0, dec0)."""
-    ra, dec, ra0, dec0 = map(math.radians, (ra, dec, ra0, dec0))
-    cos_c = math.sin(dec0) * math.sin(dec) + math.cos(dec0) * math.cos(dec) * math.cos(ra - ra0)
-    if cos_c <= 1e-9:
-        return None
-    x = math.cos(dec) * math.sin(ra - ra0) / cos_c
-    y = (math.cos(dec0) * math.sin(dec) - math.sin(dec0) * math.cos(dec) * math.cos(ra - ra0)) / cos_c
-    return math.degrees(x), math.degrees(y)
-
-
-def _segment_distance(p, a, b) -> float:
-    ax, ay = a
-    bx, by = b
-    px, py = p
-    dx, dy = bx - ax, by - ay
-    length2 = dx * dx + dy * dy
-    t = 0.0 if length2 == 0 else max(0.0, min(1.0, ((px - ax) * dx + (py - ay) * dy) / length2))
-    return math.hypot(px - (ax + t * dx), py - (ay + t * dy))
-
-
-def _inside(p, polygon) -> bool:
-    x, y = p
-    inside = False
-    for (x1, y1), (x2, y2) in zip(polygon, polygon[1:] + polygon[:1]):
-        if (y1 > y) != (y2 > y) and x < x1 + (y - y1) * (x2 - x1) / (y2 - y1):
-            inside = not inside
-    return inside
-
-
-def polygon_touches_field(polygon: Polygon, ra: float, dec: float, field_radius: float) -> bool:
-    """Does the field (a circle of `field_radius` deg around the pointing) meet the polygon?"""
-    projected = [_gnomonic(r, d, ra, dec) for r, d in polygon.vertices]
-    if any(p is None for p in projected):  # a vertex more than 90 deg away: fall back to the centre test
-        return False
-    if _inside((0.0, 0.0), projected):
-        return True
-    return min(_segment_distance((0.0, 0.0), a, b)
-               for a, b in zip(projected, projected[1:] + projected[:1])) <= field_radius
-
-
-def _polygon_centre(polygon: Polygon) -> tuple[float, float, float]:
-    centre = sum(_unit(r, d) for r, d in polygon.vertices)
-    centre = centre / max(np.linalg.norm(centre), 1e-12)
-    ra = math.degrees(math.atan2(centre[1], centre[0])) % 360.0
-    dec = math.degrees(math.asin(float(np.clip(centre[2], -1, 1))))
-    reach = max(angular_distance(ra, dec, r, d) for r, d in polygon.vertices)
-    return ra, dec, reach
-
-
 # --- the query -------------------------------------------------------------------------------
 
 @dataclass
@@ -239,7 +100,6 @@ class SiaQuery:
     maxrec: int = DEFAULT_MAXREC
     similar_to: Exposure | None = None
     k: int = DEFAULT_SIMILAR_K
-    polygons: list[Polygon] = field(default_factory=list)
     empty: bool = False  # a constraint no exposure can meet (DPTYPE=cube, FORMAT=image/png ...)
     ignored: list[str] = field(default_factory=list)  # parameters this service does not know
 
@@ -301,13 +161,8 @@ def _calib_q(text: str) -> Q:
 
 
 def _id_q(text: str) -> Q:
-    text = text.strip()
-    prefix = publisher_did_prefix()
-    if text.lower().startswith(prefix.lower()):
-        text = text[len(prefix):]
-    if text.isdigit() and len(text) <= 18:
-        return Q(expnum=int(text))
-    return Q(pk__in=[])
+    expnum = obscore.expnum_from_id(text)
+    return Q(pk__in=[]) if expnum is None else Q(expnum=expnum)
 
 
 def _quality_cells(desom2, wanted: set[str]) -> list[int]:
@@ -357,27 +212,15 @@ def build_queryset(params: dict[str, list[str]], user) -> tuple:
         raise SiaError(f"RESPONSEFORMAT: only VOTable ({VOTABLE_MIME}) is available, not {response_format!r}")
     maxrec = _single(params, "MAXREC")
     if maxrec is not None:
-        options.maxrec = _int_value(maxrec, "MAXREC", 0, MAX_MAXREC)
+        # DALI: a MAXREC above the service's limit is served up to the limit (OVERFLOW says so).
+        options.maxrec = min(_int_value(maxrec, "MAXREC", 0, 2 ** 63 - 1), MAX_MAXREC)
 
     queryset = (selectors.visible_exposures(user, Exposure.objects.filter(is_science=True))
                 .alias(t_end=F("mjd_obs") + Coalesce(F("exptime"), Value(0.0), output_field=FloatField()) / 86400.0))
-    shapes = [parse_pos(v) for v in params.get("POS", [])]
-    half = FIELD_DIAMETER_DEG / 2
-    if shapes:
-        q = Q(pk__in=[])
-        for shape in shapes:
-            if isinstance(shape, Circle):
-                within = cone(Exposure.objects.all(), shape.ra, shape.dec, min(shape.radius + half, 180.0))
-                q |= Q(pk__in=within.values("pk"))
-            elif isinstance(shape, Range):
-                q |= _range_q(shape, half)
-            else:
-                ra, dec, reach = _polygon_centre(shape)
-                near = cone(Exposure.objects.all(), ra, dec, min(reach + half, 180.0)).values_list("pk", "ra_deg", "dec_deg")
-                ids = [pk for pk, r, d in near if polygon_touches_field(shape, r, d, half)]
-                q |= Q(pk__in=ids)
-        queryset = queryset.filter(q)
-
+    try:
+        shapes = [geometry.parse_pos(v) for v in params.get("POS", [])]
+    except geometry.GeometryError as exc:
+        raise SiaError(str(exc)) from None
     simple = {
         "BAND": _band_q,
         "TIME": _time_q,
@@ -401,12 +244,12 @@ def build_queryset(params: dict[str, list[str]], user) -> tuple:
         if values and constant.lower() not in {v.strip().lower() for v in values}:
             options.empty = True
 
-    for name in ("FOV", "SPATRES", "SPECRP", "TIMERES"):
+    for name in ("SPECRP", "TIMERES"):
         for value in params.get(name, []):
-            parse_interval(value, name)  # validated; every exposure has the same field and sampling
-    fov = params.get("FOV")
-    if fov and not any(lo <= FIELD_DIAMETER_DEG <= hi for lo, hi in (parse_interval(v, "FOV") for v in fov)):
-        options.empty = True
+            parse_interval(value, name)  # validated; every exposure has the same sampling
+    for name, column in (("FOV", "s_fov"), ("SPATRES", "s_resolution")):
+        if params.get(name):
+            queryset = queryset.filter(_or(params[name], lambda v, n=name, c=column: _interval_q(v, n, c)))
     if params.get("POL"):
         options.empty = True  # MegaCam images carry no polarisation
 
@@ -435,22 +278,20 @@ def build_queryset(params: dict[str, list[str]], user) -> tuple:
     if unknown:
         # DALI: unknown parameters are ignored; they are listed in the response instead.
         options.ignored = sorted(unknown)
+    if shapes and not options.empty:
+        # Last, so that only exposures meeting every other constraint are tested exactly.
+        queryset = geometry.filter_region(queryset, shapes)
     return queryset, options
 
 
-def _range_q(shape: Range, half: float) -> Q:
-    dec_lo, dec_hi = shape.dec1 - half, shape.dec2 + half
-    q = Q(dec_deg__gte=dec_lo, dec_deg__lte=dec_hi)
-    if shape.ra2 - shape.ra1 >= 360:
-        return q
-    widest = max(abs(dec_lo), abs(dec_hi))
-    pad = 180.0 if widest >= 89.9 else half / math.cos(math.radians(widest))
-    lo, hi = shape.ra1 - pad, shape.ra2 + pad
-    if hi - lo >= 360:
-        return q
-    lo, hi = lo % 360.0, hi % 360.0
-    ra_q = Q(ra_deg__gte=lo, ra_deg__lte=hi) if lo <= hi else (Q(ra_deg__gte=lo) | Q(ra_deg__lte=hi))
-    return q & ra_q
+def _interval_q(text: str, name: str, column: str) -> Q:
+    lo, hi = parse_interval(text, name)
+    q = Q(**{f"{column}__isnull": False})
+    if math.isfinite(lo):
+        q &= Q(**{f"{column}__gte": lo})
+    if math.isfinite(hi):
+        q &= Q(**{f"{column}__lte": hi})
+    return q
 
 
 def _reference_exposure(text: str, user) -> Exposure:
@@ -496,196 +337,121 @@ def _run(queryset, options, user, recommender_services) -> SiaResult:
 
 # --- the VOTable -----------------------------------------------------------------------------
 
-def publisher_did_prefix() -> str:
-    authority = getattr(settings, "VO_AUTHORITY", "desom.archive")
-    return f"ivo://{authority}/exposures?"
+SIMILARITY_COLUMN = Column("similarity_distance", "double", None, "stat.value", None,
+                           "distance to the SIMILAR_TO exposure (lower is more similar), in rank order")
 
-
-# name, datatype, unit, ucd, utype, description
-OBSCORE_COLUMNS = [
-    ("dataproduct_type", "char", None, "meta.code.class", "obscore:ObsDataset.dataProductType", "data product type"),
-    ("calib_level", "short", None, "meta.code;obs.calib", "obscore:ObsDataset.calibLevel",
-     "1 raw exposure in instrument format, 2 processed"),
-    ("obs_collection", "char", None, "meta.id", "obscore:DataID.Collection", "collection"),
-    ("obs_id", "char", None, "meta.id", "obscore:DataID.observationID", "exposure number (odometer)"),
-    ("obs_publisher_did", "char", None, "meta.ref.ivoid", "obscore:Curation.PublisherDID", "publisher's identifier"),
-    ("access_url", "char", None, "meta.ref.url", "obscore:Access.Reference", "download URL of the FITS file"),
-    ("access_format", "char", None, "meta.code.mime", "obscore:Access.Format", "MIME type of the file"),
-    ("access_estsize", "long", "kbyte", "phys.size;meta.file", "obscore:Access.Size", "file size"),
-    ("target_name", "char", None, "meta.id;src", "obscore:Target.Name", "OBJECT keyword"),
-    ("s_ra", "double", "deg", "pos.eq.ra", "obscore:Char.SpatialAxis.Coverage.Location.Coord.Position2D.Value2.C1",
-     "pointing RA (ICRS)"),
-    ("s_dec", "double", "deg", "pos.eq.dec", "obscore:Char.SpatialAxis.Coverage.Location.Coord.Position2D.Value2.C2",
-     "pointing Dec (ICRS)"),
-    ("s_fov", "double", "deg", "phys.angSize;instr.fov", "obscore:Char.SpatialAxis.Coverage.Bounds.Extent.diameter",
-     "diameter of the field"),
-    ("s_region", "char", None, "pos.outline;obs.field", "obscore:Char.SpatialAxis.Coverage.Support.Area",
-     "footprint (DALI shape, ICRS degrees)"),
-    ("s_resolution", "double", "arcsec", "pos.angResolution", "obscore:Char.SpatialAxis.Resolution.Refval.value",
-     "pixel scale (seeing is not measured)"),
-    ("t_min", "double", "d", "time.start;obs.exposure", "obscore:Char.TimeAxis.Coverage.Bounds.Limits.StartTime",
-     "start (MJD)"),
-    ("t_max", "double", "d", "time.end;obs.exposure", "obscore:Char.TimeAxis.Coverage.Bounds.Limits.StopTime",
-     "end (MJD)"),
-    ("t_exptime", "double", "s", "time.duration;obs.exposure", "obscore:Char.TimeAxis.Coverage.Support.Extent",
-     "exposure time"),
-    ("t_resolution", "double", "s", "time.resolution", "obscore:Char.TimeAxis.Resolution.Refval.value",
-     "time resolution (the exposure)"),
-    ("em_min", "double", "m", "em.wl;stat.min", "obscore:Char.SpectralAxis.Coverage.Bounds.Limits.LoLimit",
-     "blue edge of the filter"),
-    ("em_max", "double", "m", "em.wl;stat.max", "obscore:Char.SpectralAxis.Coverage.Bounds.Limits.HiLimit",
-     "red edge of the filter"),
-    ("em_res_power", "double", None, "spect.resolution", "obscore:Char.SpectralAxis.Resolution.ResolPower.refVal",
-     "central wavelength over bandwidth"),
-    ("o_ucd", "char", None, "meta.ucd", "obscore:Char.ObservableAxis.ucd", "what the pixels measure"),
-    ("pol_states", "char", None, "meta.code;phys.polarization", "obscore:Char.PolarizationAxis.stateList",
-     "polarisation states (none)"),
-    ("facility_name", "char", None, "meta.id;instr.tel", "obscore:Provenance.ObsConfig.Facility.name", "telescope"),
-    ("instrument_name", "char", None, "meta.id;instr", "obscore:Provenance.ObsConfig.Instrument.name", "instrument"),
-    ("desom2_cell", "int", None, "meta.code", None, "DESOM-2 cell under the active model"),
-    ("quality_label", "char", None, "meta.code.qual", None, "quality label (cell label or neighbouring cells)"),
-    ("quality_flags", "char", None, "meta.code.qual", None, "prototype flags the exposure carries, comma-separated"),
+# The query's own parameters, for the self-description (SIA 2.0 section 2.6 / DALI service
+# descriptors): the standard ones, then this archive's content parameters.
+INPUT_PARAMETERS = [
+    ServiceParam("POS", description="region: CIRCLE ra dec radius | RANGE ra1 ra2 dec1 dec2 | POLYGON ra dec ... (deg, ICRS); "
+                 "an exposure matches when its footprint meets the region"),
+    ServiceParam("BAND", "double", "wavelength interval (m)", unit="m", xtype="interval", arraysize="2"),
+    ServiceParam("TIME", "double", "time interval (MJD)", unit="d", xtype="interval", arraysize="2"),
+    ServiceParam("POL", description="polarisation states (none here)"),
+    ServiceParam("FOV", "double", "field-of-view interval (deg)", unit="deg", xtype="interval", arraysize="2"),
+    ServiceParam("SPATRES", "double", "spatial resolution interval (arcsec)", unit="arcsec", xtype="interval",
+                 arraysize="2"),
+    ServiceParam("EXPTIME", "double", "exposure time interval (s)", unit="s", xtype="interval", arraysize="2"),
+    ServiceParam("ID", description="obs_publisher_did or obs_id"),
+    ServiceParam("COLLECTION", options=[COLLECTION]),
+    ServiceParam("FACILITY", options=[FACILITY]),
+    ServiceParam("INSTRUMENT"),
+    ServiceParam("DPTYPE", options=[DATAPRODUCT_TYPE]),
+    ServiceParam("CALIB", "int", "calibration level (1 raw, 2 processed)", options=[1, 2]),
+    ServiceParam("TARGET"),
+    ServiceParam("TIMERES", "double", "time resolution interval (s)", unit="s", xtype="interval", arraysize="2"),
+    ServiceParam("SPECRP", "double", "spectral resolving power interval", xtype="interval", arraysize="2"),
+    ServiceParam("FORMAT", options=[ACCESS_FORMAT]),
+    ServiceParam("MAXREC", "int", f"most records returned (at most {MAX_MAXREC}; more is served up to the limit)"),
+    ServiceParam("QUALITY", description="quality label of the exposure's DESOM-2 cell: Good, BT, RBT, B-Seeing, BGP, "
+                 "bad focus, low exposure, or another label the curators gave"),
+    ServiceParam("FLAG", description="a prototype flag the exposure carries (for example 'bad focus')"),
+    ServiceParam("CELL", "int", "DESOM-2 cell under the active model"),
+    ServiceParam("SIMILAR_TO", description="obs_id or obs_publisher_did: the exposures most like it, in rank order"),
+    ServiceParam("K", "int", "with SIMILAR_TO: how many"),
 ]
-SIMILARITY_COLUMN = ("similarity_distance", "double", None, "stat.value", None,
-                     "distance to the SIMILAR_TO exposure (lower is more similar), in rank order")
 
 
-def exposure_row(exposure: Exposure, verdict, download_url: str) -> dict:
-    band = MEGAPRIME_BANDS_M.get((exposure.band or "").lower())
-    ra, dec = exposure.ra_deg, exposure.dec_deg
-    t_max = None
-    if exposure.mjd_obs is not None:
-        t_max = exposure.mjd_obs + (exposure.exptime or 0.0) / 86400.0
-    return {
-        "dataproduct_type": DATAPRODUCT_TYPE,
-        "calib_level": CALIB_BY_LAYOUT.get(exposure.layout, 1),
-        "obs_collection": COLLECTION,
-        "obs_id": str(exposure.expnum),
-        "obs_publisher_did": f"{publisher_did_prefix()}{exposure.expnum}",
-        "access_url": download_url,
-        "access_format": ACCESS_FORMAT,
-        "access_estsize": int(math.ceil((exposure.file_size or 0) / 1024)),
-        "target_name": exposure.object_name or None,
-        "s_ra": ra,
-        "s_dec": dec,
-        "s_fov": FIELD_DIAMETER_DEG if ra is not None else None,
-        "s_region": None if ra is None or dec is None else f"CIRCLE {ra:.6f} {dec:.6f} {FIELD_DIAMETER_DEG / 2:g}",
-        "s_resolution": PIXEL_SCALE_ARCSEC,
-        "t_min": exposure.mjd_obs,
-        "t_max": t_max,
-        "t_exptime": exposure.exptime,
-        "t_resolution": exposure.exptime,
-        "em_min": band[0] if band else None,
-        "em_max": band[1] if band else None,
-        "em_res_power": (band[0] + band[1]) / 2 / (band[1] - band[0]) if band else None,
-        "o_ucd": "phot.count",
-        "pol_states": None,
-        "facility_name": FACILITY,
-        "instrument_name": exposure.instrument or None,
-        "desom2_cell": verdict.cell,
-        "quality_label": verdict.label,
-        "quality_flags": ",".join(flag["name"] for flag in verdict.flags) or None,
-    }
+def self_descriptor(votable, base_url: str) -> Resource:
+    return service_descriptor(votable, "sia2-query", SIA2_STANDARD_ID, f"{base_url}/query", INPUT_PARAMETERS,
+                              "this SIA 2.0 query service and its parameters, content ones included")
 
 
-def _field(votable, name, datatype, unit, ucd, utype, description):
-    kwargs = {"arraysize": "*"} if datatype == "char" else {}
-    made = Field(votable, name=name, ID=name, datatype=datatype, unit=unit, ucd=ucd, utype=utype, **kwargs)
-    made.description = description
-    return made
+def datalink_descriptor(votable, links_url: str) -> Resource:
+    """How to reach each row's DataLink links: obs_publisher_did is the ID."""
+    return service_descriptor(votable, "datalink", DATALINK_STANDARD_ID, links_url,
+                              [ServiceParam("ID", ref="obs_publisher_did", description="publisher's identifier")],
+                              "links of each exposure: file, preview, cutouts, similar exposures, quality")
 
 
-def _status_info(votable, value: str, text: str = "") -> Info:
-    info = Info(name="QUERY_STATUS", value=value)
-    info.content = text
-    return info
-
-
-def _serialise(votable: VOTableFile) -> bytes:
-    out = io.BytesIO()
-    votable.to_xml(out, tabledata_format="tabledata")
-    return out.getvalue()
-
-
-def results_votable(result: SiaResult, download_url) -> bytes:
+def results_votable(result: SiaResult, download_url, base_url: str, links_url: str) -> bytes:
     """The answer: RESOURCE type=results, QUERY_STATUS OK (or OVERFLOW) and one ObsCore row per
-    exposure. `download_url(exposure)` gives the absolute access URL. Quality comes from one
-    bulk `quality_verdicts` call."""
-    columns = list(OBSCORE_COLUMNS) + ([SIMILARITY_COLUMN] if result.scores else [])
-    votable = VOTableFile(version="1.4")
+    exposure, then the service's self-description and the DataLink descriptor.
+    `download_url(exposure)` gives the absolute access URL. Quality comes from one bulk
+    `quality_verdicts` call."""
+    columns = list(obscore.COLUMNS) + ([SIMILARITY_COLUMN] if result.scores else [])
+    votable = new_votable()
     resource = Resource(type="results")
     votable.resources.append(resource)
-    resource.infos.append(_status_info(votable, "OK"))
+    resource.infos.append(status_info("OK"))
     resource.infos.append(Info(name="standardID", value=SIA2_STANDARD_ID))
     for name in result.ignored:
         resource.infos.append(Info(name="WARNING", value=f"parameter {name} is not supported and was ignored"))
-    table = TableElement(votable, name="results")
-    resource.tables.append(table)
-    table.fields.extend(_field(votable, *column) for column in columns)
-    table.create_arrays(len(result.exposures))
     verdicts = {v.exposure_id: v for v in quality.quality_verdicts(result.exposures)}
-    names = [c[0] for c in columns]
-    for i, exposure in enumerate(result.exposures):
-        row = exposure_row(exposure, verdicts[exposure.pk], download_url(exposure))
+    rows = []
+    for exposure in result.exposures:
+        row = obscore.row(exposure, verdicts[exposure.pk], download_url(exposure))
         if result.scores:
             row["similarity_distance"] = result.scores.get(exposure.pk)
-        values, mask = [], []
-        for name, column in zip(names, columns):
-            value = row[name]
-            missing = value is None or (isinstance(value, float) and not math.isfinite(value))
-            mask.append(missing)
-            values.append(_placeholder(column[1]) if missing else value)
-        table.array[i] = tuple(values)
-        table.array.mask[i] = tuple(mask)
+        rows.append(row)
+    add_table(votable, resource, columns, rows)
     if result.overflow:
-        # DALI: a truncated answer ends with QUERY_STATUS OVERFLOW after the table.
+        # DALI: a truncated answer says so with QUERY_STATUS OVERFLOW.
         resource.infos[0].value = "OVERFLOW"
         resource.infos[0].content = f"more than MAXREC={result.maxrec} records match; narrow the query"
-    return _serialise(votable)
-
-
-def _placeholder(datatype):
-    return "" if datatype == "char" else (0.0 if datatype == "double" else 0)
-
-
-def error_votable(message: str) -> bytes:
-    votable = VOTableFile(version="1.4")
-    resource = Resource(type="results")
-    votable.resources.append(resource)
-    resource.infos.append(_status_info(votable, "ERROR", message))
-    return _serialise(votable)
+    votable.resources.append(self_descriptor(votable, base_url))
+    votable.resources.append(datalink_descriptor(votable, links_url))
+    return serialise(votable)
 
 
 # --- VOSI --------------------------------------------------------------------------------------
 
-def capabilities_xml(base_url: str) -> bytes:
-    """VOSI capabilities: the SIA 2.0 query interface, and the capabilities and availability
-    endpoints. `base_url` is the absolute URL of /sia2 (no trailing slash)."""
-    base = escape(base_url.rstrip("/"))
+def vosi_capability(standard_id: str, url: str) -> str:
+    return f"""  <capability standardID="{standard_id}">
+    <interface xsi:type="vs:ParamHTTP" role="std">
+      <accessURL use="full">{escape(url)}</accessURL>
+    </interface>
+  </capability>
+"""
+
+
+def capabilities_document(body: str) -> bytes:
     return f"""<?xml version="1.0" encoding="UTF-8"?>
 <vosi:capabilities xmlns:vosi="http://www.ivoa.net/xml/VOSICapabilities/v1.0"
     xmlns:vr="http://www.ivoa.net/xml/VOResource/v1.0"
     xmlns:vs="http://www.ivoa.net/xml/VODataService/v1.1"
+    xmlns:tr="http://www.ivoa.net/xml/TAPRegExt/v1.0"
     xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
-  <capability standardID="ivo://ivoa.net/std/VOSI#capabilities">
-    <interface xsi:type="vs:ParamHTTP" role="std">
-      <accessURL use="full">{base}/capabilities</accessURL>
-    </interface>
-  </capability>
-  <capability standardID="ivo://ivoa.net/std/VOSI#availability">
-    <interface xsi:type="vs:ParamHTTP" role="std">
-      <accessURL use="full">{base}/availability</accessURL>
-    </interface>
-  </capability>
-  <capability standardID="{SIA2_STANDARD_ID}">
+{body}</vosi:capabilities>
+""".encode()
+
+
+def capabilities_xml(base_url: str) -> bytes:
+    """VOSI capabilities: the SIA 2.0 query interface (GET and POST), and the capabilities and
+    availability endpoints. `base_url` is the absolute URL of /sia2 (no trailing slash)."""
+    base = base_url.rstrip("/")
+    body = vosi_capability("ivo://ivoa.net/std/VOSI#capabilities", f"{base}/capabilities")
+    body += vosi_capability("ivo://ivoa.net/std/VOSI#availability", f"{base}/availability")
+    body += f"""  <capability standardID="{SIA2_STANDARD_ID}">
     <interface xsi:type="vs:ParamHTTP" role="std" version="2.0">
-      <accessURL use="base">{base}/query</accessURL>
+      <accessURL use="base">{escape(base)}/query</accessURL>
       <queryType>GET</queryType>
+      <queryType>POST</queryType>
       <resultType>{VOTABLE_MIME}</resultType>
     </interface>
   </capability>
-</vosi:capabilities>
-""".encode()
+"""
+    return capabilities_document(body)
 
 
 def availability_xml(available: bool, note: str) -> bytes:

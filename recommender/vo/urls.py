@@ -1,15 +1,30 @@
-"""SIA v2 query and VOSI routes, included at sia2/ by config/urls.py."""
+"""The Virtual Observatory routes, included at the site's root by config/urls.py: SIA v2 under
+sia2/, DataLink under datalink/, SODA under soda/, TAP under tap/; each with its VOSI
+endpoints. Each route also answers with a trailing slash."""
 from django.urls import path
 
 from . import views
 
 app_name = "vo"
 
+
+def _both(route, view, name=None):
+    return [path(route, view, name=name), path(route + "/", view)]
+
+
 urlpatterns = [
-    path("query", views.query, name="query"),
-    path("query/", views.query),
-    path("capabilities", views.capabilities, name="capabilities"),
-    path("capabilities/", views.capabilities),
-    path("availability", views.availability, name="availability"),
-    path("availability/", views.availability),
+    *_both("sia2/query", views.query, "query"),
+    *_both("sia2/capabilities", views.capabilities, "capabilities"),
+    *_both("sia2/availability", views.availability, "availability"),
+    *_both("datalink/links", views.links, "links"),
+    *_both("datalink/capabilities", views.datalink_capabilities, "datalink-capabilities"),
+    *_both("datalink/availability", views.availability, "datalink-availability"),
+    *_both("soda/sync", views.soda_sync, "soda"),
+    *_both("soda/capabilities", views.soda_capabilities, "soda-capabilities"),
+    *_both("soda/availability", views.availability, "soda-availability"),
+    *_both("tap/sync", views.tap_sync, "tap-sync"),
+    *_both("tap/capabilities", views.tap_capabilities, "tap-capabilities"),
+    *_both("tap/availability", views.tap_availability, "tap-availability"),
+    *_both("tap/tables", views.tap_tables, "tap-tables"),
+    *_both("tap/async", views.tap_async, "tap-async"),
 ]

@@ -1,6 +1,7 @@
-"""SIA v2 and VOSI views: thin wrappers over `recommender.vo.services`. Every answer is a
-VOTable or VOSI XML document, errors included (HTTP 400 for a bad query, 503 when the
-database is down), so VO clients always get something they can parse."""
+"""VO views (SIA v2, DataLink, SODA, VOSI): thin wrappers over the services of this package.
+Every answer a VO client parses is a VOTable or VOSI XML document, errors included (HTTP 400
+for a bad request, 404 for an unknown dataset, 503 when the database is down), with a DALI
+fault code at the start of each error message."""
 import logging
 
 from django.db import DatabaseError, connection
@@ -9,43 +10,112 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
-from . import services
+from . import datalink, services, soda, tap
+from .votable import FATAL, TRANSIENT, VOTABLE_MIME, error_votable
 
 logger = logging.getLogger(__name__)
 DATABASE_DOWN = "the archive database is unavailable; try again shortly"
 
 
-def _votable(body: bytes, status: int = 200, **headers) -> HttpResponse:
-    response = HttpResponse(body, status=status, content_type=f"{services.VOTABLE_MIME}; charset=utf-8")
+def _votable(body: bytes, status: int = 200, content_type: str = VOTABLE_MIME, **headers) -> HttpResponse:
+    response = HttpResponse(body, status=status, content_type=f"{content_type}; charset=utf-8")
     for name, value in headers.items():
         response[name.replace("_", "-")] = value
     return response
 
 
-def _base_url(request) -> str:
-    return request.build_absolute_uri(reverse("vo:query")).rsplit("/query", 1)[0]
+def _database_down(where: str, exc) -> HttpResponse:
+    logger.warning("%s: database unavailable (%s)", where, exc)
+    return _votable(error_votable(DATABASE_DOWN, TRANSIENT), 503, Retry_After="30")
 
 
-# A query changes nothing, and VO clients POST without a CSRF token (SIA 2.0 allows POST).
+def _url(request, name, **kwargs) -> str:
+    return request.build_absolute_uri(reverse(name, kwargs=kwargs or None))
+
+
+def _sia_base(request) -> str:
+    return _url(request, "vo:query").rsplit("/query", 1)[0]
+
+
+# VO clients POST without a CSRF token; these routes change nothing.
 @csrf_exempt
 @require_http_methods(["GET", "POST"])
 def query(request):
     try:
         params = services.collect_parameters(request.GET, request.POST)
         result = services.run_query(params, request.user)
-        body = services.results_votable(result, lambda e: request.build_absolute_uri(
-            reverse("archive:download", kwargs={"pk": e.pk})))
+        body = services.results_votable(result, lambda e: _url(request, "archive:download", pk=e.pk),
+                                        _sia_base(request), _url(request, "vo:links"))
     except services.SiaError as exc:
-        return _votable(services.error_votable(str(exc)), 400)
+        return _votable(error_votable(str(exc)), 400)
     except DatabaseError as exc:
-        logger.warning("SIA query: database unavailable (%s)", exc)
-        return _votable(services.error_votable(DATABASE_DOWN), 503, Retry_After="30")
+        return _database_down("SIA query", exc)
     return _votable(body)
+
+
+def _datalink_urls(request) -> datalink.Urls:
+    return datalink.Urls(download=lambda e: _url(request, "archive:download", pk=e.pk),
+                         preview=lambda e: _url(request, "archive:preview", pk=e.pk),
+                         quality=lambda e: _url(request, "archive-api:exposure-detail", pk=e.pk),
+                         soda=_url(request, "vo:soda"), sia=_url(request, "vo:query"))
+
+
+@csrf_exempt
+@require_http_methods(["GET", "POST"])
+def links(request):
+    try:
+        params = services.collect_parameters(request.GET, request.POST)
+        body = datalink.links_votable(datalink.collect_ids(params), request.user, _datalink_urls(request))
+    except (services.SiaError, datalink.DataLinkError) as exc:
+        return _votable(error_votable(str(exc)), 400)
+    except DatabaseError as exc:
+        return _database_down("DataLink", exc)
+    return _votable(body, content_type="application/x-votable+xml;content=datalink")
+
+
+@csrf_exempt
+@require_http_methods(["GET", "POST"])
+def soda_sync(request):
+    try:
+        params = services.collect_parameters(request.GET, request.POST)
+        made = soda.cutout(params, request.user)
+    except services.SiaError as exc:
+        return _votable(error_votable(str(exc)), 400)
+    except soda.SodaError as exc:
+        return _votable(error_votable(str(exc), exc.code), exc.status)
+    except DatabaseError as exc:
+        return _database_down("SODA", exc)
+    except MemoryError:
+        return _votable(error_votable("the cutout did not fit in the server's memory", FATAL), 500)
+    response = HttpResponse(made.content, content_type="application/fits")
+    response["Content-Disposition"] = f'attachment; filename="{made.filename}"'
+    response["Content-Length"] = str(len(made.content))
+    return response
+
+
+def _capabilities(body: str) -> HttpResponse:
+    return HttpResponse(services.capabilities_document(body), content_type="text/xml; charset=utf-8")
 
 
 @require_GET
 def capabilities(request):
-    return HttpResponse(services.capabilities_xml(_base_url(request)), content_type="text/xml; charset=utf-8")
+    return HttpResponse(services.capabilities_xml(_sia_base(request)), content_type="text/xml; charset=utf-8")
+
+
+@require_GET
+def datalink_capabilities(request):
+    body = services.vosi_capability("ivo://ivoa.net/std/VOSI#capabilities", _url(request, "vo:datalink-capabilities"))
+    body += services.vosi_capability("ivo://ivoa.net/std/VOSI#availability", _url(request, "vo:datalink-availability"))
+    body += services.vosi_capability(datalink.DATALINK_STANDARD_ID, _url(request, "vo:links"))
+    return _capabilities(body)
+
+
+@require_GET
+def soda_capabilities(request):
+    body = services.vosi_capability("ivo://ivoa.net/std/VOSI#capabilities", _url(request, "vo:soda-capabilities"))
+    body += services.vosi_capability("ivo://ivoa.net/std/VOSI#availability", _url(request, "vo:soda-availability"))
+    body += services.vosi_capability(datalink.SODA_STANDARD_ID, _url(request, "vo:soda"))
+    return _capabilities(body)
 
 
 @require_GET
@@ -56,7 +126,52 @@ def availability(request):
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
             cursor.fetchone()
-        available, note = True, "the SIA service is accepting queries"
+        available, note = True, "the service is accepting queries"
+    except DatabaseError as exc:
+        available, note = False, f"{DATABASE_DOWN} ({exc.__class__.__name__})"
+    return HttpResponse(services.availability_xml(available, note), content_type="text/xml; charset=utf-8")
+
+
+def _site_root(request) -> str:
+    return request.build_absolute_uri("/").rstrip("/")
+
+
+@csrf_exempt
+@require_http_methods(["GET", "POST"])
+def tap_sync(request):
+    try:
+        params = services.collect_parameters(request.GET, request.POST)
+        result = tap.run_sync(params, request.user, _site_root(request))
+        body = tap.results_votable(result, _url(request, "vo:links"))
+    except services.SiaError as exc:
+        return _votable(error_votable(str(exc)), 400)
+    except tap.TapError as exc:
+        return _votable(error_votable(str(exc), exc.code), exc.status)
+    except DatabaseError as exc:
+        return _database_down("TAP", exc)
+    return _votable(body)
+
+
+@csrf_exempt
+def tap_async(request):
+    """Asynchronous jobs (UWS) are not offered: say so in a VOTable, pointing at sync."""
+    return _votable(error_votable("this TAP service runs synchronous queries only: use /tap/sync"), 501)
+
+
+@require_GET
+def tap_capabilities(request):
+    return _capabilities(tap.capabilities_body(_url(request, "vo:tap-sync").rsplit("/sync", 1)[0]))
+
+
+@require_GET
+def tap_tables(request):
+    return HttpResponse(tap.tables_xml(), content_type="text/xml; charset=utf-8")
+
+
+@require_GET
+def tap_availability(request):
+    try:
+        available, note = tap.available()
     except DatabaseError as exc:
         available, note = False, f"{DATABASE_DOWN} ({exc.__class__.__name__})"
     return HttpResponse(services.availability_xml(available, note), content_type="text/xml; charset=utf-8")

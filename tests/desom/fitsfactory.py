@@ -12,6 +12,8 @@ and processed and compared.
 """
 from __future__ import annotations
 
+import gzip
+import io
 from dataclasses import dataclass
 
 import numpy as np
@@ -152,14 +154,28 @@ def processed_ccd(science: np.ndarray, index: int):
     return science.astype(np.float32), h
 
 
+PIXEL_SCALE_DEG = 0.185 / 3600.0
+
+
+def ccd_wcs_cards(index, shape, ra, dec, *, x_offset=0, gap=100):
+    """A TAN WCS for CCD `index` of a row of CCDs centred on (ra, dec), north up and east left,
+    at MegaCam's pixel scale; `x_offset` is the number of stored columns before the science
+    area (raw files count their overscan in the WCS, as MegaPrime's do)."""
+    ny, nx = shape
+    return {"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRVAL1": ra, "CRVAL2": dec,
+            "CRPIX1": float(-index * (nx + gap) + x_offset + 1), "CRPIX2": float(ny / 2),
+            "CD1_1": -PIXEL_SCALE_DEG, "CD1_2": 0.0, "CD2_1": 0.0, "CD2_2": PIXEL_SCALE_DEG,
+            "RADESYS": "ICRS", "EQUINOX": 2000.0}
+
+
 def write_exposure(path, n_ccds=4, shape=(512, 256), *, layout="raw", compression=None,
                    seed=0, sky_kw=None, bias=(1000.0, 1150.0), bias_slope=0.0,
                    dead_ccds=(), nan_ccds=(), empty_ccds=(), header_kw=None,
-                   strip_sections=False, extra_hdus=()):
+                   strip_sections=False, extra_hdus=(), wcs_at=None):
     """Write an exposure; returns {ccd index: CCDTruth}. ``layout`` 'raw' | 'processed'.
     dead: a flat CCD (constant value); nan: all NaN (processed) / all BLANK; empty: no sources.
     ``strip_sections`` removes DATASEC and the overscan keywords (a raw file whose header lost
-    them), to exercise the fallback."""
+    them), to exercise the fallback. ``wcs_at=(ra, dec)`` gives every CCD a WCS (ccd_wcs_cards)."""
     sky_kw = dict(sky_kw or {})
     hdus = [fits.PrimaryHDU(header=primary_header(n_ccds=n_ccds + len(extra_hdus),
                                                   **(header_kw or {})))]
@@ -186,6 +202,9 @@ def write_exposure(path, n_ccds=4, shape=(512, 256), *, layout="raw", compressio
                 data[:] = 0.0
             if i in nan_ccds:
                 data[:] = np.nan
+        if wcs_at is not None:
+            for key, value in ccd_wcs_cards(i, shape, *wcs_at, x_offset=OVERSCAN if layout == "raw" else 0).items():
+                h[key] = value
         if compression == "fz":
             hdus.append(fits.CompImageHDU(data, header=h, compression_type="RICE_1"))
         else:
@@ -201,3 +220,36 @@ def truncate(path, fraction=0.6):
         data = fh.read()
     with open(path, "wb") as fh:
         fh.write(data[:int(len(data) * fraction)])
+
+
+# --- hostile uploads (tests/serving/test_uploads.py, benchmarks/bench_uploads.py) ----------
+
+def gzip_bomb(side: int = 40_000) -> bytes:
+    """Under a megabyte of .fits.gz whose one image declares side x side int16 pixels (3.2 GB
+    at the default) of zeros, and really holds them."""
+    header = fits.ImageHDU(np.zeros((2, 2), np.int16)).header
+    header["NAXIS1"], header["NAXIS2"], header["EXTNAME"] = side, side, "ccd00"
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=9) as out:
+        out.write(fits.PrimaryHDU(header=primary_header(n_ccds=1)).header.tostring().encode())
+        out.write(header.tostring().encode())
+        left, block = min(side * side * 2, 800 * 2 ** 20), bytes(1 << 24)
+        while left > 0:              # up to 800 MB of the declared zeros follow
+            out.write(block[:left])
+            left -= len(block)
+    return buffer.getvalue()
+
+
+def many_extensions(n: int = 200) -> bytes:
+    buffer = io.BytesIO()
+    fits.HDUList([fits.PrimaryHDU(header=primary_header(n_ccds=n))]
+                 + [fits.ImageHDU(np.zeros((8, 8), np.int16), name=f"ccd{i:02d}") for i in range(n)]).writeto(buffer)
+    return buffer.getvalue()
+
+
+def absurd_header() -> bytes:
+    """A plain FITS file of a few kB whose extension declares 10^6 x 10^6 float64 pixels."""
+    header = fits.ImageHDU(np.zeros((2, 2), np.float64)).header
+    header["NAXIS1"] = header["NAXIS2"] = 1_000_000
+    return (fits.PrimaryHDU(header=primary_header(n_ccds=1)).header.tostring().encode()
+            + header.tostring().encode() + bytes(2880))

@@ -290,7 +290,7 @@ def test_upload_finds_exposures_and_names_problems(populated_archive, science_fi
     assert page.status_code == 400 and b"not an image" in page.content
     page = client.post("/search/upload/", {"kind": "exposure", "k": 6,
                                            "file": SimpleUploadedFile("x.fits", b"not fits at all")})
-    assert page.status_code == 400 and b"x.fits is not a FITS file" in page.content
+    assert page.status_code == 400 and b"x.fits: the upload is not a FITS file" in page.content
 
     exposure_file = Path(science_files[0])
     page = client.post("/search/upload/", {"kind": "exposure", "k": 5,

@@ -253,7 +253,7 @@ def test_truncated_or_garbled_files_raise_index_corrupt_error(tmp_path, data):
     cases = {
         "empty": b"",
         "header-cut": raw[:20],
-        "ids-cut": raw[:raw.index(b"}", raw.index(b"{\"")) + 100],
+        "ids-cut": raw[:len(raw) - 400],
         "index-cut": raw[:-1000],
         "appended": raw + b"\0",
         "not-an-index": b"hello world" * 100,

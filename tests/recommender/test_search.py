@@ -128,7 +128,7 @@ def test_search_api_and_bad_uploads(populated_archive, survey_dir):
     big = io.BytesIO(b"\0" * (600 * 1024))
     big.name = "big.npy"
     response = client.post("/api/search/cutout/", {"file": big}, format="multipart")
-    assert response.status_code == 400 and "limit" in str(response.json())
+    assert response.status_code == 413 and "at most" in str(response.json())
     not_fits = io.BytesIO(b"PK\x03\x04 zip file")
     not_fits.name = "exposure.fits"
     response = client.post("/api/search/exposure/", {"file": not_fits}, format="multipart")

@@ -15,6 +15,8 @@ from django.test import Client
 from archive.models import Exposure
 from archive.services import quality
 from recommender import services as recommender_services
+from archive import geometry
+from desom.footprint import angular_distance, polygon_contains
 from recommender.vo import services as vo
 
 QUERY = "/sia2/query"
@@ -61,6 +63,8 @@ def test_capabilities_list_the_sia_interface_and_vosi(db):
                               "ivo://ivoa.net/std/VOSI#availability"}
     url = standards[vo.SIA2_STANDARD_ID].find("interface/accessURL").text
     assert url == "http://testserver/sia2/query"
+    # Both methods the query answers are declared.
+    assert [q.text for q in standards[vo.SIA2_STANDARD_ID].iter("queryType")] == ["GET", "POST"]
 
 
 def test_availability_reports_a_database_outage(db):
@@ -96,7 +100,18 @@ def test_query_lists_science_exposures_with_obscore_columns(public_archive):
     assert row["dataproduct_type"] == "image" and row["access_format"] == "application/fits"
     assert row["access_url"] == f"http://testserver/exposures/{first.pk}/download/"
     assert row["access_estsize"] == math.ceil(first.file_size / 1024)
-    assert row["s_region"].startswith("CIRCLE ")
+    # The footprint: a DALI polygon (double array, xtype polygon) from the CCDs' WCS, holding the pointing.
+    assert fields["s_region"].xtype == "polygon" and fields["s_region"].datatype == "double"
+    assert first.footprint_kind == "wcs"
+    region = [float(v) for v in row["s_region"]]
+    assert len(region) >= 8 and len(region) % 2 == 0
+    assert np.allclose(region, [float(v) for v in first.s_region.split()])
+    assert polygon_contains(list(zip(region[0::2], region[1::2])), first.ra_deg, first.dec_deg)
+    # Spatial sizes from the WCS (the simulator writes MegaCam's 0.185"/px, 2 CCDs of 256 x 512).
+    assert abs(row["s_resolution"] - 0.185) < 1e-6
+    assert row["s_xel1"] >= 256 and row["s_xel2"] >= 512
+    assert 0.02 < row["s_fov"] < 0.2
+    assert (row["t_xel"], row["em_xel"]) == (1, 1) and np.ma.is_masked(row["pol_xel"])
     assert abs(row["t_max"] - row["t_min"] - first.exptime / 86400) < 1e-9
     band = vo.MEGAPRIME_BANDS_M[first.band]
     assert (row["em_min"], row["em_max"]) == band
@@ -108,30 +123,55 @@ def test_query_lists_science_exposures_with_obscore_columns(public_archive):
                                        .values_list("expnum", flat=True)}
 
 
-def test_position_constraints_match_the_field_around_each_pointing(public_archive):
+def _corners(exposure):
+    values = [float(v) for v in exposure.s_region.split()]
+    return list(zip(values[0::2], values[1::2]))
+
+
+def test_position_constraints_match_the_footprints(public_archive):
+    """POS meets the footprints: a circle just off a footprint's corner misses it, one reaching
+    over the corner finds it; a brute-force pass over every footprint gives the same answer."""
     exposures = list(science())
     centre = exposures[0]
+    corner = _corners(centre)[0]
+    # A point 0.05 deg beyond the corner, away from the field's centre.
+    ra0, dec0 = centre.ra_deg, centre.dec_deg
+    away = np.subtract(corner, (ra0, dec0))
+    away[0] *= math.cos(math.radians(dec0))
+    away /= np.hypot(*away)
+    point = (corner[0] + 0.05 * away[0] / math.cos(math.radians(corner[1])), corner[1] + 0.05 * away[1])
+    gap = float(angular_distance(*point, *corner))
+    for radius, inside in ((gap * 0.8, False), (gap * 1.2, True)):
+        got = obs_ids(Client().get(QUERY, {"pos": f"CIRCLE {point[0]} {point[1]} {radius}"}))
+        assert (centre.expnum in got) is inside, (radius, gap)
+        expected = sorted(e.expnum for e in exposures
+                          if geometry.intersects(_corners(e), geometry.Circle(point[0], point[1], radius)))
+        assert got == expected
+        # The REST cone asks the same question and gets the same answer.
+        rest = Client().get("/api/exposures/", {"ra": point[0], "dec": point[1], "radius": radius,
+                                                 "is_science": "true", "page_size": 500}).json()
+        assert sorted(r["expnum"] for r in rest["results"]) == got
+
     radius = 2.0
-    expected = sorted(e.expnum for e in exposures
-                      if vo.angular_distance(centre.ra_deg, centre.dec_deg, e.ra_deg, e.dec_deg)
-                      <= radius + vo.FIELD_DIAMETER_DEG / 2)
-    got = obs_ids(Client().get(QUERY, {"pos": f"CIRCLE {centre.ra_deg} {centre.dec_deg} {radius}"}))
+    got = obs_ids(Client().get(QUERY, {"pos": f"CIRCLE {ra0} {dec0} {radius}"}))
+    expected = sorted(e.expnum for e in exposures if geometry.intersects(_corners(e), geometry.Circle(ra0, dec0, radius)))
     assert got == expected and centre.expnum in got
 
     decs = sorted(e.dec_deg for e in exposures)
     lo, hi = decs[len(decs) // 4], decs[len(decs) // 2]
-    expected = sorted(e.expnum for e in exposures if lo - 0.5 <= e.dec_deg <= hi + 0.5)
+    expected = sorted(e.expnum for e in exposures
+                      if min(d for _, d in _corners(e)) <= hi and max(d for _, d in _corners(e)) >= lo)
     got = obs_ids(Client().get(QUERY, {"POS": f"RANGE -Inf +Inf {lo} {hi}"}))
     assert got == expected and 0 < len(got) < len(exposures)
 
-    # A small triangle around one pointing finds it; one far away finds nothing.
-    r, d = centre.ra_deg, centre.dec_deg
-    triangle = f"POLYGON {r - 0.1} {d - 0.1} {r + 0.1} {d - 0.1} {r} {d + 0.1}"
+    # A small triangle around one pointing finds it; one far away finds nothing near it.
+    r, d = ra0, dec0
+    triangle = f"POLYGON {r - 0.01} {d - 0.01} {r + 0.01} {d - 0.01} {r} {d + 0.01}"
     assert centre.expnum in obs_ids(Client().get(QUERY, {"POS": triangle}))
-    far = f"POLYGON {(r + 180) % 360} {-d} {(r + 180.2) % 360} {-d} {(r + 180.1) % 360} {-d + 0.2}"
-    assert obs_ids(Client().get(QUERY, {"POS": far})) == [
-        e.expnum for e in exposures
-        if vo.angular_distance((r + 180.1) % 360, -d + 0.07, e.ra_deg, e.dec_deg) < 0.7]
+    far = [((r + 180) % 360, -d), ((r + 180.2) % 360, -d), ((r + 180.1) % 360, -d + 0.2)]
+    far_text = "POLYGON " + " ".join(f"{a} {b}" for a, b in far)
+    assert obs_ids(Client().get(QUERY, {"POS": far_text})) == sorted(
+        e.expnum for e in exposures if geometry.intersects(_corners(e), geometry.Polygon(tuple(far))))
 
 
 def test_band_time_exptime_and_identity_constraints(public_archive):
@@ -228,7 +268,7 @@ def test_maxrec_overflow_and_post(public_archive):
 
 
 @pytest.mark.parametrize("params, needle", [
-    ({"POS": "CIRCLE 10 20"}, "CIRCLE takes ra dec radius"),
+    ({"POS": "CIRCLE 10 20"}, "a circle is ra dec radius"),
     ({"POS": "CIRCLE 10 95 1"}, "declination"),
     ({"POS": "BOX 1 2 3 4"}, "unknown shape"),
     ({"POS": "POLYGON 1 2 3 4"}, "at least three"),
@@ -236,7 +276,6 @@ def test_maxrec_overflow_and_post(public_archive):
     ({"BAND": "5e-7 4e-7"}, "empty"),
     ({"BAND": "nan 1"}, "not a finite number"),
     ({"TIME": "1 2 3"}, "two numbers"),
-    ({"MAXREC": "100000"}, "MAXREC"),
     ({"MAXREC": "-1"}, "MAXREC"),
     ({"CALIB": "raw"}, "calibration level"),
     ({"CELL": "9999"}, "CELL"),
@@ -250,6 +289,29 @@ def test_bad_parameters_are_400_votable_errors(public_archive, params, needle):
     assert response.status_code == 400
     value, message = status_of(votable(response))
     assert value == "ERROR" and needle in message, message
+    assert message.startswith("UsageFault: "), message
+
+
+def test_maxrec_above_the_limit_is_capped_with_overflow(public_archive, monkeypatch):
+    """DALI: a MAXREC above the service's limit is served up to the limit, flagged OVERFLOW."""
+    monkeypatch.setattr(vo, "MAX_MAXREC", 4)
+    parsed = votable(Client().get(QUERY, {"MAXREC": str(10 ** 9)}))
+    assert status_of(parsed)[0] == "OVERFLOW" and len(parsed.get_first_table().array) == 4
+
+
+def test_self_description_lists_our_content_parameters(public_archive):
+    """Every answer describes the service (RESOURCE type=meta, adhoc:service) and how to reach
+    each row's DataLink links; MAXREC=0 is the DALI way to ask for just that."""
+    parsed = votable(Client().get(QUERY, {"MAXREC": "0"}))
+    meta = {r.ID: r for r in parsed.resources if r.type == "meta"}
+    assert set(meta) == {"sia2-query", "datalink"} and all(r.utype == "adhoc:service" for r in meta.values())
+    params = {p.name: p.value for p in meta["sia2-query"].params}
+    assert params["standardID"] == vo.SIA2_STANDARD_ID and params["accessURL"] == "http://testserver/sia2/query"
+    inputs = {p.name for p in meta["sia2-query"].groups[0].entries}
+    assert {"POS", "BAND", "TIME", "MAXREC", "QUALITY", "FLAG", "CELL", "SIMILAR_TO", "K"} <= inputs
+    link = meta["datalink"]
+    assert {p.name: p.value for p in link.params}["accessURL"] == "http://testserver/datalink/links"
+    assert link.groups[0].entries[0].ref == "obs_publisher_did"
 
 
 def test_similar_to_k_above_the_limit_is_refused(public_archive):
@@ -270,7 +332,7 @@ def test_database_down_is_a_503_votable_error(db):
         health = Client().get("/health/")
     assert response.status_code == 503 and response["Retry-After"] == "30"
     value, message = status_of(votable(response))
-    assert value == "ERROR" and "database is unavailable" in message
+    assert value == "ERROR" and "database is unavailable" in message and message.startswith("TransientFault: ")
     assert health.status_code == 503 and health.json()["database"].startswith("unavailable")
 
 

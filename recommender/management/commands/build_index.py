@@ -9,12 +9,17 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--force", action="store_true", help="delete the index files first")
+        parser.add_argument("--if-model", action="store_true",
+                            help="with no active DESOM-1, say so and succeed (for deployment scripts)")
 
     def handle(self, *args, **opts):
         from archive.models import ModelVersion
         from archive.services import versions
 
         desom1 = versions.active_version(ModelVersion.DESOM1)
+        if desom1 is None and opts["if_model"]:
+            self.stdout.write("no active DESOM-1 yet: no index to build")
+            return
         if desom1 is None:
             raise CommandError("no active DESOM-1: train one first (manage.py train_desom1)")
         if opts["force"]:

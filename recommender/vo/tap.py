@@ -1,0 +1,578 @@
+"""ObsTAP: synchronous ADQL queries over `ivoa.obscore` and `TAP_SCHEMA`, on PostgreSQL with
+pgSphere.
+
+ADQL is translated to PostgreSQL/pgSphere by queryparser (the translator of the Daiquiri
+framework). Safety comes in layers, each enough to refuse what the others miss:
+
+1. the translated query is parsed again; it may name only the published tables (ivoa.obscore
+   and TAP_SCHEMA's) and call only ADQL's functions and their pgSphere translations;
+2. `ivoa.obscore` exists only inside the request's transaction: a temporary view over the
+   internal ObsCore view restricted to the exposures the caller may see, chosen by the
+   archive's one access rule (`archive.selectors.visible_exposures`, compiled to SQL);
+3. the query runs in a READ ONLY transaction that is rolled back, under a role
+   (`desom_tap`) that may read nothing but the published tables, with a statement timeout,
+   through a server-side cursor from which at most MAXREC + 1 rows are fetched.
+
+On SQLite, or a PostgreSQL without pgSphere, TAP answers with a VOTable error saying so.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import uuid
+from dataclasses import dataclass
+
+from astropy.io.votable.tree import Resource
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Count, Max
+from xml.sax.saxutils import escape
+
+from archive import selectors
+from archive.models import CellAssignment, CellLabel, Exposure, ExposureFlag, ModelVersion, PrototypeFlag
+from archive.services import quality, versions
+
+from . import obscore
+from .votable import Column, add_table, new_votable, serialise, status_info
+
+logger = logging.getLogger(__name__)
+
+TAP_STANDARD_ID = "ivo://ivoa.net/std/TAP"
+TAP_ROLE = "desom_tap"
+INTERNAL_SCHEMA = "tap_internal"
+DEFAULT_MAXREC = 1000
+MAX_MAXREC = 100_000
+DEFAULT_TIMEOUT_S = 10.0
+MAX_QUERY_LENGTH = 20_000
+PUBLISHED = {("ivoa", "obscore"), ("tap_schema", "schemas"), ("tap_schema", "tables"), ("tap_schema", "columns"),
+             ("tap_schema", "keys"), ("tap_schema", "key_columns")}
+# ADQL's functions, as queryparser writes them in PostgreSQL, and the pgSphere calls its
+# geometry becomes. Anything else (pg_sleep, current_setting, lo_import ...) is refused.
+ALLOWED_FUNCTIONS = {
+    "abs", "acos", "asin", "atan", "atan2", "ceiling", "ceil", "cos", "cot", "degrees", "exp", "floor", "log",
+    "log10", "ln", "mod", "pi", "power", "radians", "sin", "sqrt", "tan", "trunc", "truncate", "round",
+    "count", "sum", "avg", "min", "max", "lower", "upper", "coalesce",
+    "spoint", "scircle", "spoly", "sbox", "area", "center", "long", "lat", "radius",
+}
+
+
+class TapError(ValueError):
+    def __init__(self, message: str, code: str = "UsageFault", status: int = 400):
+        super().__init__(message)
+        self.code, self.status = code, status
+
+
+def timeout_s() -> float:
+    return float(getattr(settings, "TAP_TIMEOUT_S", DEFAULT_TIMEOUT_S))
+
+
+# --- the published tables -----------------------------------------------------------------------
+
+TAP_SCHEMA_COLUMNS = {
+    "schemas": [("schema_name", "char", "schema name"), ("utype", "char", "utype"),
+                ("description", "char", "description"), ("schema_index", "int", "order")],
+    "tables": [("schema_name", "char", "schema"), ("table_name", "char", "table, schema-qualified"),
+               ("table_type", "char", "table or view"), ("utype", "char", "utype"),
+               ("description", "char", "description"), ("table_index", "int", "order")],
+    "columns": [("table_name", "char", "table, schema-qualified"), ("column_name", "char", "column"),
+                ("datatype", "char", "VOTable datatype"), ("arraysize", "char", "VOTable arraysize"),
+                ("xtype", "char", "VOTable xtype"), ("size", "int", "length (deprecated)"),
+                ("description", "char", "description"), ("utype", "char", "utype"), ("unit", "char", "unit"),
+                ("ucd", "char", "UCD"), ("indexed", "int", "1 when indexed"), ("principal", "int", "1 when principal"),
+                ("std", "int", "1 when defined by a standard"), ("column_index", "int", "order")],
+    "keys": [("key_id", "char", "key"), ("from_table", "char", "from"), ("target_table", "char", "to"),
+             ("utype", "char", "utype"), ("description", "char", "description")],
+    "key_columns": [("key_id", "char", "key"), ("from_column", "char", "from"), ("target_column", "char", "to")],
+}
+TABLE_DESCRIPTIONS = {
+    "ivoa.obscore": "ObsCore 1.1: one row per science exposure, with its DESOM-2 cell, quality label, "
+                    "prototype flags and label probability",
+    "tap_schema.schemas": "schemas published here", "tap_schema.tables": "tables published here",
+    "tap_schema.columns": "columns of the published tables", "tap_schema.keys": "foreign keys (none)",
+    "tap_schema.key_columns": "columns of the foreign keys (none)",
+}
+
+
+def published_columns() -> dict[str, list[Column]]:
+    tables = {"ivoa.obscore": list(obscore.COLUMNS)}
+    for name, cols in TAP_SCHEMA_COLUMNS.items():
+        tables[f"tap_schema.{name}"] = [Column(c, t, description=d, principal=True, std=True) for c, t, d in cols]
+    return tables
+
+
+def _literal(value) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _values_view(name: str, columns, rows) -> str:
+    cast = {"char": "text", "int": "integer"}
+    names = ", ".join(f'"{c}"' for c, _, _ in columns)
+    if not rows:
+        nulls = ", ".join(f"NULL::{cast[t]} AS \"{c}\"" for c, t, _ in columns)
+        return f"CREATE VIEW tap_schema.{name} AS SELECT {nulls} WHERE false"
+    body = ",\n".join("(" + ", ".join(f"{_literal(v)}::{cast[t]}" for v, (_, t, _) in zip(row, columns)) + ")"
+                      for row in rows)
+    return f"CREATE VIEW tap_schema.{name} AS SELECT * FROM (VALUES\n{body}) AS t({names})"
+
+
+def tap_schema_sql() -> list[str]:
+    tables = published_columns()
+    schemas = [("ivoa", None, "IVOA data models (ObsCore)", 0), ("tap_schema", None, "this service's metadata", 1)]
+    table_rows = [(t.split(".")[0], t, "view", "ivo://ivoa.net/std/obscore#table-1.1" if t == "ivoa.obscore" else None,
+                   TABLE_DESCRIPTIONS[t], i) for i, t in enumerate(tables)]
+    column_rows = []
+    for table, cols in tables.items():
+        for i, c in enumerate(cols):
+            column_rows.append((table, c.name, c.datatype, c.size, c.xtype, None, c.description, c.utype, c.unit,
+                                c.ucd, int(c.indexed), int(c.principal), int(c.std), i))
+    data = {"schemas": schemas, "tables": table_rows, "columns": column_rows, "keys": [], "key_columns": []}
+    sql = ["DROP SCHEMA IF EXISTS tap_schema CASCADE", "CREATE SCHEMA tap_schema"]
+    sql += [_values_view(name, TAP_SCHEMA_COLUMNS[name], rows) for name, rows in data.items()]
+    return sql
+
+
+def _band_case(index: int) -> str:
+    whens = " ".join(f"WHEN '{band}' THEN {edges[index]!r}" for band, edges in obscore.MEGAPRIME_BANDS_M.items())
+    return f"CASE lower(e.band) {whens} END"
+
+
+def obscore_view_sql() -> str:
+    """The internal view: every science exposure as an ObsCore row (no access rule here: the
+    request's temporary view adds it). access_url is built on the request's base URL."""
+    prefix = obscore.publisher_did_prefix().replace("'", "''")
+    res_power = " ".join(f"WHEN '{b}' THEN {(lo + hi) / 2 / (hi - lo)!r}" for b, (lo, hi) in obscore.MEGAPRIME_BANDS_M.items())
+    calib = " ".join(f"WHEN '{layout}' THEN {level}" for layout, level in obscore.CALIB_BY_LAYOUT.items())
+    return f"""CREATE VIEW {INTERNAL_SCHEMA}.obscore_all AS SELECT
+  e.id AS exposure_id,
+  '{obscore.DATAPRODUCT_TYPE}'::text AS dataproduct_type,
+  (CASE e.layout {calib} ELSE 1 END)::smallint AS calib_level,
+  '{obscore.COLLECTION}'::text AS obs_collection,
+  e.expnum::text AS obs_id,
+  ('{prefix}' || e.expnum)::text AS obs_publisher_did,
+  (current_setting('desom.base_url', true) || '/exposures/' || e.id || '/download/')::text AS access_url,
+  '{obscore.ACCESS_FORMAT}'::text AS access_format,
+  ceil(e.file_size / 1024.0)::bigint AS access_estsize,
+  NULLIF(e.object_name, '')::text AS target_name,
+  e.ra_deg AS s_ra, e.dec_deg AS s_dec, e.s_fov AS s_fov,
+  desom_spoly(NULLIF(e.s_region, '')) AS s_region,
+  e.s_resolution AS s_resolution, e.s_xel1::bigint AS s_xel1, e.s_xel2::bigint AS s_xel2,
+  e.mjd_obs AS t_min, e.mjd_obs + coalesce(e.exptime, 0) / 86400.0 AS t_max,
+  e.exptime AS t_exptime, e.exptime AS t_resolution, 1::bigint AS t_xel,
+  ({_band_case(0)})::double precision AS em_min, ({_band_case(1)})::double precision AS em_max,
+  (CASE lower(e.band) {res_power} END)::double precision AS em_res_power, 1::bigint AS em_xel,
+  'phot.count'::text AS o_ucd, NULL::text AS pol_states, NULL::bigint AS pol_xel,
+  '{obscore.FACILITY}'::text AS facility_name, NULLIF(e.instrument, '')::text AS instrument_name,
+  q.desom2_cell AS desom2_cell, q.quality_label::text AS quality_label, q.quality_flags AS quality_flags,
+  q.label_probability AS label_probability
+FROM archive_exposure e LEFT JOIN recommender_exposurequality q ON q.exposure_id = e.id
+WHERE e.is_science"""
+
+
+SPOLY_FUNCTION = r"""CREATE OR REPLACE FUNCTION desom_spoly(text) RETURNS spoly
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+  SELECT ('{' || rtrim(regexp_replace(btrim($1), '(\S+)\s+(\S+)(\s+|$)', '(\1d,\2d),', 'g'), ',') || '}')::spoly
+$$"""
+
+
+def install(using_connection=None) -> bool:
+    """Create (again) everything TAP reads, on PostgreSQL: pgSphere, the footprint function and
+    its indexes, the internal ObsCore view, TAP_SCHEMA, and the reader role. False (and a
+    warning) where pgSphere cannot be had."""
+    conn = using_connection or connection
+    if conn.vendor != "postgresql":
+        return False
+    with conn.cursor() as cursor:
+        try:
+            with transaction.atomic(using=conn.alias):
+                cursor.execute("CREATE EXTENSION IF NOT EXISTS pg_sphere")
+        except Exception as exc:  # not installed on the server, or no right to create it
+            logger.warning("TAP disabled: pgSphere is not available (%s)", str(exc).strip().splitlines()[0])
+            return False
+        with transaction.atomic(using=conn.alias):
+            cursor.execute(SPOLY_FUNCTION)
+            cursor.execute("CREATE INDEX IF NOT EXISTS archive_exposure_region_spoly ON archive_exposure "
+                           "USING gist (desom_spoly(NULLIF(s_region, '')))")
+            cursor.execute("CREATE INDEX IF NOT EXISTS archive_exposure_pointing_spoint ON archive_exposure "
+                           "USING gist (spoint(radians(ra_deg), radians(dec_deg)))")
+            cursor.execute(f"DROP SCHEMA IF EXISTS {INTERNAL_SCHEMA} CASCADE")
+            cursor.execute(f"CREATE SCHEMA {INTERNAL_SCHEMA}")
+            cursor.execute(obscore_view_sql())
+            for statement in tap_schema_sql():
+                cursor.execute(statement)
+        try:
+            with transaction.atomic(using=conn.alias):
+                cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [TAP_ROLE])
+                if cursor.fetchone() is None:
+                    cursor.execute(f"CREATE ROLE {TAP_ROLE} NOLOGIN")
+                cursor.execute(f"GRANT {TAP_ROLE} TO CURRENT_USER")
+                cursor.execute(f"GRANT USAGE ON SCHEMA tap_schema TO {TAP_ROLE}")
+                cursor.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA tap_schema TO {TAP_ROLE}")
+        except Exception as exc:
+            logger.warning("TAP runs without its reader role (%s): queries still run read-only, "
+                           "on the published tables only", str(exc).strip().splitlines()[0])
+    return True
+
+
+def post_migrate(sender, using="default", **kwargs):
+    from django.db import connections
+
+    install(connections[using])
+
+
+def available() -> tuple[bool, str]:
+    if connection.vendor != "postgresql":
+        return False, ("TAP needs PostgreSQL with pgSphere; this archive runs on "
+                       f"{connection.vendor} (set DATABASE_URL to a PostgreSQL database)")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass(%s)", [f"{INTERNAL_SCHEMA}.obscore_all"])
+        if cursor.fetchone()[0] is None:
+            return False, "TAP needs the pgSphere extension in the archive's PostgreSQL database (run migrate after installing it)"
+    return True, "the TAP service is accepting queries"
+
+
+def _has_role(cursor) -> bool:
+    cursor.execute("SELECT pg_has_role(current_user, %s, 'MEMBER') FROM pg_roles WHERE rolname = %s",
+                   [TAP_ROLE, TAP_ROLE])
+    found = cursor.fetchone()
+    return bool(found and found[0])
+
+
+# --- quality copy ---------------------------------------------------------------------------------
+
+def _stamp() -> str:
+    desom2 = versions.active_version(ModelVersion.DESOM2)
+    parts = [desom2.pk if desom2 else None,
+             CellLabel.objects.aggregate(n=Count("id"), m=Max("id")),
+             ExposureFlag.objects.aggregate(n=Count("id"), m=Max("id"), s=Max("share")),
+             PrototypeFlag.objects.aggregate(n=Count("id"), m=Max("updated_at")),
+             CellAssignment.objects.aggregate(n=Count("id"), m=Max("id")),
+             Exposure.objects.aggregate(n=Count("id"), m=Max("id"), u=Max("updated_at"))]
+    return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+def refresh_quality(force: bool = False) -> bool:
+    """Bring the quality copy up to date with labels, flags, cells and exposures; True when it
+    was rebuilt. Cheap when nothing changed (a few aggregates)."""
+    from recommender.models import ExposureQuality, QualityStamp
+
+    stamp = _stamp()
+    current = QualityStamp.objects.filter(pk=1).values_list("stamp", flat=True).first()
+    if current == stamp and not force:
+        return False
+    with transaction.atomic():
+        state, _ = QualityStamp.objects.select_for_update().get_or_create(pk=1, defaults={"stamp": ""})
+        if state.stamp == stamp and not force:
+            return False
+        ExposureQuality.objects.all().delete()
+        science = Exposure.objects.filter(is_science=True).order_by("pk")
+        last = 0
+        while True:
+            chunk = list(science.filter(pk__gt=last)[:2000])
+            if not chunk:
+                break
+            last = chunk[-1].pk
+            ExposureQuality.objects.bulk_create([
+                ExposureQuality(exposure_id=v.exposure_id, desom2_cell=v.cell, quality_label=v.label,
+                                quality_flags=",".join(f["name"] for f in v.flags) or None,
+                                label_probability=obscore.label_probability(v))
+                for v in quality.quality_verdicts(chunk)])
+        state.stamp = stamp
+        state.save()
+    return True
+
+
+# --- a query ------------------------------------------------------------------------------------------
+
+@dataclass
+class TapResult:
+    columns: list[Column]
+    rows: list[dict]
+    overflow: bool
+    maxrec: int
+
+
+def _single(params, name):
+    values = params.get(name, [])
+    if len(values) > 1:
+        raise TapError(f"{name}: give one value, not {len(values)}")
+    return values[0] if values else None
+
+
+def parse_request(params) -> tuple[str, int]:
+    request = _single(params, "REQUEST")
+    if request is not None and request.strip().lower() != "doquery":
+        raise TapError(f"REQUEST: only doQuery is supported, not {request!r}")
+    lang = _single(params, "LANG")
+    if lang is None:
+        raise TapError("LANG: give the query language (ADQL)")
+    if lang.strip().upper() not in ("ADQL", "ADQL-2.0", "ADQL-2.1"):
+        raise TapError(f"LANG: only ADQL is supported, not {lang!r}")
+    for name in ("FORMAT", "RESPONSEFORMAT"):
+        value = _single(params, name)
+        if value is not None and value.strip().lower().split(";")[0] not in (
+                "votable", "application/x-votable+xml", "text/xml", "application/xml"):
+            raise TapError(f"{name}: only VOTable is available, not {value!r}")
+    query = _single(params, "QUERY")
+    if not query or not query.strip():
+        raise TapError("QUERY: give an ADQL query")
+    if len(query) > MAX_QUERY_LENGTH:
+        raise TapError(f"QUERY: at most {MAX_QUERY_LENGTH} characters")
+    if "\x00" in query:
+        raise TapError("QUERY: NUL characters are not allowed")
+    maxrec = DEFAULT_MAXREC
+    text = _single(params, "MAXREC")
+    if text is not None:
+        try:
+            maxrec = int(text)
+        except ValueError:
+            raise TapError(f"MAXREC: {text!r} is not a whole number") from None
+        if maxrec < 0:
+            raise TapError("MAXREC: must not be negative")
+    return query, min(maxrec, MAX_MAXREC)
+
+
+def translate(adql: str) -> str:
+    """ADQL to PostgreSQL/pgSphere, checked: only the published tables and allowed functions."""
+    from queryparser.adql import ADQLQueryTranslator
+    from queryparser.exceptions import QueryError, QuerySyntaxError
+    from queryparser.postgresql import PostgreSQLQueryProcessor
+
+    try:
+        sql = ADQLQueryTranslator(adql).to_postgresql()
+    except QuerySyntaxError as exc:
+        where = ", ".join(f"line {line} column {col} near {text!r}" for line, col, text in exc.syntax_errors[:3])
+        raise TapError(f"ADQL syntax error ({where}); the service runs one SELECT statement") from None
+    except QueryError as exc:
+        raise TapError(f"ADQL: {exc}") from None
+    except Exception as exc:  # the translator's own failures on odd input
+        raise TapError(f"ADQL: cannot translate the query ({type(exc).__name__})") from None
+    try:
+        processor = PostgreSQLQueryProcessor()
+        processor.set_query(sql)
+        processor.process_query()
+    except QuerySyntaxError:
+        raise TapError("ADQL: the query uses a function or construct this service does not offer") from None
+    except QueryError as exc:
+        raise TapError(f"ADQL: {exc} (name tables with their schema, e.g. ivoa.obscore)") from None
+    except Exception as exc:
+        raise TapError(f"ADQL: cannot check the query ({type(exc).__name__})") from None
+    for schema, table in processor.tables:
+        if ((schema or "").lower(), (table or "").lower()) not in PUBLISHED:
+            name = f"{schema}.{table}" if schema else table
+            raise TapError(f"table {name} is not published here; query ivoa.obscore or TAP_SCHEMA's tables")
+    for function in processor.functions:
+        if function.lower().rstrip("_") not in ALLOWED_FUNCTIONS:
+            raise TapError(f"function {function} is not available in this service's ADQL")
+    return sql.rstrip().rstrip(";")
+
+
+_LITERAL = re.compile(r"('(?:[^']|'')*')")
+_OBSCORE = re.compile(r'"?\bivoa\b"?\s*\.\s*"?\bobscore\b"?', re.IGNORECASE)
+
+
+def _point_at_request_view(sql: str, view: str) -> str:
+    """Every reference to ivoa.obscore, outside string literals, becomes the request's view."""
+    parts = _LITERAL.split(sql)
+    return "".join(part if i % 2 else _OBSCORE.sub(view, part) for i, part in enumerate(parts))
+
+
+def _visible_ids_sql(user) -> str:
+    """The archive's access rule, compiled by Django to SQL with its values quoted in."""
+    queryset = selectors.visible_exposures(user, Exposure.objects.filter(is_science=True)).values("pk")
+    sql, params = queryset.query.sql_with_params()
+    with connection.cursor() as cursor:
+        return cursor.mogrify(sql, params).decode()
+
+
+_SPHERE_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def _sphere_values(text: str) -> list[float]:
+    import math
+
+    return [math.degrees(float(v)) for v in _SPHERE_NUMBER.findall(text)]
+
+
+def run_sync(params, user, base_url: str) -> TapResult:
+    ok, why = available()
+    if not ok:
+        raise TapError(why, "FatalFault", 501)
+    adql, maxrec = parse_request(params)
+    sql = translate(adql)
+    refresh_quality()
+    view = f"pg_temp.ivoa_obscore_{uuid.uuid4().hex[:12]}"
+    sql = _point_at_request_view(sql, view)
+    names = ", ".join(c.name for c in obscore.COLUMNS)
+    visible = _visible_ids_sql(user)
+    from psycopg2 import errors as pg_errors
+
+    try:
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute(f"CREATE TEMP VIEW {view.split('.', 1)[1]} AS SELECT {names} "
+                               f"FROM {INTERNAL_SCHEMA}.obscore_all o WHERE o.exposure_id IN ({visible})")
+                role = _has_role(cursor)
+                if role:
+                    cursor.execute(f"GRANT SELECT ON {view} TO {TAP_ROLE}")
+                cursor.execute("SELECT set_config('desom.base_url', %s, true)", [base_url.rstrip("/")])
+                cursor.execute("SET TRANSACTION READ ONLY")
+                cursor.execute("SELECT set_config('statement_timeout', %s, true)", [str(int(timeout_s() * 1000))])
+                if role:
+                    cursor.execute(f"SET LOCAL ROLE {TAP_ROLE}")
+                oids = _sphere_oids(cursor)
+            raw = connection.connection.cursor(name=f"tap_{uuid.uuid4().hex[:12]}")
+            try:
+                raw.execute(sql)
+                fetched = raw.fetchmany(maxrec + 1) if maxrec else raw.fetchmany(1)
+                description = raw.description
+            finally:
+                raw.close()
+            transaction.set_rollback(True)
+    except pg_errors.QueryCanceled:
+        raise TapError(f"the query ran past this service's limit of {timeout_s():g} s; narrow it "
+                       "(a spatial constraint, TOP, fewer joins)") from None
+    except (pg_errors.InsufficientPrivilege, pg_errors.ReadOnlySqlTransaction) as exc:
+        raise TapError(f"refused: {str(exc).strip().splitlines()[0]}") from None
+    except Exception as exc:
+        import psycopg2
+
+        if isinstance(exc, psycopg2.Error) or exc.__class__.__module__.startswith("django.db"):
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TapError(f"the query failed: {message.replace(view, 'ivoa.obscore')}") from None
+        raise
+    overflow = len(fetched) > maxrec
+    columns = [_result_column(d.name, d.type_code, oids) for d in description]
+    rows = []
+    for record in fetched[:maxrec]:
+        row = {}
+        for column, value in zip(columns, record):
+            if value is not None and column.xtype in ("polygon", "point", "circle"):
+                value = _sphere_values(value)
+            elif value is not None and column.datatype == "char":
+                value = str(value)
+            row[column.name] = value
+        rows.append(row)
+    return TapResult(columns, rows, overflow, maxrec)
+
+
+def _sphere_oids(cursor) -> dict[int, str]:
+    cursor.execute("SELECT oid, typname FROM pg_type WHERE typname IN ('spoly', 'spoint', 'scircle', 'sbox')")
+    return {oid: name for oid, name in cursor.fetchall()}
+
+
+_PG_TYPES = {16: "boolean", 20: "long", 21: "short", 23: "int", 700: "float", 701: "double", 1700: "double"}
+
+
+def _result_column(name: str, oid: int, sphere: dict[int, str]) -> Column:
+    known = {c.name: c for c in obscore.COLUMNS}
+    kind = sphere.get(oid)
+    if kind:
+        xtype = {"spoly": "polygon", "spoint": "point", "scircle": "circle", "sbox": "polygon"}[kind]
+        base = known.get(name)
+        if base is not None and base.xtype == xtype:
+            return base
+        return Column(name, "double", "deg", None, None, "", xtype=xtype, arraysize="*")
+    datatype = _PG_TYPES.get(oid, "char")
+    base = known.get(name)
+    if base is not None and (base.datatype == datatype or (base.datatype in ("int", "long", "short") and
+                                                          datatype in ("int", "long", "short"))):
+        return Column(base.name, datatype, base.unit, base.ucd, base.utype, base.description, base.xtype,
+                      base.arraysize)
+    return Column(name, datatype)
+
+
+def results_votable(result: TapResult, links_url: str) -> bytes:
+    from .services import datalink_descriptor
+
+    votable = new_votable()
+    resource = Resource(type="results")
+    votable.resources.append(resource)
+    resource.infos.append(status_info("OK"))
+    add_table(votable, resource, result.columns, result.rows)
+    if result.overflow:
+        resource.infos[0].value = "OVERFLOW"
+        resource.infos[0].content = f"more than MAXREC={result.maxrec} rows; narrow the query"
+    if any(c.name == "obs_publisher_did" for c in result.columns):
+        votable.resources.append(datalink_descriptor(votable, links_url))
+    return serialise(votable)
+
+
+# --- VOSI -------------------------------------------------------------------------------------------
+
+def tables_xml() -> bytes:
+    """VOSI tables (VODataService 1.1 tableset): the published schemas, tables and columns."""
+    schemas: dict[str, list[str]] = {}
+    tables = published_columns()
+    for table in tables:
+        schemas.setdefault(table.split(".")[0], []).append(table)
+    out = ['<?xml version="1.0" encoding="UTF-8"?>',
+           '<vosi:tableset xmlns:vosi="http://www.ivoa.net/xml/VOSITables/v1.0" '
+           'xmlns:vs="http://www.ivoa.net/xml/VODataService/v1.1" '
+           'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">']
+    for schema, names in schemas.items():
+        out.append(f"  <schema><name>{schema}</name>")
+        for table in names:
+            out.append(f'    <table type="view"><name>{table}</name>'
+                       f"<description>{escape(TABLE_DESCRIPTIONS[table])}</description>")
+            for c in tables[table]:
+                std = ' std="true"' if c.std else ""
+                out.append(f"      <column{std}><name>{c.name}</name>")
+                if c.description:
+                    out.append(f"        <description>{escape(c.description)}</description>")
+                if c.unit:
+                    out.append(f"        <unit>{escape(c.unit)}</unit>")
+                if c.ucd:
+                    out.append(f"        <ucd>{escape(c.ucd)}</ucd>")
+                if c.utype:
+                    out.append(f"        <utype>{escape(c.utype)}</utype>")
+                attrs = f' arraysize="{c.size}"' if c.size else ""
+                attrs += f' extendedType="{c.xtype}"' if c.xtype else ""
+                out.append(f'        <dataType xsi:type="vs:VOTableType"{attrs}>{c.datatype}</dataType>')
+                flags = (["indexed"] if c.indexed else []) + (["principal"] if c.principal else [])
+                out += [f"        <flag>{f}</flag>" for f in flags]
+                out.append("      </column>")
+            out.append("    </table>")
+        out.append("  </schema>")
+    out.append("</vosi:tableset>")
+    return ("\n".join(out) + "\n").encode()
+
+
+def capabilities_body(base: str) -> str:
+    from .services import vosi_capability
+
+    base = base.rstrip("/")
+    body = vosi_capability("ivo://ivoa.net/std/VOSI#capabilities", f"{base}/capabilities")
+    body += vosi_capability("ivo://ivoa.net/std/VOSI#availability", f"{base}/availability")
+    body += vosi_capability("ivo://ivoa.net/std/VOSI#tables-1.1", f"{base}/tables")
+    body += f"""  <capability standardID="{TAP_STANDARD_ID}" xsi:type="tr:TableAccess">
+    <interface xsi:type="vs:ParamHTTP" role="std" version="1.1">
+      <accessURL use="base">{escape(base)}</accessURL>
+    </interface>
+    <dataModel ivo-id="ivo://ivoa.net/std/ObsCore#core-1.1">ObsCore-1.1</dataModel>
+    <language>
+      <name>ADQL</name>
+      <version ivo-id="ivo://ivoa.net/std/ADQL#v2.0">2.0</version>
+      <description>ADQL 2.0, translated to PostgreSQL with pgSphere</description>
+    </language>
+    <outputFormat>
+      <mime>application/x-votable+xml</mime>
+      <alias>votable</alias>
+    </outputFormat>
+    <executionDuration>
+      <default>{int(timeout_s())}</default>
+      <hard>{int(timeout_s())}</hard>
+    </executionDuration>
+    <outputLimit>
+      <default unit="row">{DEFAULT_MAXREC}</default>
+      <hard unit="row">{MAX_MAXREC}</hard>
+    </outputLimit>
+  </capability>
+"""
+    return body
