@@ -220,8 +220,10 @@ def write_rows(directory, read_codes, order: np.ndarray, rows: np.ndarray, meta:
     if directory.exists() and any(directory.iterdir()):
         raise TrainingSetError(f"{directory} exists and is not empty; choose a new folder for the training set")
     directory.parent.mkdir(parents=True, exist_ok=True)
+    # A write killed before its rename leaves a staging folder: clear those of this set first.
+    for stale in directory.parent.glob(f".{directory.name}.partial-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     staging = directory.parent / f".{directory.name}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
         first = np.asarray(read_codes(order[:1]))

@@ -160,3 +160,9 @@ def test_write_rows_leaves_nothing_behind_when_it_fails(tmp_path):
     with pytest.raises(RuntimeError):
         write_rows(tmp_path / "s", broken, np.arange(3), np.zeros((3, 2), np.int32), {})
     assert list(tmp_path.iterdir()) == []
+    # A killed writer's staging folder (another process id) is cleared by the next write.
+    (tmp_path / ".s.partial-999999").mkdir()
+    (tmp_path / ".s.partial-999999" / "cutouts.npy").write_bytes(b"half")
+    ts = write_rows(tmp_path / "s", lambda idx: np.zeros((len(idx), 4, 4), np.uint16), np.arange(3),
+                    np.zeros((3, 2), np.int32), {})
+    assert len(ts) == 3 and sorted(p.name for p in tmp_path.iterdir()) == ["s"]
