@@ -94,6 +94,8 @@ class DESOMConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.iterations < 0 or self.pretrain_iterations < 0:
             raise ValueError("iterations and pretrain_iterations must be >= 0")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be >= 0 (0: only at the end), got {self.checkpoint_every}")
         if self.lr_decay_iterations < 0:
             raise ValueError(f"lr_decay_iterations must be >= 0, got {self.lr_decay_iterations}")
         if self.schedule not in SCHEDULES:

@@ -88,7 +88,9 @@ def sample_training_set(files: list[str], directory, *, max_per_ccd: int = 100, 
     from desom.trainset import BottomKSample, recipe_id, write_training_set
 
     if max_cutouts is not None and max_cutouts < 1:
-        raise TrainingDataError(f"max_cutouts must be at least 1, got {max_cutouts}")
+        raise TrainingDataError(f"max_cutouts must be at least 1 (or none for every sampled cutout), got {max_cutouts}")
+    if max_per_ccd < 1:
+        raise TrainingDataError(f"cutouts per CCD must be at least 1, got {max_per_ccd}")
     config = imaging_config or versions.imaging_config()
     recipe = set_recipe(files, max_per_ccd=max_per_ccd, max_cutouts=max_cutouts, seed=seed, imaging=config)
     size = config.cutout_size

@@ -119,8 +119,18 @@ def test_sample_cutouts_command_and_bad_sets_are_clear_errors(science_files, tmp
         call_command("train_desom1", from_set=str(tmp_path / "empty"), verbosity=0)
     with pytest.raises(CommandError, match="replaces"):
         call_command("train_desom1", "--from", str(science_files[0]), from_set=str(tmp_path / "s"), verbosity=0)
-    with pytest.raises(CommandError, match="checkpoint-every"):
-        call_command("train_desom2", checkpoint_every=-1, verbosity=0)
+    with pytest.raises(CommandError, match="checkpoint-every: must be a whole number"):
+        call_command("train_desom2", "--checkpoint-every", "-1", verbosity=0)
+    with pytest.raises(CommandError, match="checkpoint-every: must be a whole number"):
+        call_command("train_desom1", "--checkpoint-every", "often", verbosity=0)
+    for bad, message in ((["--per-ccd", "0"], "per CCD must be at least 1"),
+                         (["--max-cutouts", "-3"], "max_cutouts must be at least 1")):
+        with pytest.raises(CommandError, match=message):
+            call_command("sample_cutouts", str(tmp_path / "bad"), "--from", str(science_files[0]), *bad,
+                         workers=0, verbosity=0)
+        with pytest.raises(CommandError, match=message):
+            call_command("train_desom1", "--from", str(science_files[0]), *bad, workers=0, verbosity=0)
+    assert not (tmp_path / "bad").exists()
 
 
 def _write_synthetic_set(path, n=300, seed=0):

@@ -66,6 +66,7 @@ def test_config_round_trip_and_overrides():
     ({"input_shape": (3, 32, 32)}, "input_shape"),
     ({"input_shape": (1, 30, 30)}, "divisible"),
     ({"kind": "desom3"}, "kind"),
+    ({"checkpoint_every": -1}, "checkpoint_every"),
 ])
 def test_invalid_config_is_rejected(overrides, needle):
     with pytest.raises(ValueError, match=needle):

@@ -20,8 +20,6 @@ class Command(BaseCommand):
         parser.add_argument("--scheduler", default=None, help="address of a Dask scheduler (default: a local cluster)")
 
     def handle(self, *args, **opts):
-        if opts["max_cutouts"] < 0 or opts["per_ccd"] < 1:
-            raise CommandError("--max-cutouts must be 0 or more and --per-ccd at least 1")
         try:
             ts = build_training_set(opts["out"], paths=opts["paths"], n_exposures=opts["exposures"],
                                     max_per_ccd=opts["per_ccd"], max_cutouts=opts["max_cutouts"] or None,

@@ -1,9 +1,9 @@
+import argparse
 import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from archive.services.training import DEFAULT_CHECKPOINT_EVERY, TrainingDataError, train_desom1
-from desom.trainset import TrainingSetError
+from archive.services.training import DEFAULT_CHECKPOINT_EVERY, train_desom1
 
 
 class Command(BaseCommand):
@@ -32,7 +32,7 @@ class Command(BaseCommand):
                                  "instead of sampling: another map size or seed on the same cutouts")
         parser.add_argument("--save-set", dest="save_set", default=None, metavar="DIR",
                             help="keep the sampled training set in DIR (a new folder) for later runs")
-        parser.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+        parser.add_argument("--checkpoint-every", type=checkpoint_interval, default=None, metavar="N",
                             help=f"save the run's state every N iterations (default {DEFAULT_CHECKPOINT_EVERY}); "
                                  "the same command after a kill resumes from the last one")
         parser.add_argument("--fresh", action="store_true",
@@ -45,11 +45,6 @@ class Command(BaseCommand):
         from desom.metrics import MapOrderError
 
         overrides = config_overrides(opts)
-        if opts["from_set"] and (opts["paths"] is not None or opts["exposures"] or opts["save_set"]):
-            raise CommandError("--from-set trains on a set already sampled: it replaces --from, --exposures "
-                               "and --save-set")
-        if opts["checkpoint_every"] is not None and opts["checkpoint_every"] < 0:
-            raise CommandError("--checkpoint-every must be 0 (only at the end) or more")
         try:
             version = train_desom1(paths=opts["paths"], n_exposures=opts["exposures"], max_per_ccd=opts["per_ccd"],
                                    max_cutouts=opts["max_cutouts"] or None, overrides=overrides, seed=opts["seed"],
@@ -58,7 +53,7 @@ class Command(BaseCommand):
                                    order_gate=not opts["no_order_gate"], training_set=opts["from_set"],
                                    save_set=opts["save_set"], checkpoint_every=opts["checkpoint_every"],
                                    fresh=opts["fresh"])
-        except (TrainingDataError, TrainingSetError, MapOrderError) as exc:
+        except (ValueError, MapOrderError) as exc:   # TrainingDataError, TrainingSetError, a bad --set
             raise CommandError(str(exc)) from exc
         resumed = version.metrics.get("resumed_at")
         if resumed:
@@ -66,6 +61,18 @@ class Command(BaseCommand):
         self.stdout.write(f"DESOM-1 {version.version_id} saved to {version.checkpoint_path}"
                           f"{' and activated' if version.is_active else ''}")
         self.stdout.write(json.dumps(version.metrics, indent=1))
+
+
+def checkpoint_interval(text: str) -> int:
+    """--checkpoint-every: iterations between saved states, 0 for only at the end."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number of iterations, 0 or more (0: only at the end), "
+                                         f"not {text!r}")
+    return value
 
 
 def config_overrides(opts) -> dict:

@@ -6,7 +6,7 @@ from archive.services.training import (DEFAULT_CHECKPOINT_EVERY, DEFAULT_DESOM2,
                                        DEFAULT_SMOOTH_SIGMA, TrainingDataError, train_desom2)
 from desom.normalise import METHODS as NORMALISER_METHODS
 
-from .train_desom1 import config_overrides
+from .train_desom1 import checkpoint_interval, config_overrides
 
 
 class Command(BaseCommand):
@@ -25,15 +25,13 @@ class Command(BaseCommand):
         parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--no-activate", action="store_true")
-        parser.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+        parser.add_argument("--checkpoint-every", type=checkpoint_interval, default=None, metavar="N",
                             help=f"save the run's state every N iterations (default {DEFAULT_CHECKPOINT_EVERY}); "
                                  "the same command after a kill resumes from the last one")
         parser.add_argument("--fresh", action="store_true",
                             help="start over instead of resuming an interrupted run of the same command")
 
     def handle(self, *args, **opts):
-        if opts["checkpoint_every"] is not None and opts["checkpoint_every"] < 0:
-            raise CommandError("--checkpoint-every must be 0 (only at the end) or more")
         try:
             version = train_desom2(overrides=config_overrides(opts), normaliser=opts["normaliser"],
                                    smooth_sigma=opts["smooth"], seed=opts["seed"], activate=not opts["no_activate"],
