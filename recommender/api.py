@@ -6,11 +6,10 @@ import tempfile
 
 import numpy as np
 from django.conf import settings
-from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
-from rest_framework.exceptions import NotFound, ValidationError
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.exceptions import ValidationError
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -53,9 +52,7 @@ class SimilarView(APIView):
     @extend_schema(parameters=[OpenApiParameter("k", int), OpenApiParameter("index", str, enum=["histo", "activation"])],
                    responses={200: MATCHES})
     def get(self, request, pk):
-        exposure = selectors.visible_exposures(request.user).filter(pk=pk).first()
-        if exposure is None:
-            raise NotFound("no such exposure, or it is still proprietary")
+        exposure = selectors.visible_exposure_or_404(request.user, pk)
         index = request.query_params.get("index", services.HISTO)
         matches = _search(lambda: services.similar(exposure, k=request.query_params.get("k", 10), index=index,
                                                    user=request.user, queryset=_filtered_queryset(request)))

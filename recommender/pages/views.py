@@ -45,13 +45,6 @@ def _not_yet(request, what: str):
     return render(request, "pages/not_yet.html", {"what": what}, status=200)
 
 
-def _visible_or_404(request, pk) -> Exposure:
-    exposure = selectors.visible_exposures(request.user).filter(pk=pk).first()
-    if exposure is None:
-        raise Http404("no such exposure, or it is still proprietary")
-    return exposure
-
-
 def _require_staff(request):
     if not selectors.is_staff(request.user):
         raise PermissionDenied("only staff may change labels and flags")
@@ -105,7 +98,7 @@ def _vector(exposure, desom1):
 
 
 def exposure_detail(request, pk):
-    exposure = _visible_or_404(request, pk)
+    exposure = selectors.visible_exposure_or_404(request.user, pk)
     verdict = quality.quality_verdicts([exposure])[0]
     desom1 = versions.active_version(ModelVersion.DESOM1)
     histo = _vector(exposure, desom1)
@@ -135,7 +128,7 @@ def _top_nodes(histo, desom1, n: int = 5):
 
 
 def _exposure_figure(request, pk, draw):
-    exposure = _visible_or_404(request, pk)
+    exposure = selectors.visible_exposure_or_404(request.user, pk)
     desom1 = versions.active_version(ModelVersion.DESOM1)
     histo = _vector(exposure, desom1)
     if histo is None:
@@ -153,7 +146,7 @@ def histo_png(request, pk):
 
 def download_confirm(request, pk):
     """The no-JavaScript step before a download: the exposure's warnings, then the real link."""
-    exposure = _visible_or_404(request, pk)
+    exposure = selectors.visible_exposure_or_404(request.user, pk)
     verdict = quality.quality_verdicts([exposure])[0]
     return render(request, "pages/download_confirm.html", {"exposure": exposure, "verdict": verdict})
 

@@ -81,7 +81,7 @@ def find_exposure(params, user) -> Exposure:
     if len(ids) != 1:
         raise SodaError("ID: give exactly one exposure (its obs_publisher_did)")
     expnum = obscore.expnum_from_id(ids[0])
-    visible = selectors.visible_exposures(user, Exposure.objects.filter(is_science=True))
+    visible = selectors.visible_science_exposures(user)
     found = None if expnum is None else visible.filter(expnum=expnum).first()
     if found is None:
         # A proprietary exposure gets the answer of an absent one.

@@ -385,7 +385,7 @@ def _point_at_request_view(sql: str, view: str) -> str:
 
 def _visible_ids_sql(user) -> str:
     """The archive's access rule, compiled by Django to SQL with its values quoted in."""
-    queryset = selectors.visible_exposures(user, Exposure.objects.filter(is_science=True)).values("pk")
+    queryset = selectors.visible_science_exposures(user).values("pk")
     sql, params = queryset.query.sql_with_params()
     with connection.cursor() as cursor:
         return cursor.mogrify(sql, params).decode()
