@@ -12,6 +12,8 @@ import numpy as np
 from django.db import transaction
 from django.db.models import Max
 
+from desom.errors import UserError
+
 from ..models import (MIXED_LABEL, CellAssignment, CellLabel, Exposure, ExposureFlag, ModelVersion,
                       PrototypeFlag)
 from ..text import check_text
@@ -23,7 +25,7 @@ MAX_LABEL_LENGTH = 64
 MIN_GUESS_CONFIDENCE = 0.5
 
 
-class QualityError(ValueError):
+class QualityError(UserError):
     pass
 
 

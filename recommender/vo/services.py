@@ -17,6 +17,8 @@ from django.db.models import F, FloatField, Q, Value
 from django.db.models.functions import Coalesce
 from xml.sax.saxutils import escape
 
+from desom.errors import UserError
+
 from archive import geometry, selectors
 from archive.models import Exposure, ExposureFlag, ModelVersion
 from archive.services import quality, versions
@@ -46,7 +48,7 @@ KNOWN_PARAMETERS = {
 }
 
 
-class SiaError(ValueError):
+class SiaError(UserError):
     """A query the service cannot answer as asked; the message names the parameter."""
 
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from desom.errors import UserError
+
 from archive import geometry, selectors
 from archive.models import Exposure
 from desom import subimage
@@ -21,7 +23,7 @@ from . import obscore
 DEFAULT_MAX_PIXELS = 20_000_000   # about two full MegaCam CCDs
 
 
-class SodaError(ValueError):
+class SodaError(UserError):
     """A cutout request the service cannot answer; `code` is the DALI fault."""
 
     def __init__(self, message: str, code: str = "UsageFault", status: int = 400):

@@ -29,6 +29,8 @@ from django.db import connection, transaction
 from django.db.models import Count, Max
 from xml.sax.saxutils import escape
 
+from desom.errors import UserError
+
 from archive import selectors
 from archive.models import CellAssignment, CellLabel, Exposure, ExposureFlag, ModelVersion, PrototypeFlag
 from archive.services import quality, versions
@@ -57,7 +59,7 @@ ALLOWED_FUNCTIONS = {
 }
 
 
-class TapError(ValueError):
+class TapError(UserError):
     def __init__(self, message: str, code: str = "UsageFault", status: int = 400):
         super().__init__(message)
         self.code, self.status = code, status
