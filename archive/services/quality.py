@@ -301,7 +301,7 @@ def quality_verdicts(exposures) -> list[QualityVerdict]:
     ids = [e.pk for e in exposures]
     desom2 = versions.active_version(ModelVersion.DESOM2)
     cells = cells_of(ids, desom2) if desom2 else {}
-    quality_map = CellQualityMap.of(desom2)
+    quality_map = CellQualityMap.of(desom2) if desom2 else CellQualityMap({}, [], None)
     flags_by_exposure = defaultdict(list)
     for row in ExposureFlag.objects.filter(exposure_id__in=ids, flag__is_active=True).select_related("flag"):
         flags_by_exposure[row.exposure_id].append({"name": row.flag.name, "share": round(row.share, 4),
