@@ -19,6 +19,7 @@ from django.db import transaction
 from django.db.models import Q
 
 from desom import footprint as fp
+from desom.errors import UserError
 
 from .models import CCDFootprint, Exposure, SkyCell
 
@@ -28,7 +29,7 @@ MAX_POLYGON_VERTICES = 200
 MAX_POLYGON_REACH_DEG = 80.0
 
 
-class GeometryError(ValueError):
+class GeometryError(UserError):
     """A region the archive cannot search with; the message says why."""
 
 

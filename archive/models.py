@@ -6,11 +6,11 @@ SQLite and PostgreSQL; every vector and cell names the model version that made i
 """
 from __future__ import annotations
 
-import math
-
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+
+from desom import footprint
 
 from . import vectors
 
@@ -123,10 +123,10 @@ class Exposure(models.Model):
 
 
 def sky_unit_vector(ra_deg, dec_deg):
+    """(x, y, z) of the pointing, by the geometry library's one conversion; None without one."""
     if ra_deg is None or dec_deg is None:
         return None, None, None
-    ra, dec = math.radians(ra_deg), math.radians(dec_deg)
-    return math.cos(dec) * math.cos(ra), math.cos(dec) * math.sin(ra), math.sin(dec)
+    return tuple(float(c) for c in footprint.unit(ra_deg, dec_deg))
 
 
 class CCDFootprint(models.Model):

@@ -45,19 +45,11 @@ def ready(request):
     return JsonResponse({"status": "ready" if ok else "not ready", "checks": checks}, status=200 if ok else 503)
 
 
-def _visible_or_404(request, pk):
-    exposure = selectors.visible_exposures(request.user).filter(pk=pk).first()
-    if exposure is None:
-        # Proprietary exposures are not described to those not entitled: the same answer as absent.
-        raise Http404("no such exposure, or it is still proprietary")
-    return exposure
-
-
 @require_http_methods(["GET", "HEAD"])
 def download(request, pk):
     """The exposure's FITS file: its sha256 in ETag/Repr-Digest, byte ranges (resumable), and
     its quality in X-Quality-* headers."""
-    exposure = _visible_or_404(request, pk)
+    exposure = selectors.visible_exposure_or_404(request.user, pk)
     try:
         handle = open(exposure.file_path, "rb")
     except OSError:
@@ -111,7 +103,7 @@ def download(request, pk):
 
 
 def preview(request, pk):
-    exposure = _visible_or_404(request, pk)
+    exposure = selectors.visible_exposure_or_404(request.user, pk)
     try:
         path = figures.exposure_preview(exposure)
     except Exception as exc:  # an unreadable file should not take the page down

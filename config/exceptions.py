@@ -1,13 +1,16 @@
 """API error handling: every error a DRF view raises answers in the one JSON shape of
 `config.errors` (status, code, detail, and fields for invalid input). Values the database
-rejects as out of range are the client's mistake (400 with a clear message), a request body
-that is too large is a 413, and a database that is down is a 503, never a bare 500."""
+rejects as out of range and any desom.errors.UserError are the client's mistake (400 with a
+clear message), a request body that is too large is a 413, and a database that is down is a
+503, never a bare 500."""
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.db import DataError, DatabaseError, InterfaceError, OperationalError
 from rest_framework import status
 from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler, set_rollback
+
+from desom.errors import UserError
 
 from .errors import error_body
 
@@ -43,6 +46,9 @@ def api_exception_handler(exc, context):
     if isinstance(exc, (RequestDataTooBig, TooManyFieldsSent)):
         return Response(error_body(413, f"the request is too large ({exc})", "request_too_large"),
                         status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+    if isinstance(exc, UserError):
+        # Any user error a view lets through is the caller's to fix: 400 with its message.
+        return Response(error_body(400, str(exc), "invalid"), status=status.HTTP_400_BAD_REQUEST)
     response = exception_handler(exc, context)
     if response is not None:
         if isinstance(exc, ValidationError):

@@ -350,6 +350,21 @@ def layout_from_header(header) -> str:
     return "unknown"
 
 
+# MegaCam archive names are the exposure number plus a one-letter suffix: 1234567o.fits.fz, or
+# FILENAME's bare "1234567o". Anchored, so that a date or a counter in another name is not taken.
+_MEGACAM_NAME = re.compile(r"^(\d{5,9})[a-z]?(\.|$)")
+
+
+def expnum_from_filename(*names: str | None) -> int | None:
+    """The exposure number in the first of `names` (file names, no folders) that is a MegaCam
+    archive name, else None. The one rule for a file without EXPNUM (reading and ingest)."""
+    for name in names:
+        match = _MEGACAM_NAME.match(name or "")
+        if match:
+            return int(match.group(1))
+    return None
+
+
 def metadata_from_headers(primary, first_ccd=None, path=None, n_ccds=None) -> ExposureMetadata:
     """The typed record from a primary header (and the first CCD's header for the layout and
     as a coordinate fallback). Missing or malformed keywords give None."""
@@ -357,12 +372,7 @@ def metadata_from_headers(primary, first_ccd=None, path=None, n_ccds=None) -> Ex
     filename = os.path.basename(str(path)) if path is not None else _str(primary, "FILENAME")
     expnum = _int(primary, "EXPNUM")
     if expnum is None:
-        # MegaCam archive names are the exposure number plus a one-letter suffix: 1234567o.fits
-        for stem in (filename, _str(primary, "FILENAME")):
-            m = re.match(r"^(\d{5,9})[a-z]?(\.|$)", stem or "")
-            if m:
-                expnum = int(m.group(1))
-                break
+        expnum = expnum_from_filename(filename, _str(primary, "FILENAME"))
     obstype = _str(primary, "OBSTYPE") or _str(primary, "EXPTYPE")
     ra, dec = _coordinates(primary, first_ccd)
     mjd, when = _observation_time(primary)

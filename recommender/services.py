@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from django.conf import settings
 
+from desom.errors import UserError
+
 from archive import selectors, vectors
 from archive.models import Exposure, ExposureVector, ModelVersion
 from archive.services import versions
@@ -31,7 +33,7 @@ _store_lock = threading.Lock()
 _store: IndexStore | None = None
 
 
-class SearchError(ValueError):
+class SearchError(UserError):
     """A search that cannot be answered as asked; the message says why."""
 
 
@@ -99,17 +101,6 @@ def get_index(kind: str, desom1: ModelVersion | None = None, *, verify: bool = F
             the_store.evict(version)
     return the_store.get(desom1.version_id, kind, lambda: expected_ids(desom1),
                          lambda: index_vectors(desom1, kind), verify=verify)
-
-
-def build_indexes(*, desom1: ModelVersion | None = None, progress: bool = True) -> dict[str, int]:
-    """Check both indexes of the active DESOM-1 against the database, rebuilding what is stale."""
-    desom1 = desom1 or _active_desom1()
-    sizes = {}
-    for kind in INDEX_KINDS:
-        index = get_index(kind, desom1, verify=True)
-        sizes[kind] = len(index)
-    store().flush()
-    return sizes
 
 
 @dataclass

@@ -41,12 +41,7 @@ class ExposureFilter(django_filters.FilterSet):
         return queryset.filter(cells__model_version=desom2, cells__cell=int(value))
 
     def filter_label(self, queryset, name, value):
-        desom2 = versions.active_version(ModelVersion.DESOM2)
-        if desom2 is None:
-            return queryset.none()
-        wanted = value.strip().lower()
-        cells = [cell for cell, row in quality.current_cell_labels(desom2).items() if row.label.lower() == wanted]
-        return queryset.filter(cells__model_version=desom2, cells__cell__in=cells)
+        return quality.filter_by_quality_label(queryset, [value])
 
     def filter_flag(self, queryset, name, value):
         return queryset.filter(flags__flag__name__iexact=value.strip(), flags__flag__is_active=True).distinct()

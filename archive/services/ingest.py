@@ -13,7 +13,6 @@ import datetime as dt
 import glob
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from tqdm import tqdm
+
+from desom.fits_io import expnum_from_filename
 
 from .. import geometry, vectors
 from ..executors import make_executor
@@ -89,18 +90,12 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-_DIGITS = re.compile(r"(\d{4,})")
-
-
 def exposure_number(metadata, path: str) -> int | None:
-    """EXPNUM, else the odometer in FILENAME ('1038843o') or in the file's own name."""
+    """EXPNUM, else the odometer in FILENAME ('1038843o') or in the file's own name, by the
+    library's one rule (desom.fits_io.expnum_from_filename)."""
     if getattr(metadata, "expnum", None) is not None:
         return int(metadata.expnum)
-    for text in (getattr(metadata, "filename", None), Path(path).name):
-        match = _DIGITS.search(text or "")
-        if match:
-            return int(match.group(1))
-    return None
+    return expnum_from_filename(getattr(metadata, "filename", None), Path(path).name)
 
 
 def release_date_for(metadata) -> dt.date:
@@ -126,6 +121,17 @@ def _observation_datetime(metadata) -> dt.datetime | None:
     return None
 
 
+def clip_to_columns(model, fields: dict) -> dict:
+    """Text values cut to their column's max_length, read from the model so that the lengths
+    live in one place (the model): a header may carry a longer value than the archive keeps."""
+    clipped = dict(fields)
+    for name, value in fields.items():
+        limit = getattr(model._meta.get_field(name), "max_length", None)
+        if limit and isinstance(value, str):
+            clipped[name] = value[:limit]
+    return clipped
+
+
 def exposure_fields(summary) -> dict:
     md = summary.metadata
     warnings = list(summary.warnings or [])
@@ -135,26 +141,30 @@ def exposure_fields(summary) -> dict:
         status = Exposure.STATUS_WARNINGS
     else:
         status = Exposure.STATUS_OK
-    return dict(
-        filename=(md.filename or Path(summary.path).name)[:255],
+    # Header text is cut to its column; the path and checksum are kept whole (a clipped path
+    # would name another file).
+    header_text = clip_to_columns(Exposure, dict(
+        filename=md.filename or Path(summary.path).name,
+        obstype=md.obstype or "OBJECT",
+        layout=getattr(md, "layout", None) or "",
+        object_name=md.object or "",
+        filter_name=md.filter_name or "",
+        band=md.band or "",
+        instrument=md.instrument or "",
+        runid=getattr(md, "runid", None) or "",
+    ))
+    return header_text | dict(
         file_path=str(summary.path),
         file_size=int(summary.file_size or 0),
         checksum=summary.checksum,
-        obstype=(md.obstype or "OBJECT")[:16],
         is_science=bool(summary.is_science),
-        layout=(getattr(md, "layout", None) or "")[:16],
-        object_name=(md.object or "")[:128],
         ra_deg=md.ra_deg,
         dec_deg=md.dec_deg,
         mjd_obs=md.mjd_obs,
         date_obs=_observation_datetime(md),
         exptime=md.exptime,
-        filter_name=(md.filter_name or "")[:32],
-        band=(md.band or "")[:8],
         airmass=md.airmass,
-        instrument=(md.instrument or "")[:64],
         n_ccds=int(md.n_ccds or 0),
-        runid=(getattr(md, "runid", None) or "")[:32],
         n_detected=int(summary.n_detected or 0),
         n_sampled=int(summary.n_sampled or 0),
         status=status,

@@ -12,6 +12,8 @@ import numpy as np
 from django.db import transaction
 from django.db.models import Max
 
+from desom.errors import UserError
+
 from ..models import (MIXED_LABEL, CellAssignment, CellLabel, Exposure, ExposureFlag, ModelVersion,
                       PrototypeFlag)
 from ..text import check_text
@@ -23,7 +25,7 @@ MAX_LABEL_LENGTH = 64
 MIN_GUESS_CONFIDENCE = 0.5
 
 
-class QualityError(ValueError):
+class QualityError(UserError):
     pass
 
 
@@ -71,7 +73,66 @@ def cells_of(exposure_ids, desom2: ModelVersion | None = None) -> dict[int, int]
 
 
 def effective_label(label: CellLabel | None) -> str | None:
+    """An expert's label row as a quality label: `mixed` (deliberately unlabelled) counts as none."""
     return None if label is None or label.label == MIXED_LABEL else label.label
+
+
+# Where a cell's quality label came from (QualityVerdict.label_source uses the same words).
+SOURCE_EXPERT = "cell label"
+SOURCE_NEIGHBOURS = "neighbouring cells"
+SOURCE_NONE = "unlabelled"
+
+
+@dataclass(frozen=True)
+class CellQualityMap:
+    """Every cell's quality label under one DESOM-2: the expert's label, else the neighbours'
+    guess when it is confident enough. The one implementation of that rule: the pre-download
+    verdict, the REST and page `label` filter and SIA's QUALITY all read it, so they agree."""
+
+    labels: dict[int, CellLabel]
+    classes: list[str]
+    probabilities: np.ndarray | None
+
+    @classmethod
+    def of(cls, desom2: ModelVersion | None = None) -> "CellQualityMap":
+        desom2 = desom2 or versions.active_version(ModelVersion.DESOM2)
+        if desom2 is None:
+            return cls({}, [], None)
+        labels = current_cell_labels(desom2)
+        classes, probabilities = label_probabilities(desom2, labels=labels)
+        return cls(labels, classes, probabilities)
+
+    def label(self, cell: int) -> tuple[str | None, str]:
+        """(label, source) of one cell; the source is one of the SOURCE_* words."""
+        expert = effective_label(self.labels.get(cell))
+        if expert:
+            return expert, SOURCE_EXPERT
+        guess = self.probabilities[cell] if self.classes and self.probabilities is not None else None
+        if guess is not None and guess.max() >= MIN_GUESS_CONFIDENCE:
+            return self.classes[int(np.argmax(guess))], SOURCE_NEIGHBOURS
+        return None, SOURCE_NONE
+
+    def cell_probabilities(self, cell: int) -> dict[str, float]:
+        if self.probabilities is None or not self.classes:
+            return {}
+        return {c: round(float(p), 3) for c, p in zip(self.classes, self.probabilities[cell]) if p > 0}
+
+    def cells_labelled(self, wanted) -> list[int]:
+        """Cells whose quality label is one of `wanted` (compared without case)."""
+        wanted = {w.strip().lower() for w in wanted}
+        n_cells = 0 if self.probabilities is None else len(self.probabilities)
+        return [c for c in range(n_cells) if (self.label(c)[0] or "").lower() in wanted]
+
+
+def filter_by_quality_label(queryset, wanted, desom2: ModelVersion | None = None):
+    """Exposures of `queryset` whose quality label (see CellQualityMap) is one of `wanted`.
+    Calibration frames carry no label, as in their verdicts."""
+    desom2 = desom2 or versions.active_version(ModelVersion.DESOM2)
+    if desom2 is None:
+        return queryset.none()
+    cells = CellQualityMap.of(desom2).cells_labelled(wanted)
+    return queryset.filter(is_science=True, pk__in=CellAssignment.objects.filter(
+        model_version=desom2, cell__in=cells).values("exposure_id"))
 
 
 # --- probabilistic labels (paper 5.3) --------------------------------------------------------
@@ -240,8 +301,7 @@ def quality_verdicts(exposures) -> list[QualityVerdict]:
     ids = [e.pk for e in exposures]
     desom2 = versions.active_version(ModelVersion.DESOM2)
     cells = cells_of(ids, desom2) if desom2 else {}
-    labels = current_cell_labels(desom2) if desom2 else {}
-    classes, probabilities = label_probabilities(desom2, labels=labels) if desom2 else ([], None)
+    quality_map = CellQualityMap.of(desom2) if desom2 else CellQualityMap({}, [], None)
     flags_by_exposure = defaultdict(list)
     for row in ExposureFlag.objects.filter(exposure_id__in=ids, flag__is_active=True).select_related("flag"):
         flags_by_exposure[row.exposure_id].append({"name": row.flag.name, "share": round(row.share, 4),
@@ -254,16 +314,8 @@ def quality_verdicts(exposures) -> list[QualityVerdict]:
         if not exposure.is_science:
             source = "calibration frame"
         elif cell is not None:
-            label = effective_label(labels.get(cell))
-            if label:
-                source = "cell label"
-            elif probabilities is not None and len(classes) and probabilities[cell].max() >= MIN_GUESS_CONFIDENCE:
-                best = int(np.argmax(probabilities[cell]))
-                label, source = classes[best], "neighbouring cells"
-            else:
-                source = "unlabelled"
-            if probabilities is not None and len(classes):
-                probs = {c: round(float(p), 3) for c, p in zip(classes, probabilities[cell]) if p > 0}
+            label, source = quality_map.label(cell)
+            probs = quality_map.cell_probabilities(cell)
         if label and label != "Good":
             warnings.append(f"quality label {label} ({source}, DESOM-2 cell {cell})")
         warnings += [flag["reason"] for flag in flags_by_exposure[exposure.pk]]

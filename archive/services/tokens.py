@@ -12,6 +12,8 @@ from django.conf import settings
 from django.contrib.auth import authenticate
 from django.utils import timezone
 
+from desom.errors import UserError
+
 from ..models import AccessToken
 from ..text import check_text
 
@@ -22,7 +24,7 @@ LAST_USED_RESOLUTION = dt.timedelta(minutes=10)
 MAX_TOKENS_PER_USER = 50
 
 
-class TokenError(ValueError):
+class TokenError(UserError):
     """A token that cannot be issued as asked; the message says why."""
 
 

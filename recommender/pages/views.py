@@ -16,16 +16,14 @@ from django.http import FileResponse, Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
-from rest_framework.exceptions import ValidationError as ApiValidationError
 
 from archive import selectors
 from archive.api.filters import ExposureFilter
 from archive.models import (MIXED_LABEL, QUALITY_LABELS, CellAssignment, Exposure, ExposureVector, ModelVersion,
                             PrototypeFlag)
 from archive.services import quality, versions
-from recommender import services
+from recommender import services, uploads
 from config import throttling
-from recommender.api import CUTOUT_MAX_BYTES, read_stamp, search_uploaded_exposure
 
 from . import figures
 from .forms import CellLabelForm, NodeFlagForm, UploadForm
@@ -43,13 +41,6 @@ EXTRA_COLOURS = ["#c05891", "#6c8596", "#a5773b", "#4fb3c9", "#9b9b2f"]
 
 def _not_yet(request, what: str):
     return render(request, "pages/not_yet.html", {"what": what}, status=200)
-
-
-def _visible_or_404(request, pk) -> Exposure:
-    exposure = selectors.visible_exposures(request.user).filter(pk=pk).first()
-    if exposure is None:
-        raise Http404("no such exposure, or it is still proprietary")
-    return exposure
 
 
 def _require_staff(request):
@@ -105,7 +96,7 @@ def _vector(exposure, desom1):
 
 
 def exposure_detail(request, pk):
-    exposure = _visible_or_404(request, pk)
+    exposure = selectors.visible_exposure_or_404(request.user, pk)
     verdict = quality.quality_verdicts([exposure])[0]
     desom1 = versions.active_version(ModelVersion.DESOM1)
     histo = _vector(exposure, desom1)
@@ -135,7 +126,7 @@ def _top_nodes(histo, desom1, n: int = 5):
 
 
 def _exposure_figure(request, pk, draw):
-    exposure = _visible_or_404(request, pk)
+    exposure = selectors.visible_exposure_or_404(request.user, pk)
     desom1 = versions.active_version(ModelVersion.DESOM1)
     histo = _vector(exposure, desom1)
     if histo is None:
@@ -153,7 +144,7 @@ def histo_png(request, pk):
 
 def download_confirm(request, pk):
     """The no-JavaScript step before a download: the exposure's warnings, then the real link."""
-    exposure = _visible_or_404(request, pk)
+    exposure = selectors.visible_exposure_or_404(request.user, pk)
     verdict = quality.quality_verdicts([exposure])[0]
     return render(request, "pages/download_confirm.html", {"exposure": exposure, "verdict": verdict})
 
@@ -350,15 +341,6 @@ def login(request):
     return _login(request)
 
 
-def _api_message(exc: ApiValidationError) -> str:
-    detail = exc.detail
-    if isinstance(detail, dict):
-        return "; ".join(str(v[0] if isinstance(v, list) else v) for v in detail.values())
-    if isinstance(detail, list):
-        return "; ".join(str(v) for v in detail)
-    return str(detail)
-
-
 @require_http_methods(["GET", "POST"])
 def upload(request):
     """Find exposures like an uploaded source cutout or a whole exposure. Throttled with the
@@ -377,30 +359,18 @@ def upload(request):
         upload_file = data["file"]
         try:
             if data["kind"] == UploadForm.CUTOUT:
-                if upload_file.size > CUTOUT_MAX_BYTES:
-                    raise services.SearchError(f"{upload_file.name} is {upload_file.size} bytes; a cutout may be "
-                                               f"at most {CUTOUT_MAX_BYTES} bytes")
-                image = read_stamp(upload_file.read(), upload_file.name or "")
-                info, matches = services.by_cutout(image, k=data["k"], user=request.user)
+                info, matches = uploads.search_by_cutout(upload_file, k=data["k"], user=request.user)
                 info = {"kind": "cutout", **info}
             else:
-                limit = settings.ARCHIVE_MAX_UPLOAD_BYTES
-                if upload_file.size > limit:
-                    raise services.SearchError(f"{upload_file.name} is {upload_file.size} bytes; an exposure may be "
-                                               f"at most {limit} bytes")
-                try:
-                    info, matches = search_uploaded_exposure(upload_file, k=data["k"], user=request.user)
-                except services.SearchError as exc:
-                    raise services.SearchError(f"{upload_file.name}: {exc}") from None
+                info, matches = uploads.search_by_exposure(upload_file, k=data["k"], user=request.user)
                 info = {"kind": "exposure", **info}
-        except ApiValidationError as exc:
-            error = _api_message(exc)
         except services.SearchError as exc:
-            error = str(exc)
+            # An exposure's messages speak of "the upload"; the page names the file.
+            error = str(exc) if data["kind"] == UploadForm.CUTOUT else f"{upload_file.name}: {exc}"
     elif request.method == "POST":
         error = "; ".join(str(e) for errors in form.errors.values() for e in errors)
     verdicts = quality.quality_verdicts([m.exposure for m in matches]) if matches else []
     return render(request, "pages/upload.html", {
         "form": form, "info": info, "matches": list(zip(matches, verdicts)), "error": error,
-        "cutout_limit": CUTOUT_MAX_BYTES, "exposure_limit": settings.ARCHIVE_MAX_UPLOAD_BYTES,
+        "cutout_limit": uploads.CUTOUT_MAX_BYTES, "exposure_limit": settings.ARCHIVE_MAX_UPLOAD_BYTES,
     }, status=400 if error else 200)

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from astropy.io.votable.tree import Info, Resource
 
+from desom.errors import UserError
+
 from archive import selectors
 from archive.models import Exposure
 from archive.services import quality
@@ -36,7 +38,7 @@ COLUMNS = [
 ]
 
 
-class DataLinkError(ValueError):
+class DataLinkError(UserError):
     """A links request the service cannot answer as asked."""
 
 

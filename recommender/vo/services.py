@@ -12,11 +12,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
 from astropy.io.votable.tree import Info, Resource
 from django.db.models import F, FloatField, Q, Value
 from django.db.models.functions import Coalesce
 from xml.sax.saxutils import escape
+
+from desom.errors import UserError
 
 from archive import geometry, selectors
 from archive.models import Exposure, ExposureFlag, ModelVersion
@@ -47,7 +48,7 @@ KNOWN_PARAMETERS = {
 }
 
 
-class SiaError(ValueError):
+class SiaError(UserError):
     """A query the service cannot answer as asked; the message names the parameter."""
 
 
@@ -165,22 +166,6 @@ def _id_q(text: str) -> Q:
     return Q(pk__in=[]) if expnum is None else Q(expnum=expnum)
 
 
-def _quality_cells(desom2, wanted: set[str]) -> list[int]:
-    """Cells whose quality label (the experts' label, else the guess from neighbouring labelled
-    cells, exactly as `quality.quality_verdicts` reports it) is one of `wanted`."""
-    labels = quality.current_cell_labels(desom2)
-    classes, probabilities = quality.label_probabilities(desom2, labels=labels)
-    rows, cols = desom2.map_shape
-    cells = []
-    for cell in range(rows * cols):
-        label = quality.effective_label(labels.get(cell))
-        if not label and len(classes) and probabilities[cell].max() >= quality.MIN_GUESS_CONFIDENCE:
-            label = classes[int(np.argmax(probabilities[cell]))]
-        if label and label.lower() in wanted:
-            cells.append(cell)
-    return cells
-
-
 def _int_value(text: str, name: str, lo: int, hi: int) -> int:
     try:
         value = int(text)
@@ -215,7 +200,7 @@ def build_queryset(params: dict[str, list[str]], user) -> tuple:
         # DALI: a MAXREC above the service's limit is served up to the limit (OVERFLOW says so).
         options.maxrec = min(_int_value(maxrec, "MAXREC", 0, 2 ** 63 - 1), MAX_MAXREC)
 
-    queryset = (selectors.visible_exposures(user, Exposure.objects.filter(is_science=True))
+    queryset = (selectors.visible_science_exposures(user)
                 .alias(t_end=F("mjd_obs") + Coalesce(F("exptime"), Value(0.0), output_field=FloatField()) / 86400.0))
     try:
         shapes = [geometry.parse_pos(v) for v in params.get("POS", [])]
@@ -263,9 +248,7 @@ def build_queryset(params: dict[str, list[str]], user) -> tuple:
                 cells = [_int_value(v, "CELL", 0, rows * cols - 1) for v in params["CELL"]]
                 queryset = queryset.filter(cells__model_version=desom2, cells__cell__in=cells)
             if params.get("QUALITY"):
-                wanted = {v.strip().lower() for v in params["QUALITY"]}
-                queryset = queryset.filter(pk__in=Exposure.objects.filter(
-                    cells__model_version=desom2, cells__cell__in=_quality_cells(desom2, wanted)).values("pk"))
+                queryset = quality.filter_by_quality_label(queryset, params["QUALITY"], desom2)
 
     target = _single(params, "SIMILAR_TO")
     if target is not None:
@@ -297,7 +280,7 @@ def _interval_q(text: str, name: str, column: str) -> Q:
 def _reference_exposure(text: str, user) -> Exposure:
     """SIA2 SIMILAR_TO: an archive id, an obs_id (expnum) or an obs_publisher_did, visible to the user."""
     prefix = publisher_did_prefix()
-    visible = selectors.visible_exposures(user, Exposure.objects.filter(is_science=True))
+    visible = selectors.visible_science_exposures(user)
     found = None
     if text.lower().startswith(prefix.lower()):
         text = text[len(prefix):]

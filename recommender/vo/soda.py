@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from desom.errors import UserError
+
 from archive import geometry, selectors
 from archive.models import Exposure
 from desom import subimage
@@ -21,7 +23,7 @@ from . import obscore
 DEFAULT_MAX_PIXELS = 20_000_000   # about two full MegaCam CCDs
 
 
-class SodaError(ValueError):
+class SodaError(UserError):
     """A cutout request the service cannot answer; `code` is the DALI fault."""
 
     def __init__(self, message: str, code: str = "UsageFault", status: int = 400):
@@ -81,7 +83,7 @@ def find_exposure(params, user) -> Exposure:
     if len(ids) != 1:
         raise SodaError("ID: give exactly one exposure (its obs_publisher_did)")
     expnum = obscore.expnum_from_id(ids[0])
-    visible = selectors.visible_exposures(user, Exposure.objects.filter(is_science=True))
+    visible = selectors.visible_science_exposures(user)
     found = None if expnum is None else visible.filter(expnum=expnum).first()
     if found is None:
         # A proprietary exposure gets the answer of an absent one.

@@ -29,6 +29,8 @@ from django.db import connection, transaction
 from django.db.models import Count, Max
 from xml.sax.saxutils import escape
 
+from desom.errors import UserError
+
 from archive import selectors
 from archive.models import CellAssignment, CellLabel, Exposure, ExposureFlag, ModelVersion, PrototypeFlag
 from archive.services import quality, versions
@@ -57,7 +59,7 @@ ALLOWED_FUNCTIONS = {
 }
 
 
-class TapError(ValueError):
+class TapError(UserError):
     def __init__(self, message: str, code: str = "UsageFault", status: int = 400):
         super().__init__(message)
         self.code, self.status = code, status
@@ -385,7 +387,7 @@ def _point_at_request_view(sql: str, view: str) -> str:
 
 def _visible_ids_sql(user) -> str:
     """The archive's access rule, compiled by Django to SQL with its values quoted in."""
-    queryset = selectors.visible_exposures(user, Exposure.objects.filter(is_science=True)).values("pk")
+    queryset = selectors.visible_science_exposures(user).values("pk")
     sql, params = queryset.query.sql_with_params()
     with connection.cursor() as cursor:
         return cursor.mogrify(sql, params).decode()
