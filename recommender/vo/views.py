@@ -4,11 +4,16 @@ for a bad request, 404 for an unknown dataset, 503 when the database is down), w
 fault code at the start of each error message."""
 import logging
 
+import hashlib
+
 from django.db import DatabaseError, connection
 from django.http import HttpResponse
+from django.utils.cache import get_conditional_response
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
+
+from archive.services import downloads
 
 from . import datalink, services, soda, tap
 from .votable import FATAL, TRANSIENT, VOTABLE_MIME, error_votable
@@ -87,9 +92,36 @@ def soda_sync(request):
         return _database_down("SODA", exc)
     except MemoryError:
         return _votable(error_votable("the cutout did not fit in the server's memory", FATAL), 500)
-    response = HttpResponse(made.content, content_type="application/fits")
+    return _cutout_response(request, made)
+
+
+def _cutout_response(request, made) -> HttpResponse:
+    """A cutout is the same bytes for the same request, so it is served like a file: a strong
+    ETag (its sha256), conditional requests and one byte range, for clients that resume."""
+    content, size = made.content, len(made.content)
+    etag = f'"{hashlib.sha256(content).hexdigest()}"'
+    conditional = get_conditional_response(request, etag=etag)
+    if conditional is not None:          # 304 Not Modified or 412 Precondition Failed
+        conditional["ETag"] = etag
+        return conditional
+    byte_range = None
+    if_range = request.headers.get("If-Range")
+    if if_range is None or if_range.strip() == etag:
+        byte_range = downloads.parse_range(request.headers.get("Range"), size)
+    if byte_range == downloads.UNSATISFIABLE:
+        response = HttpResponse(status=416)
+        response["Content-Range"] = f"bytes */{size}"
+        return response
+    if byte_range is not None:
+        response = HttpResponse(content[byte_range.start:byte_range.end + 1], status=206,
+                                content_type="application/fits")
+        response["Content-Range"] = f"bytes {byte_range.start}-{byte_range.end}/{size}"
+    else:
+        response = HttpResponse(content, content_type="application/fits")
     response["Content-Disposition"] = f'attachment; filename="{made.filename}"'
-    response["Content-Length"] = str(len(made.content))
+    response["Content-Length"] = str(len(response.content))
+    response["Accept-Ranges"] = "bytes"
+    response["ETag"] = etag
     return response
 
 

@@ -168,3 +168,27 @@ def test_links_list_every_product_of_an_exposure(files):
     assert inputs["ID"].ref == "ID" and {"CIRCLE", "POLYGON", "POS", "CCD"} <= set(inputs)
     assert {p.name for p in meta["similar"].groups[0].entries} == {"SIMILAR_TO", "K"}
     assert Client().get("/datalink/links").status_code == 400
+
+
+def test_a_cutout_is_served_like_a_file_resumable_and_conditional(files):
+    """The same request gives the same bytes, so a client can resume a cutout with Range and
+    revalidate it with its ETag."""
+    params = {"ID": _did("raw"), "CCD": "1"}
+    client = Client()
+    whole = client.get("/soda/sync", params)
+    assert whole.status_code == 200 and whole["Accept-Ranges"] == "bytes"
+    etag, body = whole["ETag"], whole.content
+    assert client.get("/soda/sync", params).content == body          # repeatable bytes
+    part = client.get("/soda/sync", params, HTTP_RANGE="bytes=100-2979")
+    assert part.status_code == 206 and part.content == body[100:2980]
+    assert part["Content-Range"] == f"bytes 100-2979/{len(body)}" and part["Content-Length"] == "2880"
+    tail = client.get("/soda/sync", params, HTTP_RANGE="bytes=-500")
+    assert tail.status_code == 206 and tail.content == body[-500:]
+    assert client.get("/soda/sync", params, HTTP_RANGE=f"bytes={len(body)}-").status_code == 416
+    # A range for another version of the cutout (stale If-Range) gets the whole, fresh file.
+    stale = client.get("/soda/sync", params, HTTP_RANGE="bytes=0-9", HTTP_IF_RANGE='"0000"')
+    assert stale.status_code == 200 and stale.content == body
+    assert client.get("/soda/sync", params, HTTP_IF_NONE_MATCH=etag).status_code == 304
+    # Errors stay VOTable errors, not ranges of them.
+    bad = client.get("/soda/sync", {"ID": _did("raw"), "CCD": "99"}, HTTP_RANGE="bytes=0-9")
+    assert bad.status_code == 400 and "VOTABLE" in bad.content.decode().upper()
