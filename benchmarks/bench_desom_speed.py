@@ -78,6 +78,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
+    ap.add_argument("--inference-only", action="store_true", help="skip the training throughput part")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads (default: keep OMP_NUM_THREADS if set, else os.cpu_count())")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/desom_speed.json"))
@@ -97,8 +98,9 @@ def main():
     train_iters = 4 if q else 8
     training = []
     base_train = None
-    for name, prec, cl in [("eager_float32", "float32", False), ("channels_last", "float32", True),
-                           ("bf16_autocast", "bf16", False), ("bf16_autocast_channels_last", "bf16", True)]:
+    train_variants = [("eager_float32", "float32", False), ("channels_last", "float32", True),
+                      ("bf16_autocast", "bf16", False), ("bf16_autocast_channels_last", "bf16", True)]
+    for name, prec, cl in ([] if args.inference_only else train_variants):
         sps = time_training(cfg, data, prec, cl, train_iters)
         base_train = base_train or sps
         training.append({"variant": name, "samples_per_s": round(sps, 1),
