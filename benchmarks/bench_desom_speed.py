@@ -79,6 +79,9 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
     ap.add_argument("--inference-only", action="store_true", help="skip the training throughput part")
+    ap.add_argument("--variants", default=None,
+                    help="comma-separated inference variants to time (default: all); eager_float32 "
+                         "is always timed first, as the baseline")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads (default: keep OMP_NUM_THREADS if set, else os.cpu_count())")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/desom_speed.json"))
@@ -126,12 +129,16 @@ def main():
         ("bf16_weights_channels_last", dict(precision="bf16", channels_last=True, batch_size=1024)),
         ("bf16_weights_channels_last_b3600", dict(precision="bf16", channels_last=True, batch_size=3600)),
         ("default_predictor", dict()),
+        ("no_compile_predictor", dict(compile=False)),
     ]
     if not args.no_compile:
         variants.append(("compile_float32_channels_last",
                          dict(precision="float32", channels_last=True, batch_size=1024, compile=True)))
         variants.append(("compile_bf16_weights_channels_last",
                          dict(precision="bf16", channels_last=True, batch_size=1024, compile=True)))
+    if args.variants:
+        wanted = {"eager_float32", *args.variants.split(",")}
+        variants = [v for v in variants if v[0] in wanted]
     # Build and warm every variant first, then time them round-robin so that other jobs on a
     # shared machine slow all variants alike; keep each one's best time.
     from desom.som import grid_distances
@@ -143,6 +150,7 @@ def main():
             pred = DesomPredictor(model, **kw)
             pred.predict(exposure[:512])
             pred.predict(exposure)
+            pred.predict(exposure)    # the default compiles once it has seen 4096 cutouts
         except Exception as exc:   # e.g. torch.compile without a C compiler
             inference.append({"variant": name, "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
             print(f"infer  {name:34s} failed: {exc}", flush=True)
@@ -165,6 +173,8 @@ def main():
         inference.append({"variant": name, "options": dict(kw) or "defaults",
                           "precision": pred.precision, "channels_last": pred.channels_last,
                           "compiled": pred.compiled, "batch_size": pred.batch_size,
+                          "compile_seconds": None if pred.compile_seconds is None else round(pred.compile_seconds, 1),
+                          "compile_error": pred.compile_error,
                           "cutouts_per_s": round(rate, 1), "exposure_3600_s": round(best[name], 3),
                           "ratio_vs_eager_float32": round(rate / base_rate, 2),
                           "bmu_agreement_vs_float32": round(agree, 4),

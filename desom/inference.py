@@ -25,6 +25,10 @@ cost of about 25 s cold, then roughly another 1.6x). Distances and outputs are a
 from __future__ import annotations
 
 import copy
+import logging
+import os
+import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -46,9 +50,6 @@ COMPILE_MIN_SAMPLES = 4096
 
 def compile_unavailable() -> str | None:
     """None when torch.compile can run the default (inductor) backend here, else why not."""
-    import os
-    import shutil
-
     if os.environ.get("DESOM_COMPILE", "").strip().lower() in ("0", "false", "no", "off"):
         return "turned off by DESOM_COMPILE=0"
     if not hasattr(torch, "compile"):
@@ -237,8 +238,6 @@ class DesomPredictor:
         return state
 
     def _fall_back_to_eager(self, exc: BaseException) -> None:
-        import logging
-
         self.compile_error = f"{type(exc).__name__}: {str(exc)[:300]}"
         logging.getLogger(__name__).warning("torch.compile failed (%s); the DESOM predictor runs eager",
                                             self.compile_error)
@@ -289,8 +288,6 @@ class DesomPredictor:
         if self.compiled and self.compile_seconds is None:
             # The first compiled call compiles; if that fails (no working compiler, an
             # unsupported op), the eager encoder takes over for good.
-            import time
-
             started = time.perf_counter()
             try:
                 z = self._run_encoder(x)
