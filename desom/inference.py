@@ -14,13 +14,16 @@ kernel stays soft instead of collapsing to one-hot when the map is coarse for th
 sum to 1, the BMU has the largest weight, and ``tau`` (``activation_temperature``) widens or
 sharpens the kernel.
 
-Speed (benchmarks/bench_desom_speed.py, 2 shared cores): the default path runs the DESOM-1
-encoder in float32 with channels-last memory, about 1.5x plain eager float32 with BMUs equal to
-it for 99.9% of cutouts. The default (``precision="auto"``) is the precision the model was
-trained in: bf16 autocast for a map trained in bf16 (the archive's default), float32 otherwise.
-``precision="bf16"`` (bf16 weights) is about 3x eager but moved about 4% of the BMUs of a
-float32-trained map, so it is opt-in; ``compile=True`` adds torch.compile (a one-off
-cost of about 25 s cold, then roughly another 1.6x). Distances and outputs are always float32.
+Speed (benchmarks/bench_desom_speed.py, 2 shared cores): the DESOM-1 encoder runs in float32
+with channels-last memory, and by default (``compile="auto"``) through torch.compile once the
+predictor has encoded COMPILE_MIN_SAMPLES cutouts (a one-off compile of 20-60 s on 2 busy
+cores, paid once per process; then about 1.3-1.6x the eager path, with BMUs equal to eager
+float32 for 99.9% of cutouts). ``compile=False`` or DESOM_COMPILE=0 keeps it eager; without a
+C++ compiler, or when the compile fails, the predictor runs eager (with a warning for a
+failure). The default precision (``precision="auto"``) is the precision the model was
+trained in: bf16 autocast for a map trained in bf16, float32 otherwise. ``precision="bf16"``
+(bf16 weights) is about 3x eager on a CPU with native bf16 but moved about 4% of the BMUs of a
+float32-trained map, so it is opt-in. Distances and outputs are always float32.
 """
 from __future__ import annotations
 
@@ -41,11 +44,13 @@ from desom.som import grid_distances, squared_distances
 
 PRECISIONS = ("auto", "float32", "bf16", "bf16-autocast")
 COMPILE_CHOICES = ("auto", True, False)
-# compile="auto" compiles a DESOM-1 encoder once the predictor has encoded this many samples
-# (about one exposure's cutouts): a predictor kept for a bulk pass (an ingest worker's, an
-# assignment's) pays the one-off compile early and then runs faster; one that sees a few stamps
-# never pays it.
-COMPILE_MIN_SAMPLES = 4096
+# compile="auto" compiles a DESOM-1 encoder once the predictor has encoded this many samples.
+# The compile costs 20-60 s on 2 busy cores and then saves about a third of each batch's time
+# (benchmarks/README.md, "DESOM-1 speed"), so it pays for itself after roughly 100 000 cutouts:
+# a predictor kept for a bulk pass (an ingest worker's, over tens of exposures of thousands of
+# cutouts) compiles after the first ten or so exposures; a small run (the demo's 200 exposures
+# of a few hundred cutouts over 2 workers) or a request-time predictor never pays it.
+COMPILE_MIN_SAMPLES = 32_768
 
 
 def compile_unavailable() -> str | None:
