@@ -88,7 +88,8 @@ def test_desom1_trains_and_predicts_on_the_device(device, tmp_path):
     cpu = DesomPredictor(on_cpu, device="cpu", precision="float32", compile=False).predict(x)
     assert (here.bmu == cpu.bmu).mean() >= 0.99
     np.testing.assert_allclose(here.activations.sum(1), 1.0, atol=1e-5)
-    np.testing.assert_allclose(here.quantization, cpu.quantization, rtol=1e-2, atol=1e-4)
+    # (CUDA convolutions run in TF32 by default: close, not equal)
+    np.testing.assert_allclose(here.quantization, cpu.quantization, rtol=5e-2, atol=1e-3)
     # the predictor in the model's own precision runs on the device too
     auto = DesomPredictor(path, device=device, compile=False)
     assert auto.device.type == device and auto.precision == ("bf16-autocast" if precision == "bf16" else "float32")
