@@ -78,6 +78,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
+    ap.add_argument("--inference-only", action="store_true", help="skip the training throughput part")
+    ap.add_argument("--variants", default=None,
+                    help="comma-separated inference variants to time (default: all); eager_float32 "
+                         "is always timed first, as the baseline")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads (default: keep OMP_NUM_THREADS if set, else os.cpu_count())")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/desom_speed.json"))
@@ -97,8 +101,9 @@ def main():
     train_iters = 4 if q else 8
     training = []
     base_train = None
-    for name, prec, cl in [("eager_float32", "float32", False), ("channels_last", "float32", True),
-                           ("bf16_autocast", "bf16", False), ("bf16_autocast_channels_last", "bf16", True)]:
+    train_variants = [("eager_float32", "float32", False), ("channels_last", "float32", True),
+                      ("bf16_autocast", "bf16", False), ("bf16_autocast_channels_last", "bf16", True)]
+    for name, prec, cl in ([] if args.inference_only else train_variants):
         sps = time_training(cfg, data, prec, cl, train_iters)
         base_train = base_train or sps
         training.append({"variant": name, "samples_per_s": round(sps, 1),
@@ -124,12 +129,20 @@ def main():
         ("bf16_weights_channels_last", dict(precision="bf16", channels_last=True, batch_size=1024)),
         ("bf16_weights_channels_last_b3600", dict(precision="bf16", channels_last=True, batch_size=3600)),
         ("default_predictor", dict()),
+        ("no_compile_predictor", dict(compile=False)),
     ]
     if not args.no_compile:
         variants.append(("compile_float32_channels_last",
                          dict(precision="float32", channels_last=True, batch_size=1024, compile=True)))
         variants.append(("compile_bf16_weights_channels_last",
                          dict(precision="bf16", channels_last=True, batch_size=1024, compile=True)))
+    # The named paths run eager (the predictor's default compiles once warm): only
+    # default_predictor and compile_* go through torch.compile.
+    variants = [(name, kw if name == "default_predictor" or "compile" in kw else {**kw, "compile": False})
+                for name, kw in variants]
+    if args.variants:
+        wanted = {"eager_float32", *args.variants.split(",")}
+        variants = [v for v in variants if v[0] in wanted]
     # Build and warm every variant first, then time them round-robin so that other jobs on a
     # shared machine slow all variants alike; keep each one's best time.
     from desom.som import grid_distances
@@ -140,6 +153,10 @@ def main():
         try:
             pred = DesomPredictor(model, **kw)
             pred.predict(exposure[:512])
+            pred.predict(exposure)
+            # the default compiles once it has seen COMPILE_MIN_SAMPLES cutouts: warm it past that
+            while pred._compile_pending:
+                pred.predict(exposure)
             pred.predict(exposure)
         except Exception as exc:   # e.g. torch.compile without a C compiler
             inference.append({"variant": name, "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
@@ -163,6 +180,8 @@ def main():
         inference.append({"variant": name, "options": dict(kw) or "defaults",
                           "precision": pred.precision, "channels_last": pred.channels_last,
                           "compiled": pred.compiled, "batch_size": pred.batch_size,
+                          "compile_seconds": None if pred.compile_seconds is None else round(pred.compile_seconds, 1),
+                          "compile_error": pred.compile_error,
                           "cutouts_per_s": round(rate, 1), "exposure_3600_s": round(best[name], 3),
                           "ratio_vs_eager_float32": round(rate / base_rate, 2),
                           "bmu_agreement_vs_float32": round(agree, 4),

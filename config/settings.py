@@ -226,6 +226,12 @@ TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", "")
 # FAISS index files are memory-mapped, so the worker processes share one copy of the vectors
 # (recommender.indexes); 0 loads a private copy into each process instead.
 ARCHIVE_INDEX_MMAP = env_bool("ARCHIVE_INDEX_MMAP", True)
+# FAISS searches on a GPU copy of each index: auto (default) when faiss is a GPU build that sees
+# a GPU (requirements-gpu.txt), 1 to ask for it (the CPU, with a warning, where there is none),
+# 0 never. Each worker process holds its own GPU copy of the indexes it has loaded.
+ARCHIVE_FAISS_GPU = os.environ.get("ARCHIVE_FAISS_GPU", "auto").strip().lower()
+if ARCHIVE_FAISS_GPU not in {"auto", "", "1", "true", "yes", "on", "0", "false", "no", "off"}:
+    raise RuntimeError(f"ARCHIVE_FAISS_GPU {ARCHIVE_FAISS_GPU!r}: use auto, 1 or 0")
 
 # Tokens for scripts (POST /api/token/): days until a new token expires (0: never).
 ARCHIVE_TOKEN_DAYS = int(os.environ.get("ARCHIVE_TOKEN_DAYS", "365"))

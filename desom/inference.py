@@ -14,17 +14,24 @@ kernel stays soft instead of collapsing to one-hot when the map is coarse for th
 sum to 1, the BMU has the largest weight, and ``tau`` (``activation_temperature``) widens or
 sharpens the kernel.
 
-Speed (benchmarks/bench_desom_speed.py, 2 shared cores): the default path runs the DESOM-1
-encoder in float32 with channels-last memory, about 1.5x plain eager float32 with BMUs equal to
-it for 99.9% of cutouts. The default (``precision="auto"``) is the precision the model was
-trained in: bf16 autocast for a map trained in bf16 (the archive's default), float32 otherwise.
-``precision="bf16"`` (bf16 weights) is about 3x eager but moved about 4% of the BMUs of a
-float32-trained map, so it is opt-in; ``compile=True`` adds torch.compile (a one-off
-cost of about 25 s cold, then roughly another 1.6x). Distances and outputs are always float32.
+Speed (benchmarks/bench_desom_speed.py, 2 shared cores): the DESOM-1 encoder runs in float32
+with channels-last memory, and by default (``compile="auto"``) through torch.compile once the
+predictor has encoded COMPILE_MIN_SAMPLES cutouts (a one-off compile of 20-60 s on 2 busy
+cores, paid once per process; then about 1.3-1.6x the eager path, with BMUs equal to eager
+float32 for 99.9% of cutouts). ``compile=False`` or DESOM_COMPILE=0 keeps it eager; without a
+C++ compiler, or when the compile fails, the predictor runs eager (with a warning for a
+failure). The default precision (``precision="auto"``) is the precision the model was
+trained in: bf16 autocast for a map trained in bf16, float32 otherwise. ``precision="bf16"``
+(bf16 weights) is about 3x eager on a CPU with native bf16 but moved about 4% of the BMUs of a
+float32-trained map, so it is opt-in. Distances and outputs are always float32.
 """
 from __future__ import annotations
 
 import copy
+import logging
+import os
+import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -36,6 +43,28 @@ from desom.model import DESOM
 from desom.som import grid_distances, squared_distances
 
 PRECISIONS = ("auto", "float32", "bf16", "bf16-autocast")
+COMPILE_CHOICES = ("auto", True, False)
+# compile="auto" compiles a DESOM-1 encoder once the predictor has encoded this many samples.
+# The compile costs 20-60 s on 2 busy cores and then saves about a third of each batch's time
+# (benchmarks/README.md, "DESOM-1 speed"), so it pays for itself after roughly 100 000 cutouts:
+# a predictor kept for a bulk pass (an ingest worker's, over tens of exposures of thousands of
+# cutouts) compiles after the first ten or so exposures; a small run (the demo's 200 exposures
+# of a few hundred cutouts over 2 workers) or a request-time predictor never pays it.
+COMPILE_MIN_SAMPLES = 32_768
+
+
+def compile_unavailable() -> str | None:
+    """None when torch.compile can run the default (inductor) backend here, else why not."""
+    if os.environ.get("DESOM_COMPILE", "").strip().lower() in ("0", "false", "no", "off"):
+        return "turned off by DESOM_COMPILE=0"
+    if not hasattr(torch, "compile"):
+        return f"torch {torch.__version__} has no torch.compile"
+    # Inductor builds C++ kernels on the CPU (and Triton kernels on CUDA, which need a compiler
+    # for their launchers too).
+    cc = os.environ.get("CXX") or os.environ.get("CC")
+    if not ((cc and shutil.which(cc)) or shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")):
+        return "no C++ compiler on PATH (inductor builds its kernels with one)"
+    return None
 
 
 @dataclass
@@ -66,10 +95,31 @@ class Prediction:
             second_bmu=cat("second_bmu", np.zeros(0, np.int64)))
 
 
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
 def default_device(device=None) -> torch.device:
+    """The torch device to run on: None or "auto" is the first CUDA device when torch sees one
+    and the CPU otherwise; "cpu", "cuda", "cuda:N" (or a torch.device) as given. Asking for
+    CUDA where torch has none is a ValueError that says why (a CPU build of torch, or no
+    driver/device), not a failure deep inside the first kernel."""
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N ({exc})") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = ("this torch is a CPU build" if torch.version.cuda is None
+                   else f"torch (CUDA {torch.version.cuda}) sees no CUDA device or driver")
+            raise ValueError(f"device {device!r} asked for, but {why}; use --device cpu or auto, "
+                             f"or install requirements-gpu.txt on a machine with an NVIDIA GPU")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type != "cpu":
+        raise ValueError(f"device {device!r}: only cpu and cuda are supported")
+    return dev
 
 
 def neighbour_scale(prototypes: torch.Tensor, rows: int, cols: int) -> float:
@@ -96,7 +146,7 @@ class DesomPredictor:
     def __init__(self, model_or_checkpoint, batch_size: int = 1024, device=None,
                  precision: str = "auto", channels_last: bool | None = None,
                  activation_temperature: float = 1.0, expected_kind: str | None = None,
-                 compile: bool = False):
+                 compile: bool | str = "auto"):
         from desom.checkpoint import Checkpoint, load_checkpoint
 
         source = model_or_checkpoint
@@ -144,11 +194,24 @@ class DesomPredictor:
             # bf16 weights and activations throughout the encoder: cheaper than autocast, which
             # re-casts the weights on every call.
             self.encoder = self.encoder.to(torch.bfloat16)
-        self.compiled = bool(compile)
-        if self.compiled:
-            # Pays a one-off compile (tens of seconds on 2 cores); dynamic batch dimension so
-            # the last, shorter batch does not recompile.
-            self.encoder = torch.compile(self.encoder, dynamic=True)
+        if compile not in COMPILE_CHOICES:
+            raise ValueError(f"compile must be 'auto', True or False, got {compile!r}")
+        # compile: True compiles now; "auto" (the default) compiles a DESOM-1 encoder on the
+        # first call with COMPILE_MIN_SAMPLES samples or more, unless compile_unavailable() says
+        # why not (DESOM_COMPILE=0 turns it off for every process); False never. A compile that
+        # fails when first run falls back to the eager encoder with a warning.
+        self._eager_encoder = self.encoder
+        self.compile_skipped = None          # why "auto" did not compile (None: it may)
+        self.compile_error = None            # why a compile failed and eager took over
+        self.compile_seconds = None          # the first compiled call's wall time (compile included)
+        self._compile_pending = False
+        self.samples_seen = 0
+        if compile == "auto":
+            self.compile_skipped = ("only the DESOM-1 encoder is compiled by default" if self.kind != "desom1"
+                                    else compile_unavailable())
+            self._compile_pending = self.compile_skipped is None
+        elif compile:
+            self._compile_now()
         self.prototypes = model.som.prototypes.detach().to(self.device, torch.float32).clone()
         self.map_shape = model.map_shape
         # How this model's inputs are cut (desom.pipeline.STAMP_FIELDS); None: before recipes.
@@ -156,6 +219,34 @@ class DesomPredictor:
         self.n_nodes = model.n_nodes
         self.latent_dim = model.config.latent_dim
         self.activation_scale = neighbour_scale(self.prototypes, *self.map_shape)
+
+    @property
+    def compiled(self) -> bool:
+        """True while the encoder runs through torch.compile."""
+        return self.encoder is not self._eager_encoder
+
+    def _compile_now(self) -> None:
+        # Dynamic batch dimension, so the last, shorter batch does not compile again.
+        self._compile_pending = False
+        self.compile_seconds = None
+        self.encoder = torch.compile(self._eager_encoder, dynamic=True)
+
+    def __getstate__(self):
+        # A compiled module does not pickle: a predictor sent to another process travels with
+        # its eager encoder and compiles again there once it has seen COMPILE_MIN_SAMPLES samples.
+        state = dict(self.__dict__)
+        if self.compiled:
+            state["encoder"] = self._eager_encoder
+            state["_compile_pending"] = True
+            state["samples_seen"] = 0
+            state["compile_seconds"] = None
+        return state
+
+    def _fall_back_to_eager(self, exc: BaseException) -> None:
+        self.compile_error = f"{type(exc).__name__}: {str(exc)[:300]}"
+        logging.getLogger(__name__).warning("torch.compile failed (%s); the DESOM predictor runs eager",
+                                            self.compile_error)
+        self.encoder = self._eager_encoder
 
     # -- input handling -------------------------------------------------------------------
     def _to_tensor(self, batch, where: str) -> torch.Tensor:
@@ -198,13 +289,26 @@ class DesomPredictor:
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         if self.precision == "bf16":
-            z = self.encoder(x.to(torch.bfloat16))
-        elif self.precision == "bf16-autocast":
+            x = x.to(torch.bfloat16)
+        if self.compiled and self.compile_seconds is None:
+            # The first compiled call compiles; if that fails (no working compiler, an
+            # unsupported op), the eager encoder takes over for good.
+            started = time.perf_counter()
+            try:
+                z = self._run_encoder(x)
+            except Exception as exc:   # torch._dynamo / inductor errors have no common base
+                self._fall_back_to_eager(exc)
+                z = self._run_encoder(x)
+            else:
+                self.compile_seconds = time.perf_counter() - started
+            return z.float()
+        return self._run_encoder(x).float()
+
+    def _run_encoder(self, x: torch.Tensor) -> torch.Tensor:
+        if self.precision == "bf16-autocast":
             with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
-                z = self.encoder(x)
-        else:
-            z = self.encoder(x)
-        return z.float()
+                return self.encoder(x)
+        return self.encoder(x)
 
     @torch.inference_mode()
     def _predict_tensor(self, x: torch.Tensor, return_latent: bool,
@@ -230,7 +334,10 @@ class DesomPredictor:
                      return_activations: bool = True) -> Iterator[Prediction]:
         """One Prediction per batch (at most batch_size samples): for streams too big to hold."""
         for t, _ in self._batches(x):
+            if self._compile_pending and self.samples_seen >= COMPILE_MIN_SAMPLES:
+                self._compile_now()
             yield self._predict_tensor(t, return_latent, return_activations)
+            self.samples_seen += int(t.shape[0])
 
     def predict(self, x, return_latent: bool = False, return_activations: bool = True) -> Prediction:
         """Predict for an array (N, ...) or an iterable of such arrays; results concatenated.

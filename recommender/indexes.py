@@ -261,7 +261,72 @@ class _ReadWriteLock:
 # ----------------------------------------------------------------------------- the index
 
 def gpu_available() -> bool:
-    return hasattr(faiss, "index_cpu_to_all_gpus") and faiss.get_num_gpus() > 0
+    """True when this faiss is a GPU build (faiss-gpu) and sees at least one GPU."""
+    return gpu_status() is None
+
+
+def gpu_status() -> str | None:
+    """None when FAISS can search on a GPU here, else why not (for logs and test skips)."""
+    if not (hasattr(faiss, "index_cpu_to_all_gpus") and hasattr(faiss, "get_num_gpus")
+            and hasattr(faiss, "StandardGpuResources")):
+        return f"faiss {getattr(faiss, '__version__', '?')} is a CPU build (install faiss-gpu: requirements-gpu.txt)"
+    try:
+        n = faiss.get_num_gpus()
+    except Exception as exc:   # a GPU build whose CUDA runtime or driver is missing
+        return f"faiss could not count GPUs ({exc})"
+    return None if n > 0 else "faiss is a GPU build but sees no GPU (no device or driver)"
+
+
+def parse_gpu_setting(value) -> bool | None:
+    """ARCHIVE_FAISS_GPU: "auto" (or unset/None) -> None: the GPU when FAISS has one;
+    "1"/"true"/"yes"/"on" -> True: the GPU, asked for (a warning and the CPU where there is
+    none); "0"/"false"/"no"/"off" -> False: always the CPU."""
+    if value is None or isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("", "auto"):
+        return None
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"ARCHIVE_FAISS_GPU must be auto, 1 or 0, not {value!r}")
+
+
+_gpu_resources = None
+_gpu_resources_lock = threading.Lock()
+
+
+def gpu_resources():
+    """The process's one StandardGpuResources (its scratch memory and streams), shared by every
+    index copied to GPU 0, so each copy does not reserve scratch space of its own."""
+    global _gpu_resources
+    with _gpu_resources_lock:
+        if _gpu_resources is None:
+            _gpu_resources = faiss.StandardGpuResources()
+        return _gpu_resources
+
+
+def to_gpu(cpu_index):
+    """A GPU copy of a CPU index (IndexIDMap2 over a flat index, or an IVF-Flat): on one GPU
+    through the shared StandardGpuResources, over all of them (sharded by
+    index_cpu_to_all_gpus) when there are several."""
+    if faiss.get_num_gpus() == 1:
+        return faiss.index_cpu_to_gpu(gpu_resources(), 0, cpu_index)
+    options = faiss.GpuMultipleClonerOptions()
+    options.shard = True
+    return faiss.index_cpu_to_all_gpus(cpu_index, co=options)
+
+
+_warned_no_gpu = False
+
+
+def _warn_no_gpu() -> None:
+    global _warned_no_gpu
+    if not _warned_no_gpu:
+        _warned_no_gpu = True
+        log.warning("FAISS on the GPU was asked for (ARCHIVE_FAISS_GPU), but %s; searching on the CPU",
+                    gpu_status())
 
 
 class VectorIndex:
@@ -296,6 +361,11 @@ class VectorIndex:
         self._ids = np.zeros(0, dtype=np.int64)   # sorted
         self._cpu = self._new_flat()
         self._lock = _ReadWriteLock()
+        # use_gpu None: the GPU when FAISS has one; True: asked for (CPU, with a warning, when
+        # FAISS has none); False: the CPU. Searches then run on a GPU copy of the CPU index,
+        # refreshed after each change; the CPU index stays the one saved and mutated.
+        if use_gpu and not gpu_available():
+            _warn_no_gpu()
         self._use_gpu = gpu_available() if use_gpu is None else bool(use_gpu and gpu_available())
         self._gpu = None
         self._gpu_dirty = True
@@ -480,7 +550,8 @@ class VectorIndex:
         with self._gpu_lock:
             if self._gpu is None or self._gpu_dirty:
                 try:
-                    self._gpu = faiss.index_cpu_to_all_gpus(self._cpu)
+                    self._gpu = None     # free the old copy's GPU memory before making the new one
+                    self._gpu = to_gpu(self._cpu)
                     self._gpu_dirty = False
                 except Exception as exc:   # keep serving from the CPU copy
                     log.warning("FAISS GPU copy failed (%s); searching on the CPU", exc)
@@ -802,10 +873,12 @@ class IndexStore:
     """
 
     def __init__(self, directory, *, autosave: bool = True, dim: int = 625,
-                 index_options: Mapping | None = None, mmap: bool = False):
+                 index_options: Mapping | None = None, mmap: bool = False, use_gpu: bool | None = None):
         self.directory = Path(directory)
         self.autosave = autosave
         self.mmap = bool(mmap)
+        # Every index this store loads or builds searches on the GPU per use_gpu (see VectorIndex).
+        self.use_gpu = use_gpu
         self.dim = dim
         self.index_options = dict(index_options or {})
         self._indexes: dict[tuple[str, str], VectorIndex] = {}
@@ -866,7 +939,7 @@ class IndexStore:
             if index is None:
                 try:
                     index = VectorIndex.load(path, model_version=model_version, kind=kind,
-                                             expected_ids=expected, mmap=self.mmap)
+                                             expected_ids=expected, mmap=self.mmap, use_gpu=self.use_gpu)
                 except FileNotFoundError:
                     log.info("no %s index for model %s on disk; building it", kind, model_version)
                 except IndexFileError as exc:
@@ -891,7 +964,7 @@ class IndexStore:
             if expected is not None:
                 try:
                     ready = VectorIndex.load(path, model_version=key[0], kind=key[1], expected_ids=expected,
-                                             mmap=self.mmap)
+                                             mmap=self.mmap, use_gpu=self.use_gpu)
                 except (FileNotFoundError, IndexFileError):
                     ready = None
                 if ready is not None and not ready.should_rebuild:
@@ -907,7 +980,7 @@ class IndexStore:
         if not self.mmap:
             return index
         try:
-            mapped = VectorIndex.load(path, model_version=key[0], kind=key[1], mmap=True)
+            mapped = VectorIndex.load(path, model_version=key[0], kind=key[1], mmap=True, use_gpu=self.use_gpu)
         except (FileNotFoundError, IndexFileError) as exc:
             log.warning("could not map %s after saving it (%s); keeping the private copy", path, exc)
             return index
@@ -920,7 +993,8 @@ class IndexStore:
         ids = _as_ids(np.asarray(ids, dtype=np.int64).ravel())
         vectors = np.asarray(vectors, dtype=np.float32).reshape(ids.size, -1) if ids.size else \
             np.zeros((0, self.dim), np.float32)
-        index = VectorIndex(kind, model_version, self.dim, **self.index_options).build(ids, vectors)
+        options = {"use_gpu": self.use_gpu, **self.index_options}
+        index = VectorIndex(kind, model_version, self.dim, **options).build(ids, vectors)
         index.save(path)
         self._indexes[key] = index
         self._signatures[key] = self._signature(path)
@@ -934,7 +1008,7 @@ class IndexStore:
             return index
         path = self.path_for(*key)
         try:
-            index = VectorIndex.load(path, model_version=key[0], kind=key[1], mmap=self.mmap)
+            index = VectorIndex.load(path, model_version=key[0], kind=key[1], mmap=self.mmap, use_gpu=self.use_gpu)
         except FileNotFoundError:
             return None
         except IndexFileError as exc:

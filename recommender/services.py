@@ -22,7 +22,7 @@ from archive import selectors, vectors
 from archive.models import Exposure, ExposureVector, ModelVersion
 from archive.services import versions
 
-from .indexes import IndexStore, neighbourhood_query, node_query_vector
+from .indexes import IndexStore, neighbourhood_query, node_query_vector, parse_gpu_setting
 
 MAX_K = 200
 HISTO = "histo"
@@ -48,7 +48,8 @@ def store() -> IndexStore:
     global _store
     with _store_lock:
         if _store is None or _store.directory != index_dir():
-            _store = IndexStore(index_dir(), autosave=False, mmap=getattr(settings, "ARCHIVE_INDEX_MMAP", True))
+            _store = IndexStore(index_dir(), autosave=False, mmap=getattr(settings, "ARCHIVE_INDEX_MMAP", True),
+                                use_gpu=parse_gpu_setting(getattr(settings, "ARCHIVE_FAISS_GPU", "auto")))
         return _store
 
 

@@ -175,7 +175,7 @@ def train_desom1(*, paths=None, n_exposures: int | None = None, max_per_ccd: int
                  activate: bool = True, workers: int = 2, scheduler: str | None = None,
                  progress: bool = True, precision: str = "auto", stamps: dict | None = None,
                  order_gate: bool = True, training_set=None, save_set=None,
-                 checkpoint_every: int | None = None, fresh: bool = False) -> ModelVersion:
+                 checkpoint_every: int | None = None, fresh: bool = False, device: str | None = None) -> ModelVersion:
     """Train DESOM-1 on a training set on disk, save the checkpoint under the data directory and
     register it.
 
@@ -191,10 +191,14 @@ def train_desom1(*, paths=None, n_exposures: int | None = None, max_per_ccd: int
     stamps: the stamp recipe (default DEFAULT_STAMPS), recorded in the model; a given set brings
     its own. order_gate: refuse (MapOrderError, nothing registered; the checkpoint stays for
     inspection) a map whose held-out topographic error or last BMU churn is above
-    desom.metrics' thresholds."""
+    desom.metrics' thresholds.
+
+    device: "auto" or None (CUDA when torch sees a GPU, else the CPU), "cpu", "cuda" or "cuda:N";
+    the "auto" precision follows it (bf16 autocast on a GPU that runs bf16)."""
     from desom.checkpoint import save_checkpoint
     from desom.metrics import MapOrderError, check_map_order, quantization_error, topographic_error
     from desom.model import DESOMConfig, build_desom
+    from desom.inference import default_device
     from desom.training import default_train_precision, train_desom
     from desom.trainset import TrainingSetError, is_training_set, open_training_set, recipe_id
 
@@ -204,8 +208,9 @@ def train_desom1(*, paths=None, n_exposures: int | None = None, max_per_ccd: int
     config = DESOMConfig.desom1(seed=seed, **settings_)
     # "auto": bf16 autocast where the hardware runs it natively (several times faster there,
     # benchmarks/bench_desom_speed.py), float32 elsewhere; inference follows the same precision.
+    device = default_device(device)   # a ValueError (command error) before any sampling
     if precision == "auto":
-        precision = default_train_precision()
+        precision = default_train_precision(device)
 
     owned = None
     if training_set is not None:
@@ -257,14 +262,14 @@ def train_desom1(*, paths=None, n_exposures: int | None = None, max_per_ccd: int
     history = train_desom(model, train, config, progress=progress, precision=precision,
                           channels_last=True, probe=check[:, None],
                           probe_every=max(config.iterations // 20, 25),
-                          checkpoint_path=folder / "progress.pt", resume_from=resume)
+                          checkpoint_path=folder / "progress.pt", resume_from=resume, device=device)
     elapsed = time.perf_counter() - started
-    metrics = _held_out_map_metrics(model, check[:, None], quantization_error, topographic_error)
+    metrics = _held_out_map_metrics(model, check[:, None], quantization_error, topographic_error, device)
     metrics.update(train_cutouts=int(len(train)), held_out_cutouts=int(n_check), train_seconds=round(elapsed, 1),
                    exposures=len(ts.meta.get("exposures") or []), failed_exposures=len(ts.meta.get("failures") or []),
                    map_order=model.map_order, stamps=recipe_stamps, train_precision=config.extra.get("train_precision"),
                    training_set={"id": ts.set_id, "cutouts": n, "path": None if owned else str(ts.path)},
-                   resumed_at=resumed_at)
+                   resumed_at=resumed_at, device=str(device))
     ts.rows.close()
     train.close()
     path = versions.new_checkpoint_path("desom1", seed)
@@ -283,10 +288,10 @@ def train_desom1(*, paths=None, n_exposures: int | None = None, max_per_ccd: int
     return versions.register_version(path, kind=ModelVersion.DESOM1, metrics=metrics, activate=activate)
 
 
-def _held_out_map_metrics(model, data, quantization_error, topographic_error) -> dict:
+def _held_out_map_metrics(model, data, quantization_error, topographic_error, device=None) -> dict:
     from desom.inference import DesomPredictor
 
-    prediction = DesomPredictor(model).predict(data, return_latent=True)
+    prediction = DesomPredictor(model, device=device, compile=False).predict(data, return_latent=True)
     return {"held_out_quantization_error": float(quantization_error(prediction.latent, model.som.prototypes.detach().cpu().numpy())),
             "held_out_topographic_error": float(topographic_error(prediction.latent, model.som.prototypes.detach().cpu().numpy(),
                                                                   model.map_shape))}
@@ -357,7 +362,8 @@ def histo_matrix(desom1: ModelVersion, *, science_only: bool = True, exposures=N
 
 def train_desom2(*, desom1: ModelVersion | None = None, overrides: dict | None = None, normaliser: str = DEFAULT_NORMALISER,
                  smooth_sigma: float = DEFAULT_SMOOTH_SIGMA, seed: int = 0, activate: bool = True,
-                 progress: bool = True, checkpoint_every: int | None = None, fresh: bool = False) -> ModelVersion:
+                 progress: bool = True, checkpoint_every: int | None = None, fresh: bool = False,
+                 device: str | None = None) -> ModelVersion:
     """Train DESOM-2 on the stored histo-vectors of one DESOM-1 version (the active one). Unless
     overridden, the map leaves about a dozen exposures per cell (suggested_desom2_map) and the
     length and batch are DEFAULT_DESOM2's.
@@ -367,11 +373,15 @@ def train_desom2(*, desom1: ModelVersion | None = None, overrides: dict | None =
     applies it too. The vectors are streamed from the database into one array and normalised in
     place. The run writes a checkpoint every checkpoint_every iterations (default
     DEFAULT_CHECKPOINT_EVERY); the same call on the same archive after a crash or a kill
-    resumes from it (fresh: start over)."""
+    resumes from it (fresh: start over). device: as train_desom1's (DESOM-2 trains in float32
+    on any device: a small dense network gains little from bf16)."""
     from desom.checkpoint import save_checkpoint
+    from desom.inference import default_device
     from desom.model import DESOMConfig, build_desom
     from desom.normalise import HistoNormaliser
     from desom.training import train_desom
+
+    device = default_device(device)
 
     desom1 = desom1 or versions.active_version(ModelVersion.DESOM1)
     if desom1 is None:
@@ -398,9 +408,10 @@ def train_desom2(*, desom1: ModelVersion | None = None, overrides: dict | None =
     model = build_desom(config)
     started = time.perf_counter()
     history = train_desom(model, data, config, progress=progress, normaliser=norm,
-                          checkpoint_path=folder / "progress.pt", resume_from=resume)
+                          checkpoint_path=folder / "progress.pt", resume_from=resume, device=device)
     metrics = {"train_exposures": int(len(ids)), "train_seconds": round(time.perf_counter() - started, 1),
-               "normaliser": normaliser, "smooth_sigma": float(smooth_sigma), "resumed_at": resumed_at}
+               "normaliser": normaliser, "smooth_sigma": float(smooth_sigma), "resumed_at": resumed_at,
+               "device": str(device)}
     path = versions.new_checkpoint_path("desom2", seed)
     save_checkpoint(path, model, config, normaliser=norm, metrics=metrics, history=history)
     shutil.rmtree(folder, ignore_errors=True)

@@ -94,9 +94,11 @@ def load_checkpoint_for(version: ModelVersion):
 
 
 def predictor_for(version: ModelVersion, batch_size: int = 1024):
+    """A predictor for one request (search by a stamp or an uploaded exposure): never compiled,
+    since a request must not wait for torch.compile (desom.inference)."""
     from desom.inference import DesomPredictor
 
-    return DesomPredictor(load_checkpoint_for(version), batch_size=batch_size)
+    return DesomPredictor(load_checkpoint_for(version), batch_size=batch_size, compile=False)
 
 
 def clear_cache() -> None:

@@ -119,3 +119,96 @@ def test_bad_input_is_refused(trained):
         DesomPredictor(model, precision="fp8")
     with pytest.raises(ValueError, match="normaliser"):
         pred.predict_histos(np.zeros((2, 625)))
+
+
+# -- torch.compile: the default for a DESOM-1 once a predictor has encoded COMPILE_MIN_SAMPLES ----
+
+class _FakeCompiled(torch.nn.Module):
+    """Stands in for torch.compile's wrapper: runs the module, counts calls, or fails."""
+
+    def __init__(self, module, fail=False):
+        super().__init__()
+        self.module, self.fail, self.calls = module, fail, 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.fail:
+            raise RuntimeError("InductorError: no working C++ compiler")
+        return self.module(x)
+
+
+def test_compile_auto_waits_for_a_bulk_pass(trained, monkeypatch):
+    import desom.inference as inf
+
+    model, x = trained
+    made = []
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: made.append(_FakeCompiled(m)) or made[-1])
+    monkeypatch.setattr(inf, "compile_unavailable", lambda: None)
+    monkeypatch.setattr(inf, "COMPILE_MIN_SAMPLES", 500)
+    pred = DesomPredictor(model, batch_size=128)
+    eager = DesomPredictor(model, compile=False).predict(x)
+    assert not pred.compiled and pred.compile_skipped is None
+    first = pred.predict(x)                 # 300 samples: still eager
+    assert not pred.compiled and not made
+    second = pred.predict(x)                # crosses 500 during this call: compiled from then on
+    assert pred.compiled and made and made[0].calls >= 1 and pred.compile_seconds is not None
+    assert (first.bmu == eager.bmu).all() and (second.bmu == eager.bmu).all()
+    assert not DesomPredictor(model, compile=False).compiled
+
+
+def test_compile_turned_off_and_failing_compile_falls_back(trained, monkeypatch, caplog):
+    import logging
+
+    import desom.inference as inf
+
+    model, x = trained
+    monkeypatch.setenv("DESOM_COMPILE", "0")
+    off = DesomPredictor(model)
+    assert off.compile_skipped == "turned off by DESOM_COMPILE=0" and not off._compile_pending
+    monkeypatch.delenv("DESOM_COMPILE")
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: _FakeCompiled(m, fail=True))
+    eager = DesomPredictor(model, compile=False).predict(x)
+    pred = DesomPredictor(model, compile=True)
+    assert pred.compiled
+    with caplog.at_level(logging.WARNING, logger="desom.inference"):
+        got = pred.predict(x)
+    assert not pred.compiled and "no working C++ compiler" in pred.compile_error
+    assert "runs eager" in caplog.text
+    assert (got.bmu == eager.bmu).all()
+    monkeypatch.setattr(inf.shutil, "which", lambda name: None)
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.delenv("CXX", raising=False)
+    assert "no C++ compiler" in inf.compile_unavailable()
+    with pytest.raises(ValueError, match="compile"):
+        DesomPredictor(model, compile="sometimes")
+
+
+def test_compiled_predictor_pickles_with_its_eager_encoder(trained, monkeypatch):
+    import pickle
+
+    model, x = trained
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: _FakeCompiled(m))
+    pred = DesomPredictor(model, compile=True)
+    pred.predict(x[:20])
+    again = pickle.loads(pickle.dumps(pred))
+    assert not again.compiled and again._compile_pending
+    assert (again.predict(x).bmu == pred.predict(x).bmu).all()
+
+
+@pytest.mark.slow
+def test_torch_compile_agrees_with_eager_float32(trained):
+    """The real torch.compile (inductor) path: BMUs agree with eager float32 for >= 99% of samples."""
+    from desom.inference import compile_unavailable
+
+    why = compile_unavailable()
+    if why:
+        pytest.skip(f"torch.compile cannot run here: {why}")
+    model, x = trained
+    eager = DesomPredictor(model, precision="float32", channels_last=False, compile=False).predict(x)
+    pred = DesomPredictor(model, precision="float32", channels_last=True, compile=True, batch_size=128)
+    got = pred.predict(x)
+    if pred.compile_error:
+        pytest.skip(f"torch.compile failed here and the predictor fell back to eager: {pred.compile_error}")
+    assert pred.compiled and pred.compile_seconds is not None
+    assert (got.bmu == eager.bmu).mean() >= 0.99
+    np.testing.assert_allclose(got.activations.sum(1), 1.0, atol=1e-5)

@@ -37,6 +37,9 @@ class Command(BaseCommand):
                                  "the same command after a kill resumes from the last one")
         parser.add_argument("--fresh", action="store_true",
                             help="start over instead of resuming an interrupted run of the same command")
+        parser.add_argument("--device", type=device_choice, default="auto", metavar="auto|cpu|cuda[:N]",
+                            help="where to train: auto (a CUDA GPU when torch sees one, else the CPU), cpu, "
+                                 "cuda or cuda:N; --precision auto follows it")
         parser.add_argument("--no-order-gate", action="store_true",
                             help="register the map even if its topographic error or BMU churn is above the "
                                  "gate's thresholds (desom.metrics.MAX_TOPOGRAPHIC_ERROR, MAX_BMU_CHURN)")
@@ -52,7 +55,7 @@ class Command(BaseCommand):
                                    progress=opts["verbosity"] > 0, precision=opts["precision"],
                                    order_gate=not opts["no_order_gate"], training_set=opts["from_set"],
                                    save_set=opts["save_set"], checkpoint_every=opts["checkpoint_every"],
-                                   fresh=opts["fresh"])
+                                   fresh=opts["fresh"], device=opts["device"])
         except (ValueError, MapOrderError) as exc:   # TrainingDataError, TrainingSetError, a bad --set
             raise CommandError(str(exc)) from exc
         resumed = version.metrics.get("resumed_at")
@@ -61,6 +64,14 @@ class Command(BaseCommand):
         self.stdout.write(f"DESOM-1 {version.version_id} saved to {version.checkpoint_path}"
                           f"{' and activated' if version.is_active else ''}")
         self.stdout.write(json.dumps(version.metrics, indent=1))
+
+
+def device_choice(text: str) -> str:
+    """--device: auto, cpu, cuda or cuda:N (whether that device exists is checked when training
+    starts, by desom.inference.default_device, with the reason when it does not)."""
+    if text in ("auto", "cpu", "cuda") or (text.startswith("cuda:") and text[5:].isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"must be auto, cpu, cuda or cuda:N, not {text!r}")
 
 
 def checkpoint_interval(text: str) -> int:

@@ -6,7 +6,7 @@ from archive.services.training import (DEFAULT_CHECKPOINT_EVERY, DEFAULT_DESOM2,
                                        DEFAULT_SMOOTH_SIGMA, TrainingDataError, train_desom2)
 from desom.normalise import METHODS as NORMALISER_METHODS
 
-from .train_desom1 import checkpoint_interval, config_overrides
+from .train_desom1 import checkpoint_interval, config_overrides, device_choice
 
 
 class Command(BaseCommand):
@@ -28,6 +28,8 @@ class Command(BaseCommand):
         parser.add_argument("--checkpoint-every", type=checkpoint_interval, default=None, metavar="N",
                             help=f"save the run's state every N iterations (default {DEFAULT_CHECKPOINT_EVERY}); "
                                  "the same command after a kill resumes from the last one")
+        parser.add_argument("--device", type=device_choice, default="auto", metavar="auto|cpu|cuda[:N]",
+                            help="where to train: auto (a CUDA GPU when torch sees one, else the CPU), cpu, cuda or cuda:N")
         parser.add_argument("--fresh", action="store_true",
                             help="start over instead of resuming an interrupted run of the same command")
 
@@ -36,7 +38,7 @@ class Command(BaseCommand):
             version = train_desom2(overrides=config_overrides(opts), normaliser=opts["normaliser"],
                                    smooth_sigma=opts["smooth"], seed=opts["seed"], activate=not opts["no_activate"],
                                    progress=opts["verbosity"] > 0, checkpoint_every=opts["checkpoint_every"],
-                                   fresh=opts["fresh"])
+                                   fresh=opts["fresh"], device=opts["device"])
         except (TrainingDataError, ValueError) as exc:   # ValueError: a bad --smooth or --set value
             raise CommandError(str(exc)) from exc
         resumed = version.metrics.get("resumed_at")
