@@ -191,7 +191,7 @@ class Study:
         feats = scaler.transform(self.data["features"])
         if histos is not None:
             x, sigma = sm.desom2_inputs(histos, representation)
-        preds, base_preds, latents, cells_seed = [], [], [], []
+        preds, base_preds, latents, cells_seed, gates = [], [], [], [], []
         t0 = time.perf_counter()
         for s in seeds:
             if inputs == "stats":
@@ -202,6 +202,9 @@ class Study:
                 model, norm = sm.fit_desom2(x[fit_rows], side, normaliser, s, self.a.desom2_iterations,
                                             smooth_sigma=sigma, extra_train=extra_fit)
                 cells, latent, _ = sm.desom2_cells(model, norm, x[rows], feats[rows] if inputs == "both" else None)
+            gates.append(model.training_gate)
+            if len(model.training_gate["attempts"]) > 1:
+                log(f"    DESOM-2 seed {s} collapsed and was restarted: {model.training_gate['attempts']}")
             cell_of = np.full(self.n, -1)
             cell_of[rows] = cells
             known, pred = cell_predictions(cell_of[rows], np.where(self.good[rows], "Good", "Bad"),
@@ -221,6 +224,7 @@ class Study:
             base_preds.append((bpred[idx], bknown[idx]))
         out = {"stage": stage, "representation": representation, "normaliser": normaliser,
                "members_per_cell": members, "map_side": side, "inputs": inputs, "seeds": list(seeds),
+               "training_gates": [{"seed": g["seed"], "attempts": g["attempts"]} for g in gates],
                "seconds": round(time.perf_counter() - t0, 1)}
         out["_preds"] = {"desom": (np.array([p for p, _ in preds]), np.array([k for _, k in preds])),
                          "baseline": (np.array([p for p, _ in base_preds]), np.array([k for _, k in base_preds]))}
@@ -235,13 +239,21 @@ def _fit_stats_desom2(x, side, seed, iterations):
     import torch
 
     from desom.model import DESOMConfig, build_desom
-    from desom.training import train_desom
+    from desom.metrics import GATE_MIN_ITERATIONS
+    from desom.training import train_desom, train_until_it_reconstructs
 
-    cfg = DESOMConfig.desom2(seed=seed, input_shape=(x.shape[1],), map_rows=side, map_cols=side,
-                             iterations=iterations, batch_size=64, hidden_dims=(32, 16), latent_dim=8)
-    torch.manual_seed(seed)
-    model = build_desom(cfg)
-    train_desom(model, x.astype(np.float32), cfg, progress=False)
+    x = x.astype(np.float32)
+
+    def train_one(attempt_seed: int):
+        cfg = DESOMConfig.desom2(seed=attempt_seed, input_shape=(x.shape[1],), map_rows=side, map_cols=side,
+                                 iterations=iterations, batch_size=64, hidden_dims=(32, 16), latent_dim=8)
+        torch.manual_seed(attempt_seed)
+        model = build_desom(cfg)
+        train_desom(model, x, cfg, progress=False)
+        return model
+
+    model, gate = train_until_it_reconstructs(train_one, x, seed, judge=iterations >= GATE_MIN_ITERATIONS)
+    model.training_gate = gate
     return model
 
 
@@ -536,7 +548,9 @@ def main(argv=None) -> int:
     save()
 
     # Find-similar on the test queries (neighbours among every exposure).
-    rows = np.concatenate([study.train, study.test])
+    # Neighbours among every exposure the final map placed (training and scored test ones);
+    # the queries are the scored (balanced) test exposures.
+    rows = np.asarray(main_run["_latent"][0][0])
     test_mask = np.isin(rows, study.test)
     x, sigma = sm.desom2_inputs(histos[choice["recipe"]], choice["representation"])
     from desom.normalise import HistoNormaliser

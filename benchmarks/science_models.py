@@ -189,17 +189,26 @@ def fit_desom2(x_train: np.ndarray, side: int, normaliser: str, seed: int, itera
 
     from desom.model import DESOMConfig, build_desom
     from desom.normalise import HistoNormaliser
-    from desom.training import train_desom
+    from desom.metrics import GATE_MIN_ITERATIONS
+    from desom.training import train_desom, train_until_it_reconstructs
 
     norm = HistoNormaliser(normaliser, smooth_sigma=smooth_sigma).fit(x_train)
     z = norm.transform(x_train)
     if extra_train is not None:
         z = np.hstack([z, extra_train]).astype(np.float32)
-    cfg = DESOMConfig.desom2(seed=seed, input_shape=(z.shape[1],), map_rows=side, map_cols=side,
-                             iterations=iterations, batch_size=64)
-    torch.manual_seed(seed)
-    model = build_desom(cfg)
-    train_desom(model, z.astype(np.float32), cfg, progress=False)
+    z = z.astype(np.float32)
+
+    def train_one(attempt_seed: int):
+        cfg = DESOMConfig.desom2(seed=attempt_seed, input_shape=(z.shape[1],), map_rows=side, map_cols=side,
+                                 iterations=iterations, batch_size=64)
+        torch.manual_seed(attempt_seed)
+        model = build_desom(cfg)
+        train_desom(model, z, cfg, progress=False)
+        return model
+
+    # The archive's rule: a collapsed autoencoder is retrained with the next seed (label-free).
+    model, gate = train_until_it_reconstructs(train_one, z, seed, judge=iterations >= GATE_MIN_ITERATIONS)
+    model.training_gate = gate
     return model, norm
 
 

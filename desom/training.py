@@ -431,3 +431,57 @@ def train_desom(model: DESOM, data, cfg: DESOMConfig | None = None, progress: bo
     model.history = history
     model.map_order = probe_state["order"]
     return history
+
+
+# Restarts of a collapsed DESOM-2: the same seed always collapses the same way, so each attempt
+# takes the next seed of this sequence (recorded with the model).
+RESTART_ATTEMPTS = 3
+RESTART_SEED_STEP = 1000
+
+
+def reconstruction_share(model: DESOM, data: np.ndarray, max_rows: int = 20_000, batch_size: int = 2048) -> float:
+    """Explained variance (desom.metrics.explained_variance) of the model's reconstructions of up to
+    max_rows evenly spaced rows of data, in float32 on the model's device."""
+    from desom.metrics import explained_variance
+
+    data = np.asarray(data)
+    rows = np.linspace(0, len(data) - 1, min(len(data), max_rows)).astype(np.int64)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    outputs = []
+    try:
+        with torch.no_grad():
+            for start in range(0, rows.size, batch_size):
+                x = torch.as_tensor(np.asarray(data[rows[start:start + batch_size]], np.float32), device=device)
+                outputs.append(model.decode(model.encode(x)).float().cpu().numpy())
+    finally:
+        model.train(was_training)
+    return explained_variance(np.asarray(data[rows], np.float32), np.concatenate(outputs))
+
+
+def train_until_it_reconstructs(train_one, data: np.ndarray, seed: int, attempts: int = RESTART_ATTEMPTS,
+                                log=None, judge: bool = True):
+    """Train with train_one(seed) -> model; if the model fails the reconstruction gate on data,
+    train again with the next seed (seed + k * RESTART_SEED_STEP), at most `attempts` times.
+    Returns (model, record) where record holds the seed kept and every attempt's explained
+    variance; raises CollapsedModelError when every attempt collapsed. judge=False measures and
+    records the first attempt without gating it (runs shorter than GATE_MIN_ITERATIONS)."""
+    from desom.metrics import CollapsedModelError, check_reconstruction
+
+    tried = []
+    for k in range(max(1, attempts)):
+        attempt_seed = seed + k * RESTART_SEED_STEP
+        model = train_one(attempt_seed)
+        share = reconstruction_share(model, data)
+        tried.append({"seed": attempt_seed, "explained_variance": round(share, 4)})
+        if not judge:
+            return model, {"seed": attempt_seed, "explained_variance": share, "attempts": tried, "judged": False}
+        try:
+            check_reconstruction(share)
+        except CollapsedModelError as exc:
+            if log:
+                log(f"seed {attempt_seed}: {exc}; restarting with another seed")
+            continue
+        return model, {"seed": attempt_seed, "explained_variance": share, "attempts": tried, "judged": True}
+    raise CollapsedModelError(f"every attempt collapsed ({tried}); check the inputs' normalisation")

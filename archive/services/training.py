@@ -378,8 +378,9 @@ def train_desom2(*, desom1: ModelVersion | None = None, overrides: dict | None =
     from desom.checkpoint import save_checkpoint
     from desom.inference import default_device
     from desom.model import DESOMConfig, build_desom
+    from desom.metrics import GATE_MIN_ITERATIONS, CollapsedModelError
     from desom.normalise import HistoNormaliser
-    from desom.training import train_desom
+    from desom.training import train_desom, train_until_it_reconstructs
 
     device = default_device(device)
 
@@ -392,8 +393,12 @@ def train_desom2(*, desom1: ModelVersion | None = None, overrides: dict | None =
                  **DEFAULT_DESOM2, **(overrides or {})}
     if checkpoint_every is not None:
         settings_["checkpoint_every"] = int(checkpoint_every)
-    config = DESOMConfig.desom2(seed=seed, input_shape=(histos.shape[1] if len(histos) else 625,),
-                                normaliser_method=normaliser, **settings_)
+
+    def config_for(attempt_seed: int) -> DESOMConfig:
+        return DESOMConfig.desom2(seed=attempt_seed, input_shape=(histos.shape[1] if len(histos) else 625,),
+                                  normaliser_method=normaliser, **settings_)
+
+    config = config_for(seed)
     n_cells = config.map_rows * config.map_cols
     if len(ids) < n_cells:
         raise TrainingDataError(f"{len(ids)} exposures with histo-vectors are fewer than the {n_cells} cells of a "
@@ -401,19 +406,39 @@ def train_desom2(*, desom1: ModelVersion | None = None, overrides: dict | None =
     norm = HistoNormaliser(normaliser, smooth_sigma=smooth_sigma,
                            map_shape=desom1.map_shape if all(desom1.map_shape) else None).fit(histos)
     data = norm.transform(histos, out=histos)   # in place: one (N, bins) array in all
-    key = {"kind": "desom2", "desom1": desom1.version_id, "normaliser": norm.to_dict(),
-           "exposures": hashlib.sha256(ids.tobytes()).hexdigest(), "config": _config_key(config)}
-    folder, resume = _run_folder("desom2", key, fresh)
-    resumed_at = _resumed_at(resume)
-    model = build_desom(config)
+    exposures_key = hashlib.sha256(ids.tobytes()).hexdigest()
+    runs = {}
+
+    def train_one(attempt_seed: int):
+        # Each attempt (a restart after a collapse takes another seed) is its own resumable run.
+        attempt_config = config_for(attempt_seed)
+        key = {"kind": "desom2", "desom1": desom1.version_id, "normaliser": norm.to_dict(),
+               "exposures": exposures_key, "config": _config_key(attempt_config)}
+        folder, resume = _run_folder("desom2", key, fresh)
+        resumed_at = _resumed_at(resume)      # before training writes over the file
+        model = build_desom(attempt_config)
+        history = train_desom(model, data, attempt_config, progress=progress, normaliser=norm,
+                              checkpoint_path=folder / "progress.pt", resume_from=resume, device=device)
+        runs[attempt_seed] = (attempt_config, history, folder, resumed_at)
+        return model
+
     started = time.perf_counter()
-    history = train_desom(model, data, config, progress=progress, normaliser=norm,
-                          checkpoint_path=folder / "progress.pt", resume_from=resume, device=device)
+    try:
+        model, gate = train_until_it_reconstructs(train_one, data, seed, log=logger.warning,
+                                                  judge=config.iterations >= GATE_MIN_ITERATIONS)
+    except CollapsedModelError as exc:
+        for _, _, folder, _ in runs.values():
+            shutil.rmtree(folder, ignore_errors=True)
+        raise TrainingDataError(f"DESOM-2 did not train: {exc}") from exc
+    config, history, folder, resumed_at = runs[gate["seed"]]
     metrics = {"train_exposures": int(len(ids)), "train_seconds": round(time.perf_counter() - started, 1),
                "normaliser": normaliser, "smooth_sigma": float(smooth_sigma), "resumed_at": resumed_at,
+               "seed": gate["seed"], "explained_variance": round(gate["explained_variance"], 4),
+               "training_attempts": gate["attempts"], "reconstruction_gate": gate["judged"],
                "device": str(device)}
-    path = versions.new_checkpoint_path("desom2", seed)
+    path = versions.new_checkpoint_path("desom2", gate["seed"])
     save_checkpoint(path, model, config, normaliser=norm, metrics=metrics, history=history)
-    shutil.rmtree(folder, ignore_errors=True)
+    for _, _, run_folder, _ in runs.values():
+        shutil.rmtree(run_folder, ignore_errors=True)
     return versions.register_version(path, kind=ModelVersion.DESOM2, trained_on=desom1, metrics=metrics,
                                      activate=activate)

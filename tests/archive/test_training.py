@@ -56,3 +56,44 @@ def test_train_desom2_without_options_sizes_its_map_to_the_archive(populated_arc
     assert (version.config["map_rows"], version.config["map_cols"]) == (side, side) and side < 20
     assert version.config["batch_size"] == DEFAULT_DESOM2["batch_size"]
     assert DEFAULT_DESOM2["iterations"] < 100_000
+
+
+def test_a_collapsed_desom2_is_retrained_with_another_seed_and_recorded(populated_archive, monkeypatch):
+    """The archive applies desom's reconstruction gate: an attempt that does not reconstruct its
+    inputs is dropped (its run folder too) and the next seed trained; the version records both.
+    The first attempt's collapse is forced by scoring it 0 (a real collapse is rare and slow to
+    provoke; desom's own tests make one)."""
+    import desom.training as training_lib
+    from archive.services.training import TrainingDataError, runs_dir, train_desom2
+    from desom.metrics import GATE_MIN_ITERATIONS
+
+    real = training_lib.reconstruction_share
+    calls = []
+
+    def first_collapses(model, data, **kw):
+        calls.append(1)
+        return 0.0 if len(calls) == 1 else real(model, data, **kw)
+
+    monkeypatch.setattr(training_lib, "reconstruction_share", first_collapses)
+    overrides = {"map_rows": 2, "map_cols": 2, "iterations": GATE_MIN_ITERATIONS, "batch_size": 8}
+    version = train_desom2(overrides=overrides, seed=5, activate=False, progress=False)
+    attempts = version.metrics["training_attempts"]
+    assert [a["seed"] for a in attempts] == [5, 5 + training_lib.RESTART_SEED_STEP]
+    assert attempts[0]["explained_variance"] == 0.0 and version.metrics["reconstruction_gate"]
+    assert version.metrics["seed"] == 5 + training_lib.RESTART_SEED_STEP == version.config["seed"]
+    assert version.metrics["explained_variance"] >= 0.5
+    assert not list(runs_dir().glob("desom2-*"))          # no run folder left behind
+
+    monkeypatch.setattr(training_lib, "reconstruction_share", lambda model, data, **kw: 0.0)
+    with pytest.raises(TrainingDataError, match="collapsed"):
+        train_desom2(overrides=overrides, seed=6, activate=False, progress=False)
+    assert not list(runs_dir().glob("desom2-*"))
+
+
+def test_a_short_desom2_run_is_measured_not_gated(populated_archive):
+    from archive.services.training import train_desom2
+
+    version = train_desom2(overrides={"map_rows": 2, "map_cols": 2, "iterations": 20, "batch_size": 8},
+                           seed=2, activate=False, progress=False)
+    assert version.metrics["reconstruction_gate"] is False
+    assert len(version.metrics["training_attempts"]) == 1 and "explained_variance" in version.metrics
