@@ -169,8 +169,10 @@ def check_map_order(order: dict, max_topographic_error: float = MAX_TOPOGRAPHIC_
 # The reconstruction gate: a DESOM-2 autoencoder sometimes collapses to the mean input (its
 # decoder ignores the code, the latent codes shrink to a point, and the map's cells then cut
 # noise). The study met it at one DESOM-2 seed in three (explained variance -0.001 against 0.94
-# for the others; cells at chance). Label-free, so training may check it and restart.
-MIN_EXPLAINED_VARIANCE = 0.5
+# for the others; cells at chance). Noisy inputs lower the share without any collapse (0.39-0.41
+# for histo-vectors from a tenth of each exposure's cutouts), so the bar sits near zero.
+# Label-free, so training may check it and restart.
+MIN_EXPLAINED_VARIANCE = 0.1
 # Runs shorter than this are smoke runs (tests, a first look): measured and recorded, not judged.
 GATE_MIN_ITERATIONS = 1000
 
