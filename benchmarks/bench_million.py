@@ -69,10 +69,13 @@ def parse_args():
     p.add_argument("--quick", action="store_true", help="20 000 exposures, 100 requests")
     p.add_argument("--requests", type=int, default=300, help="timed requests per kind")
     p.add_argument("--warmup", type=int, default=30)
+    p.add_argument("--budget-s", type=float, default=150.0,
+                   help="stop timing a search kind after this many seconds (at least 50 requests)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", default=None, help="PostgreSQL data and index files (default: a temp dir)")
     p.add_argument("--keep", action="store_true", help="leave the server stopped but its files in place")
-    p.add_argument("--reuse", default=None, help="reuse a --keep'd workdir: skip the load and index build")
+    p.add_argument("--reuse", default=None, help="reuse a --keep'd workdir: skip the load and index build "
+                                                 "(their figures are read from its load.json), migrate, time")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "million.json"))
     p.add_argument("--profile", action="store_true", help="also cProfile 50 find-similar requests")
     args = p.parse_args()
@@ -397,12 +400,16 @@ def build_indexes(env):
             "output": proc.stdout.strip().splitlines()}
 
 
-def time_requests(client, urls, warmup, headers=None, check=None):
+def time_requests(client, urls, warmup, headers=None, check=None, budget_s=None, minimum=50):
+    """Time GETs of urls[warmup:]; with budget_s, stop once it is spent (after `minimum`)."""
     headers = headers or {}
     for url in urls[:warmup]:
         client.get(url, **headers)
     times, sizes = [], []
+    started = time.perf_counter()
     for url in urls[warmup:]:
+        if budget_s and len(times) >= minimum and time.perf_counter() - started > budget_s:
+            break
         t0 = time.perf_counter()
         response = client.get(url, **headers)
         body = response.content
@@ -465,9 +472,16 @@ def main() -> int:
             log("building the indexes (manage.py build_index --force)")
             result["build_index"] = build_indexes(env)
             log(f"build_index: {result['build_index']}")
+            (workdir / "load.json").write_text(json.dumps({k: result[k] for k in (
+                "command", "load_average_before", "rows", "footprint_check", "bulk_load", "build_index")}, indent=2))
         else:
+            # the load and the index build of an earlier run (--keep), then any migration added since
             secret = (workdir / "token").read_text()
             result["reused_workdir"] = str(workdir)
+            result["loaded_by"] = json.loads((workdir / "load.json").read_text())
+            t0 = time.perf_counter()
+            call_command("migrate", verbosity=0)
+            result["migrate_on_reuse_s"] = round(time.perf_counter() - t0, 1)
         with connection.cursor() as cur:
             cur.execute("SELECT pg_database_size(current_database())")
             result["database_bytes"] = cur.fetchone()[0]
@@ -512,9 +526,9 @@ def run_requests(args, secret):
     count = lambda body: len(body["results"])  # noqa: E731
     log("timing find-similar")
     urls = [f"/api/exposures/{pk}/similar/?k=10" for pk in public]
-    timings["similar_anonymous"] = time_requests(anonymous, urls, args.warmup, check=count)
+    timings["similar_anonymous"] = time_requests(anonymous, urls, args.warmup, check=count, budget_s=args.budget_s)
     log(f"similar anonymous: {timings['similar_anonymous']}")
-    timings["similar_token"] = time_requests(tokened, urls, args.warmup, auth, check=count)
+    timings["similar_token"] = time_requests(tokened, urls, args.warmup, auth, check=count, budget_s=args.budget_s)
     log(f"similar token: {timings['similar_token']}")
     labels = ["Good", "BT", "B-Seeing", "RBT"]
 
@@ -532,7 +546,7 @@ def run_requests(args, secret):
     for name, make in kinds.items():
         log(f"timing {name}")
         urls = [make() for _ in range(n_urls)]
-        timings[name] = time_requests(tokened, urls, args.warmup, auth, check=count)
+        timings[name] = time_requests(tokened, urls, min(args.warmup, 10), auth, check=count, budget_s=args.budget_s)
         timings[name]["example"] = urls[-1]
         log(f"{name}: {timings[name]}")
     if args.profile:
