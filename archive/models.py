@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
+from django.db.models.functions import Upper
 
 from desom import footprint
 
@@ -107,6 +108,13 @@ class Exposure(models.Model):
 
     class Meta:
         ordering = ["expnum"]
+        indexes = [
+            # The list's `band` filter (case-insensitive: UPPER(band) = UPPER(value)) with the
+            # columns of the visibility rule and the id: a count of the exposures of one band a
+            # user may see is an index-only scan, not a pass over the whole table.
+            models.Index(Upper("band"), F("is_science"), F("release_date"), F("runid"), F("id"),
+                         name="exposure_band_visible"),
+        ]
 
     def __str__(self):
         return f"{self.expnum} {self.filename}".strip()
@@ -205,7 +213,9 @@ class CellAssignment(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["exposure", "model_version"],
                                                name="one_cell_per_exposure_and_version")]
-        indexes = [models.Index(fields=["model_version", "cell"])]
+        indexes = [models.Index(fields=["model_version", "cell"]),
+                   # the members of a set of cells (a quality label's) from the index alone
+                   models.Index(fields=["model_version", "cell", "exposure"], name="cell_members")]
 
 
 QUALITY_LABELS = ["Good", "BT", "RBT", "B-Seeing", "BGP", "bad focus", "low exposure"]

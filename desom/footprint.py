@@ -177,21 +177,47 @@ def _inside_planar(ring, xy) -> np.ndarray:
     return inside
 
 
+def _cross3(a, b) -> np.ndarray:
+    """np.cross of two 3-vectors, the same arithmetic without its per-call overhead (20 us)."""
+    return np.array([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]])
+
+
 def _arc_distance(p, a, b) -> float:
     """Angular distance (deg) from unit vector p to the great-circle arc a-b."""
-    n = np.cross(a, b)
+    n = _cross3(a, b)
     norm = np.linalg.norm(n)
     if norm < 1e-15:
         return float(np.degrees(np.arccos(np.clip(p @ a, -1, 1))))
     n /= norm
     q = p - (p @ n) * n
-    if np.linalg.norm(q) > 1e-15 and np.cross(a, q) @ n >= 0 and np.cross(q, b) @ n >= 0:
+    if np.linalg.norm(q) > 1e-15 and _cross3(a, q) @ n >= 0 and _cross3(q, b) @ n >= 0:
         return float(np.degrees(abs(math.asin(np.clip(p @ n, -1, 1)))))
     return float(np.degrees(min(np.arccos(np.clip(p @ a, -1, 1)), np.arccos(np.clip(p @ b, -1, 1)))))
 
 
 def polygon_intersects_circle(polygon, ra, dec, radius) -> bool:
-    """Does the polygon meet the circle (centre ra, dec; radius in degrees)?"""
+    """Does the polygon meet the circle (centre ra, dec; radius in degrees)?
+
+    Two shortcuts settle most footprints a cone query meets before the full test: a vertex
+    inside the circle (it meets it), and a circle beyond the cap about the vertices' centre that
+    holds every vertex (it cannot: a polygon smaller than a hemisphere lies in that cap)."""
+    p = unit(ra, dec)
+    v = unit(*np.asarray(polygon, float).T)
+    to_vertices = np.degrees(np.arccos(np.clip(v @ p, -1.0, 1.0)))
+    if to_vertices.min() <= radius:
+        return True
+    centre = v.sum(axis=0)
+    norm = np.linalg.norm(centre)
+    if norm > 1e-12:
+        centre = centre / norm
+        reach = float(np.degrees(np.arccos(np.clip(v @ centre, -1.0, 1.0))).max())
+        if reach < 90.0 and np.degrees(np.arccos(np.clip(p @ centre, -1.0, 1.0))) > radius + reach + 1e-9:
+            return False
+    return _polygon_meets_circle(polygon, ra, dec, radius)
+
+
+def _polygon_meets_circle(polygon, ra, dec, radius) -> bool:
+    """The full test: the circle's centre inside the polygon, or an edge within the radius."""
     if polygon_contains(polygon, np.array([ra]), np.array([dec]))[0]:
         return True
     p = unit(ra, dec)

@@ -26,6 +26,9 @@ def _filtered_queryset(request):
     params = request.query_params.copy()
     for name in ("k", "index", "nodes", "spread", "radius_nodes", "format", "page"):
         params.pop(name, None)
+    if not params:
+        # no filter asked: what the user may see (building the filter form costs a few ms a search)
+        return selectors.visible_exposures(request.user)
     filterset = ExposureFilter(params, queryset=selectors.visible_exposures(request.user))
     if not filterset.is_valid():
         raise ValidationError(filterset.errors)

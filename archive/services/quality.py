@@ -5,6 +5,7 @@ exposure's quality, and the archive never imports the recommender.
 """
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -150,6 +151,26 @@ def label_probabilities(desom2: ModelVersion | None = None, *, radius: float = 1
     rows, cols = desom2.map_shape
     labels = current_cell_labels(desom2) if labels is None else labels
     named = {cell: effective_label(row) for cell, row in labels.items() if effective_label(row)}
+    key = (rows, cols, float(radius), tuple(sorted(named.items())))
+    with _probabilities_lock:
+        cached = _probabilities_cache.get(key)
+    if cached is None:
+        cached = _label_probabilities(rows, cols, radius, named)
+        cached[1].flags.writeable = False   # shared by every caller in the process
+        with _probabilities_lock:
+            while len(_probabilities_cache) >= 16:
+                _probabilities_cache.pop(next(iter(_probabilities_cache)))
+            _probabilities_cache[key] = cached
+    return list(cached[0]), cached[1]
+
+
+# The probabilities depend only on the map's shape and the named cells: every list page, label
+# filter and download verdict asks again, so the result is kept per process (a handful of keys).
+_probabilities_cache: dict[tuple, tuple[list[str], np.ndarray]] = {}
+_probabilities_lock = threading.Lock()
+
+
+def _label_probabilities(rows: int, cols: int, radius: float, named: dict[int, str]) -> tuple[list[str], np.ndarray]:
     classes = sorted(set(named.values()))
     probabilities = np.zeros((rows * cols, len(classes)))
     if not named:

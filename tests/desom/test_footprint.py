@@ -150,3 +150,38 @@ def test_bad_polygons_are_refused():
         fp.orient([(10, 10), (10, 10), (11, 11)])
     with pytest.raises(fp.FootprintError):
         fp.orient([(10, 0), (11, 0), (12, 0)])  # no area: all on one great circle (the equator)
+
+
+def test_circle_shortcuts_give_the_full_tests_answer():
+    """polygon_intersects_circle settles most cases by a vertex inside the circle or a circle
+    beyond the vertices' cap; on random footprints (nominal fields, irregular hulls, a field on
+    the pole and across RA 0) and circles near, across and far from them, it answers as the full
+    test does."""
+    rng = np.random.default_rng(7)
+    polygons = [fp.nominal_footprint(0.2, 89.7).polygon, fp.nominal_footprint(359.9, -3.0).polygon]
+    for _ in range(40):
+        ra, dec = rng.uniform(0, 360), np.degrees(np.arcsin(rng.uniform(-0.95, 0.95)))
+        polygons.append(fp.nominal_footprint(ra, dec).polygon)
+        spread = rng.uniform(0.2, 3.0)
+        points = [(ra + rng.normal(0, spread) / max(np.cos(np.radians(dec)), 0.1), np.clip(dec + rng.normal(0, spread), -89, 89))
+                  for _ in range(8)]
+        polygons.append(fp.convex_hull(points))
+    checked = 0
+    for polygon in polygons:
+        cra, cdec, reach = fp.enclosing_circle(polygon)
+        for _ in range(25):
+            offset = rng.uniform(0, 3 * reach + 2)
+            angle = rng.uniform(0, 2 * np.pi)
+            dec = float(np.clip(cdec + offset * np.sin(angle), -90, 90))
+            ra = float((cra + offset * np.cos(angle) / max(np.cos(np.radians(cdec)), 0.05)) % 360)
+            for radius in (rng.uniform(0.01, 0.5), rng.uniform(0.5, 5.0)):
+                assert fp.polygon_intersects_circle(polygon, ra, dec, radius) == \
+                    fp._polygon_meets_circle(polygon, ra, dec, radius), (polygon, ra, dec, radius)
+                checked += 1
+            # at the border: the distance to the nearest vertex, a hair in and out
+            nearest = float(np.min(fp.angular_distance(ra, dec, *np.asarray(polygon).T)))
+            for radius in (nearest * (1 - 1e-9), nearest * (1 + 1e-9)):
+                assert fp.polygon_intersects_circle(polygon, ra, dec, radius) == \
+                    fp._polygon_meets_circle(polygon, ra, dec, radius), (polygon, ra, dec, radius)
+                checked += 1
+    assert checked > 8000
