@@ -180,6 +180,9 @@ LOGGING = {
 # Pagination with a client-chosen page size capped at MAX_PAGE_SIZE, and a rate limit on the
 # experts' writes (cell labels, prototype flags).
 REST_FRAMEWORK["DEFAULT_PAGINATION_CLASS"] = "archive.api.pagination.ArchivePagination"
+# Totals are counted up to this many rows (then "count_exact": false): an exact count of a broad
+# filter over a million exposures costs a scan of every match.
+API_COUNT_CAP = int(os.environ.get("API_COUNT_CAP", "10000"))
 REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["writes"] = os.environ.get("WRITE_THROTTLE_RATE", "60/min")
 
 # With DEBUG off the site is served over HTTPS only: secure cookies, HSTS, redirects, and no

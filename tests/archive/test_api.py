@@ -105,6 +105,24 @@ def test_exposure_list_filters(populated_archive):
     assert all(r["quality"]["label"] == "BT" for r in labelled["results"])
 
 
+def test_the_total_is_counted_up_to_a_ceiling(populated_archive, settings):
+    """Past API_COUNT_CAP matches the count stops (count_exact false) and later pages are out of
+    range; under it the count is exact."""
+    client = APIClient()
+    total = client.get("/api/exposures/").json()
+    assert total["count_exact"] is True and total["count"] == Exposure.objects.count() > 4
+    settings.API_COUNT_CAP = 4
+    capped = client.get("/api/exposures/?page_size=2").json()
+    assert capped["count"] == 4 and capped["count_exact"] is False and len(capped["results"]) == 2
+    assert client.get("/api/exposures/?page_size=2&page=2").json()["results"]
+    assert client.get("/api/exposures/?page_size=2&page=3").status_code == 404
+    band = Exposure.objects.exclude(band="").values_list("band", flat=True).first()
+    few = Exposure.objects.filter(band=band).count()
+    settings.API_COUNT_CAP = few
+    exact = client.get(f"/api/exposures/?band={band}").json()
+    assert exact["count"] == few and exact["count_exact"] is True
+
+
 def test_exposure_detail_has_its_histo_vector_and_density_map(populated_archive):
     desom1, _ = populated_archive
     exposure = Exposure.objects.filter(is_science=True).first()
