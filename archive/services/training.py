@@ -27,6 +27,12 @@ DEFAULT_SMOOTH_SIGMA = 0.0
 # How sources become DESOM-1 inputs (desom.pipeline.STAMP_FIELDS): recorded in every DESOM-1 so
 # that ingest, assignment and search cut their cutouts the same way.
 DEFAULT_STAMPS = {"stamp_sky": "kept", "stretch": "asinh"}
+# DESOM-1's schedule in the study (benchmarks/science_models.desom1_settings): one learning
+# rate for network and prototypes, falling linearly to zero over the last third of the run so
+# the map settles (BMU churn under the order gate), and a final neighbourhood wide enough to keep
+# the map ordered (T_min = 1: a neighbour keeps 1/e).
+DEFAULT_DESOM1 = {"t_min": 1.0}
+DESOM1_LR_DECAY_SHARE = 1 / 3
 # DESOM-2's length and batch in the study; its map side comes from suggested_desom2_map. The
 # paper's 20x20 and 100 000 iterations leave 1.4 exposures per cell on a 560-exposure archive and
 # ran for over 25 minutes there.
@@ -202,9 +208,12 @@ def train_desom1(*, paths=None, n_exposures: int | None = None, max_per_ccd: int
     from desom.training import default_train_precision, train_desom
     from desom.trainset import TrainingSetError, is_training_set, open_training_set, recipe_id
 
-    settings_ = {"checkpoint_every": DEFAULT_CHECKPOINT_EVERY, **(overrides or {})}
+    settings_ = {"checkpoint_every": DEFAULT_CHECKPOINT_EVERY, **DEFAULT_DESOM1, **(overrides or {})}
     if checkpoint_every is not None:
         settings_["checkpoint_every"] = int(checkpoint_every)
+    if "lr_decay_iterations" not in settings_:
+        iterations = settings_.get("iterations", DESOMConfig.iterations)
+        settings_["lr_decay_iterations"] = int(iterations * DESOM1_LR_DECAY_SHARE)
     config = DESOMConfig.desom1(seed=seed, **settings_)
     # "auto": bf16 autocast where the hardware runs it natively (several times faster there,
     # benchmarks/bench_desom_speed.py), float32 elsewhere; inference follows the same precision.
