@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench science clean venv serve
+.PHONY: demo test lint bench science clean venv serve
 
 $(STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -14,10 +14,15 @@ $(STAMP): requirements.txt
 
 venv: $(STAMP)
 
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
 demo: $(STAMP)
 	$(PY) manage.py demo
 
+# The linter first (ruff, configured in pyproject.toml): seconds, and it fails before the suite.
 test: $(STAMP)
+	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Production: gunicorn (config/gunicorn.conf.py) with DEBUG off unless DEBUG is set. Needs
@@ -31,12 +36,12 @@ serve: $(STAMP)
 	$(SERVE_ENV) exec $(PY) -m gunicorn --config config/gunicorn.conf.py config.wsgi:application
 
 bench: $(STAMP)
-	$(PY) benchmarks/run_all.py
+	$(PY) -m benchmarks.run_all
 
 # The held-out science study (benchmarks/bench_science.py): simulates and images a 5 000-exposure
 # balanced survey on first use (var/science/), then trains and scores; see benchmarks/README.md.
 science: $(STAMP)
-	$(PY) benchmarks/bench_science.py $(SCIENCE_ARGS)
+	$(PY) -m benchmarks.bench_science $(SCIENCE_ARGS)
 
 clean:
 	rm -rf $(VENV) var test-artifacts

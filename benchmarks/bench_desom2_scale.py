@@ -16,8 +16,8 @@ profile over the 625 DESOM-1 nodes; an exposure draws its own profile from a Dir
 one type (sometimes a blend of two) and its counts from a multinomial with a lognormal number of
 sources. The load average before and after is recorded: the machine may be shared.
 
-    nice -n 15 .venv/bin/python benchmarks/bench_desom2_scale.py            # 50 000 exposures
-    .venv/bin/python benchmarks/bench_desom2_scale.py --exposures 5000 --out /tmp/x.json
+    nice -n 15 .venv/bin/python -m benchmarks.bench_desom2_scale            # 50 000 exposures
+    .venv/bin/python -m benchmarks.bench_desom2_scale --exposures 5000 --out /tmp/x.json
 
 Writes benchmarks/results/desom2_scale.json.
 """
@@ -38,7 +38,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 BINS = 625
 

@@ -16,7 +16,7 @@ The verdict compares DESOM with MiniSom at --seed. Both vary with the seed, so M
 are also run at --spread further seeds (seed+1, ...) and their min / mean / max written under
 "seed_spread"; the verdict does not use them.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_desom_peer.py --threads 1 [--quick] [--spread 3]
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.bench_desom_peer --threads 1 [--quick] [--spread 3]
         [--out benchmarks/results/desom_peer.json]
 """
 from __future__ import annotations
@@ -33,7 +33,6 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from desom.metrics import som_scores  # noqa: E402
 from desom.model import DESOMConfig, build_desom  # noqa: E402

@@ -9,7 +9,7 @@ float32 baseline on a briefly trained map (prototypes spread over real encodings
 Timings are best-of-N wall times, because the machine is shared; ratios are against the
 baseline measured in the same run.
 
-    .venv/bin/python benchmarks/bench_desom_speed.py [--quick] [--no-compile] [--out ...]
+    .venv/bin/python -m benchmarks.bench_desom_speed [--quick] [--no-compile] [--out ...]
 """
 from __future__ import annotations
 
@@ -25,10 +25,8 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_desom_peer import synthetic_cutouts  # noqa: E402
+from benchmarks.bench_desom_peer import synthetic_cutouts  # noqa: E402
 from desom.inference import DesomPredictor  # noqa: E402
 from desom.model import DESOMConfig, build_desom  # noqa: E402
 from desom.training import joint_step, train_desom  # noqa: E402

@@ -10,8 +10,8 @@ numpy brute force (the baseline), exact FAISS, IVF-Flat over a range of nprobe, 
 its build fits the time budget. Also: recall of IVF inner-product search for node queries
 (the "activation" kind).
 
-    .venv/bin/python benchmarks/bench_faiss.py            # 10k, 50k, 100k, 1M (about 10 minutes)
-    .venv/bin/python benchmarks/bench_faiss.py --quick    # 10k, 100k
+    .venv/bin/python -m benchmarks.bench_faiss            # 10k, 50k, 100k, 1M (about 10 minutes)
+    .venv/bin/python -m benchmarks.bench_faiss --quick    # 10k, 100k
 
 Writes benchmarks/results/faiss.json and prints a table.
 """
@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import faiss  # noqa: E402
 
@@ -172,7 +171,6 @@ def bench_size(n, gen, args, results):
     print(f"\n== n = {n:,}", flush=True)
     entry = {"n": n}
     t_size = t0 = time.perf_counter()
-    rss0 = rss_bytes()
     base = gen.transformed(n)
     entry["generate_and_transform_s"] = round(time.perf_counter() - t0, 2)
     entry["data_bytes"] = int(base.nbytes)
@@ -207,7 +205,7 @@ def bench_size(n, gen, args, results):
                            "recall_at_10": recall_at_k(fi, truth_i, truth_d, base, queries),
                            "latency_ratio_vs_numpy_p50": round(np_p50 / p50, 2)}
     print(f"faiss flat: p50 {p50:.2f} ms p99 {p99:.2f} ms recall {entry['faiss_flat']['recall_at_10']:.3f}", flush=True)
-    del flat
+    flat = None  # free it (the timing lambdas above have run)
     gc.collect()
 
     # IVF-Flat through the production class (defaults), then an nprobe sweep on the same index
@@ -244,7 +242,7 @@ def bench_size(n, gen, args, results):
     ser = faiss.serialize_index(index)
     entry["ivf_flat"]["serialized_bytes"] = int(ser.nbytes)
     entry["ivf_flat"]["serialize_s"] = round(time.perf_counter() - t0, 2)
-    del ser, index, vi
+    ser = index = vi = None  # free them (the timing lambdas above have run)
     gc.collect()
 
     # HNSW (no remove_ids) where its build fits the budget

@@ -17,7 +17,7 @@ tested on machines without a GPU. Every part runs the archive's own code:
    against the CPU index, with the overlap of their top-10.
 
     benchmarks/gpu_check.sh                                            # on a GPU machine
-    .venv/bin/python benchmarks/bench_gpu.py --device cpu --quick --out /tmp/gpu-cpu.json
+    .venv/bin/python -m benchmarks.bench_gpu --device cpu --quick --out /tmp/gpu-cpu.json
 
 Writes benchmarks/results/gpu.json (machine, device, command, every figure).
 """
@@ -35,11 +35,9 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_desom_peer import synthetic_cutouts  # noqa: E402
-from bench_faiss import HistoGenerator  # noqa: E402
+from benchmarks.bench_desom_peer import synthetic_cutouts  # noqa: E402
+from benchmarks.bench_faiss import HistoGenerator  # noqa: E402
 from desom.inference import DesomPredictor, default_device  # noqa: E402
 from desom.model import DESOMConfig, build_desom  # noqa: E402
 from desom.training import default_train_precision, joint_step, make_optimizer, train_desom  # noqa: E402

@@ -1,8 +1,8 @@
 """Imaging path benchmark: seconds per full-size MegaCam CCD for each stage, the whole exposure,
 and the peak memory of summarising a full 36-CCD raw exposure.
 
-    .venv/bin/python benchmarks/bench_imaging.py            # full run (a few minutes, 2 cores)
-    .venv/bin/python benchmarks/bench_imaging.py --quick    # 4 CCDs, one CCD per stage
+    .venv/bin/python -m benchmarks.bench_imaging            # full run (a few minutes, 2 cores)
+    .venv/bin/python -m benchmarks.bench_imaging --quick    # 4 CCDs, one CCD per stage
 
 It writes a raw exposure laid out as MegaCam writes it (2112 x 4644 int16 + BZERO per CCD around
 a 2048 x 4612 science area, two amplifiers with their own bias and overscan) to a temporary
@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 from astropy.io import fits  # noqa: E402

@@ -8,8 +8,8 @@ find-similar searches, and report their memory from /proc/self/smaps_rollup: RSS
 pages divided among the processes that map them), anonymous (private) memory, plus the load
 time. A process's baseline (Python, numpy, FAISS imported, no index) is measured the same way.
 
-    .venv/bin/python benchmarks/bench_index_memory.py                  # 100k and 1M, 2 workers
-    .venv/bin/python benchmarks/bench_index_memory.py --sizes 100000 --workers 4
+    .venv/bin/python -m benchmarks.bench_index_memory                  # 100k and 1M, 2 workers
+    .venv/bin/python -m benchmarks.bench_index_memory --sizes 100000 --workers 4
 
 Writes benchmarks/results/index_memory.json. Needs about 8 GB of memory and a few minutes per
 million vectors to build the file (kept under --data-dir for reruns).
@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results" / "index_memory.json"
 DIM = 625
 MODEL = "bench-desom1"
@@ -37,7 +36,6 @@ MODEL = "bench-desom1"
 WORKER = r"""
 import json, os, sys, time
 import numpy as np
-sys.path.insert(0, sys.argv[1])
 from recommender.indexes import IndexStore
 
 def memory():
@@ -98,7 +96,8 @@ def run_workers(directory: Path, n: int, mmap: bool, workers: int, queries: int)
     barrier = Path(tempfile.mkdtemp(prefix="barrier-")) / "ready"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(ROOT), str(directory), str(n), "1" if mmap else "0",
-                               str(queries), str(barrier), str(workers)], stdout=subprocess.PIPE, text=True, env=env)
+                               str(queries), str(barrier), str(workers)], stdout=subprocess.PIPE, text=True, env=env,
+                              cwd=ROOT)
              for _ in range(workers)]
     out = []
     for proc in procs:

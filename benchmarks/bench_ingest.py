@@ -3,7 +3,7 @@ SQLite archive each run, the DESOM-1 of a small trained checkpoint active), for 
 survey's small exposures and for full-size 36-CCD exposures, with 1 and 2 Dask workers. The
 ratio of the two is the scaling; `--workers 0` (in-process) is the baseline without Dask.
 
-    .venv/bin/python benchmarks/bench_ingest.py [--quick]
+    .venv/bin/python -m benchmarks.bench_ingest [--quick]
 
 Writes benchmarks/results/ingest.json."""
 from __future__ import annotations
@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
 def make_checkpoint(survey: Path, out: Path) -> Path:
@@ -78,7 +77,7 @@ def main() -> int:
     from desom.simulate import DEMO_SURVEY, simulate_survey
 
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-files-"))
-    results = {"benchmark": "ingest", "command": " ".join(["python", "benchmarks/bench_ingest.py"] + sys.argv[1:]),
+    results = {"benchmark": "ingest", "command": " ".join(["python", "-m", "benchmarks.bench_ingest"] + sys.argv[1:]),
                "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
                            "load_average_at_start": os.getloadavg()},
                "detector": "sep", "runs": {}}

@@ -10,8 +10,8 @@ checked (HTTP 200, JSON with results). Bounded in count (--requests per client) 
 average (other jobs on the machine distort the figures: read them with it) to
 benchmarks/results/load.json.
 
-    .venv/bin/python benchmarks/bench_load.py                # builds the demo archive first
-    .venv/bin/python benchmarks/bench_load.py --data-dir var/load-demo --clients 50
+    .venv/bin/python -m benchmarks.bench_load                # builds the demo archive first
+    .venv/bin/python -m benchmarks.bench_load --data-dir var/load-demo --clients 50
 """
 from __future__ import annotations
 

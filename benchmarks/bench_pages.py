@@ -7,9 +7,9 @@ requested once with a cold figure cache (figures deleted, the process's model, p
 index caches dropped) and then `--repeat` times warm. Reports p50/p99 per page, the first
 (cold) request, and the warm p50 as a multiple of /health/'s.
 
-    .venv/bin/python benchmarks/bench_pages.py                       # 200 exposures, ~10+ min the first time
-    .venv/bin/python benchmarks/bench_pages.py --data-dir /tmp/d --repeat 30
-    .venv/bin/python benchmarks/bench_pages.py --ccds 2 --ccd-shape 512x256   # quicker to build
+    .venv/bin/python -m benchmarks.bench_pages                       # 200 exposures, ~10+ min the first time
+    .venv/bin/python -m benchmarks.bench_pages --data-dir /tmp/d --repeat 30
+    .venv/bin/python -m benchmarks.bench_pages --ccds 2 --ccd-shape 512x256   # quicker to build
 
 Writes benchmarks/results/pages.json. Not part of the tests: it measures, it does not judge.
 """
@@ -71,7 +71,6 @@ def main() -> int:
     os.environ.setdefault("DEBUG", "false")
     os.environ.setdefault("SECRET_KEY", "benchmark-only")
     os.environ.setdefault("SECURE_SSL_REDIRECT", "0")  # plain HTTP in-process, as a local run
-    sys.path.insert(0, str(ROOT))
     import django
 
     django.setup()

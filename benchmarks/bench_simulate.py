@@ -1,6 +1,6 @@
 """Speed of the survey simulator.
 
-    .venv/bin/python benchmarks/bench_simulate.py [--n 200] [--full 1] [--out benchmarks/results/simulate.json]
+    .venv/bin/python -m benchmarks.bench_simulate [--n 200] [--full 1] [--out benchmarks/results/simulate.json]
 
 Measures (in one run, so the ratios compare like with like on a shared machine):
 - the demo survey (DEMO_SURVEY: n exposures of 4 CCDs of 1024x512, raw) with workers=1 and
@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 

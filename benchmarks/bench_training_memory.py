@@ -1,6 +1,6 @@
 """Peak memory of DESOM-1 training at archive scale (issue 21).
 
-    nice -n 15 .venv/bin/python benchmarks/bench_training_memory.py [--small 12] [--large 120]
+    nice -n 15 .venv/bin/python -m benchmarks.bench_training_memory [--small 12] [--large 120]
         [--max-cutouts 20000] [--set-cutouts 1000000] [--baseline-commit COMMIT] [--quick]
 
 Two measurements, each the peak resident set (ru_maxrss) of one `manage.py train_desom1`
@@ -35,7 +35,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 # Runs one command and writes the peak RSS of its process tree's largest process (KiB on
 # Linux) and its exit status to the JSON file named first.
@@ -176,7 +175,7 @@ def main() -> int:
 
     from desom.simulate import simulate_survey
 
-    results = {"benchmark": "training_memory", "command": " ".join(["python", "benchmarks/bench_training_memory.py"]
+    results = {"benchmark": "training_memory", "command": " ".join(["python", "-m", "benchmarks.bench_training_memory"]
                                                                    + sys.argv[1:]),
                "machine": machine_info(), "measure": "ru_maxrss of the train_desom1 process (RUSAGE_CHILDREN "
                                                        "of a wrapper that runs only it)"}

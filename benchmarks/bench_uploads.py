@@ -9,7 +9,7 @@ for comparison, an honest small exposure that is searched. For each: the HTTP st
 to the answer seen by the client, and the worker's peak resident memory (VmHWM) before and
 after. Writes benchmarks/results/uploads.json.
 
-    .venv/bin/python benchmarks/bench_uploads.py --data-dir var/load-demo
+    .venv/bin/python -m benchmarks.bench_uploads --data-dir var/load-demo
 """
 from __future__ import annotations
 
@@ -23,13 +23,10 @@ import time
 import uuid
 from pathlib import Path
 
+from benchmarks import bench_load
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "desom"))
-
-import bench_load  # noqa: E402
 
 RESULTS = HERE / "results" / "uploads.json"
 
@@ -59,7 +56,7 @@ def peak_rss_mib(pid: int) -> float:
 
 def main():
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    from fitsfactory import absurd_header, gzip_bomb, many_extensions  # noqa: E402
+    from tests.desom.fitsfactory import absurd_header, gzip_bomb, many_extensions
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default=str(ROOT / "var" / "load-demo"))

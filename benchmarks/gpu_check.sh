@@ -66,4 +66,4 @@ timeout 240 "$PY" -m pytest -q -p no:cacheprovider -rs \
   tests/desom/test_gpu.py tests/recommender/test_faiss_gpu.py tests/desom/test_inference.py
 echo "== benchmark -> benchmarks/results/gpu.json"
 # shellcheck disable=SC2086
-timeout 330 "$PY" benchmarks/bench_gpu.py --device cuda ${BENCH_ARGS:-}
+timeout 330 "$PY" -m benchmarks.bench_gpu --device cuda ${BENCH_ARGS:-}

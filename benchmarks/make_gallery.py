@@ -1,12 +1,10 @@
 """Draw docs/gallery.png: one simulated example per quality kind (and BIAS / FLAT frames).
 
-    .venv/bin/python benchmarks/make_gallery.py [--severities 0.2 0.8] [--out docs/gallery.png]
+    .venv/bin/python -m benchmarks.make_gallery [--severities 0.2 0.8] [--out docs/gallery.png]
 """
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from desom.simulate.gallery import make_gallery  # noqa: E402
 

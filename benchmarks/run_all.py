@@ -25,7 +25,7 @@ def main() -> int:
         scripts = [p for p in scripts if p.stem in args.only]
     failed = []
     for script in scripts:
-        command = [sys.executable, str(script)]
+        command = [sys.executable, "-m", f"benchmarks.{script.stem}"]
         if args.quick and "--quick" in script.read_text():
             command.append("--quick")
         started = time.perf_counter()

@@ -128,7 +128,8 @@ def image_one(job: dict, workdir: str, survey: dict, keep_fits: bool) -> dict:
         if not keep_fits:
             path.unlink(missing_ok=True)
     t2 = time.perf_counter()
-    cat = (lambda parts, shape, dtype: np.concatenate(parts) if parts else _empty(shape, dtype))
+    def cat(parts, shape, dtype):
+        return np.concatenate(parts) if parts else _empty(shape, dtype)
     out.update(
         stamps=cat(collector.stamps, (0, STAMP, STAMP), np.float16),
         plane=cat(collector.planes, (0, 3), np.float32),

@@ -71,6 +71,8 @@ ROOT_URLCONF = "config.urls"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
+        # Project-wide templates (the base layout, the login page) beside manage.py; each app's
+        # own pages stay in <app>/templates/<app-area>/ (APP_DIRS).
         "DIRS": [BASE_DIR / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {

@@ -11,8 +11,11 @@ Both backends do the same steps with the same settings:
 4. Centroid: barycentre of the (unsmoothed, background-subtracted, clipped at 0) pixel values
    over the source's footprint, as SE's X_IMAGE/Y_IMAGE.
 
-Backends: "photutils" (photutils.background + photutils.segmentation; the default) and "sep"
-(the Source Extractor library; faster). Saturated pixels are masked for the background but not
+Detectors, by name, in ``DETECTORS`` (the one registry: ImagingConfig, the ingest command's
+``--detector`` choices and ARCHIVE_DETECTOR all read it): "photutils" (photutils.background +
+photutils.segmentation; the library's default) and "sep" (the Source Extractor library; faster,
+the archive's default). A new one is a function decorated with ``@register_detector("name")``
+(docs/ARCHITECTURE.md, "Adding a detector"). Saturated pixels are masked for the background but not
 for detection: a saturated star is still a source and should be found once, not as a ring.
 NaN pixels are masked for both.
 """
@@ -22,12 +25,47 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
-__all__ = ["DetectionResult", "detect_sources", "smoothing_kernel", "BACKENDS"]
+from desom.errors import UserError
 
-BACKENDS = ("photutils", "sep")
+__all__ = ["DetectionResult", "detect_sources", "smoothing_kernel", "DETECTORS", "register_detector",
+           "detector_names", "get_detector", "UnknownDetector"]
+
+# name -> detector(data, bad, bkg_mask, settings, keep_subtracted) -> DetectionResult, where
+# data is the native float32 CCD, bad its NaN mask (or None), bkg_mask the pixels the background
+# must ignore (NaN and saturated, or None), settings the dict detect_sources builds from the
+# ImagingConfig. Filled below by @register_detector, in the order the names are offered.
+DETECTORS: dict[str, Callable[..., DetectionResult]] = {}
+
+
+class UnknownDetector(UserError):
+    """A detector name that is not in the registry."""
+
+
+def register_detector(name: str):
+    """Decorator: add a detector function to ``DETECTORS`` under ``name``."""
+    def add(function):
+        if name in DETECTORS:
+            raise ValueError(f"a detector named {name!r} is already registered")
+        DETECTORS[name] = function
+        return function
+    return add
+
+
+def detector_names() -> tuple[str, ...]:
+    """The registered detectors' names, in registration order."""
+    return tuple(DETECTORS)
+
+
+def get_detector(name: str):
+    """The detector registered as ``name``; UnknownDetector (a UserError) names the choices."""
+    try:
+        return DETECTORS[name]
+    except (KeyError, TypeError):
+        raise UnknownDetector(f"unknown detector {name!r}; choose one of: {', '.join(DETECTORS)}") from None
 
 
 @dataclass
@@ -87,8 +125,7 @@ def detect_sources(data: np.ndarray, config=None, *, saturated: np.ndarray | Non
     """Detect sources on one CCD (float array, NaN allowed). ``config`` is an ImagingConfig
     (or anything with its attribute names); ``backend`` overrides ``config.detector``."""
     backend = backend or _setting(config, "detector", "photutils")
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown detector backend {backend!r}; choose one of {BACKENDS}")
+    detector = get_detector(backend)
     data = np.asarray(data)
     if data.ndim != 2:
         raise ValueError(f"detect_sources needs a 2-D image, got shape {data.shape}")
@@ -109,9 +146,7 @@ def detect_sources(data: np.ndarray, config=None, *, saturated: np.ndarray | Non
     if not bad.any():
         bad = None
     bkg_mask = bad if saturated is None else (saturated if bad is None else bad | saturated)
-    if backend == "sep":
-        return _detect_sep(data, bad, bkg_mask, settings, keep_subtracted)
-    return _detect_photutils(data, bad, bkg_mask, settings, keep_subtracted)
+    return detector(data, bad, bkg_mask, settings, keep_subtracted)
 
 
 def _centroids(sub, labels, n_labels):
@@ -185,6 +220,7 @@ def _global_background(data, mask):
     return (np.full(shape, med, np.float32), np.full(shape, max(std, 1e-12), np.float32))
 
 
+@register_detector("photutils")
 def _detect_photutils(data, bad, bkg_mask, s, keep_subtracted):
     from photutils.segmentation import deblend_sources
     from photutils.segmentation import detect_sources as _photutils_detect
@@ -263,6 +299,7 @@ def _sep_limits(n_pixels):
         _SEP_SUBOBJ[0] = 8192
 
 
+@register_detector("sep")
 def _detect_sep(data, bad, bkg_mask, s, keep_subtracted):
     import sep
 

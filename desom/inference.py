@@ -268,7 +268,7 @@ class DesomPredictor:
     def _batches(self, x) -> Iterator[tuple[torch.Tensor, str]]:
         if isinstance(x, (np.ndarray, torch.Tensor)):
             if x.ndim < 1:
-                raise ValueError(f"input must be an array of samples, got a scalar")
+                raise ValueError("input must be an array of samples, got a scalar")
             n = x.shape[0]
             for start in range(0, n, self.batch_size):
                 yield self._to_tensor(x[start:start + self.batch_size],

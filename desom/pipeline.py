@@ -21,7 +21,7 @@ import numpy as np
 
 from desom.cutouts import (ASINH_RANGE, ASINH_SOFTENING, STAMP_SKY, STRETCHES, make_cutouts,
                            sample_indices)
-from desom.detection import BACKENDS, detect_sources
+from desom.detection import detect_sources, get_detector
 from desom.footprint import read_footprint
 from desom.fits_io import (CCDImage, ExposureMetadata, ExposureReadError, file_checksum,
                            open_exposure, prepare_ccd)
@@ -42,7 +42,7 @@ LEGACY_STAMPS = {"stamp_sky": "subtracted", "stretch": "clip"}
 @dataclass(frozen=True)
 class ImagingConfig:
     """Settings of the imaging path. Defaults follow the authors' Source Extractor set-up."""
-    detector: str = "photutils"            # "photutils" | "sep"
+    detector: str = "photutils"            # a name in desom.detection.DETECTORS
     background_box: int = 64
     background_filter: int = 3
     smoothing_fwhm: float = 3.0
@@ -67,8 +67,7 @@ class ImagingConfig:
     ccds: tuple | None = None              # only these CCD positions (0-based); None: all
 
     def __post_init__(self):
-        if self.detector not in BACKENDS:
-            raise ValueError(f"detector must be one of {BACKENDS}, got {self.detector!r}")
+        get_detector(self.detector)      # UnknownDetector (a ValueError) names the choices
         for name in ("background_box", "background_filter", "kernel_size", "min_pixels",
                      "cutout_size", "deblend_levels", "overscan_smooth_rows"):
             if int(getattr(self, name)) < 1:

@@ -8,6 +8,7 @@ from archive.geometry import GeometryError
 from archive.services.quality import QualityError
 from archive.services.tokens import TokenError
 from config.exceptions import api_exception_handler
+from desom.detection import UnknownDetector
 from desom.errors import UserError
 from recommender.services import SearchError
 from recommender.uploads import UploadError
@@ -17,7 +18,7 @@ from recommender.vo.soda import SodaError
 from recommender.vo.tap import TapError
 
 USER_ERRORS = [GeometryError, QualityError, TokenError, SearchError, UploadError, DataLinkError, SiaError,
-               SodaError, TapError]
+               SodaError, TapError, UnknownDetector]
 
 
 @pytest.mark.parametrize("error", USER_ERRORS, ids=lambda e: e.__name__)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from .params import (CALIBRATION_KINDS, FILTERS, FIVE_CLASS, KINDS, PIXEL_SCALE, SATURATE,
+from .params import (FILTERS, FIVE_CLASS, KINDS, PIXEL_SCALE, SATURATE,
                      ExposureParams, draw_parameters, good_bad, mjd_to_datetime, runid_for,
                      sexagesimal)
 from .render import psf_kernel, render_ccd

@@ -84,8 +84,8 @@ def good_bad(kind: str) -> str:
 
 def galactic_to_equatorial(l_deg: float, b_deg: float) -> tuple[float, float]:
     """(l, b) in degrees -> (ra, dec) in degrees, J2000."""
-    l, b = math.radians(l_deg), math.radians(b_deg)
-    g = np.array([math.cos(b) * math.cos(l), math.cos(b) * math.sin(l), math.sin(b)])
+    lon, b = math.radians(l_deg), math.radians(b_deg)
+    g = np.array([math.cos(b) * math.cos(lon), math.cos(b) * math.sin(lon), math.sin(b)])
     e = _GAL_FROM_EQ.T @ g
     ra = math.degrees(math.atan2(e[1], e[0])) % 360.0
     dec = math.degrees(math.asin(max(-1.0, min(1.0, e[2]))))
@@ -241,10 +241,10 @@ def draw_parameters(kind: str, rng: np.random.Generator, severity: float | None 
     # gives up to ~25 stars/arcmin^2, where the crowded kind takes over (30 and up).
     b = math.degrees(math.asin(rng.uniform(math.sin(math.radians(ORDINARY_MIN_LATITUDE)), 1.0)))
     b = b if rng.uniform() < 0.5 else -b
-    l = float(rng.uniform(0.0, 360.0))
+    lon = float(rng.uniform(0.0, 360.0))
     p = ExposureParams(kind=kind, severity=severity, filter_band=band, exptime=float(exptime),
                        seeing_arcsec=seeing, airmass=airmass, sky_mag=sky_mag, galactic_b=b,
-                       galactic_l=l)
+                       galactic_l=lon)
     p.mjd_obs = night_time(float(rng.uniform(*mjd_range)), rng)
     p.proprietary_years = int(rng.choice([1, 2], p=[0.7, 0.3]))
     trail_angle = float(rng.uniform(0.0, 180.0))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import csv
 import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field, fields, asdict
+from dataclasses import dataclass, fields, asdict
 from pathlib import Path
 
 import numpy as np

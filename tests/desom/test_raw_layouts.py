@@ -8,7 +8,7 @@ import pytest
 import torch
 from astropy.io import fits
 
-from desom.detection import BACKENDS, detect_sources
+from desom.detection import detect_sources, detector_names
 from desom.fits_io import layout_from_header, open_exposure, prepare_ccd
 from desom.inference import DesomPredictor
 from desom.model import DESOMConfig, build_desom
@@ -80,7 +80,7 @@ def _near(values, line, width=5.0):
     return np.abs(values - line) < width
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", detector_names())
 def test_no_spurious_sources_along_amplifier_boundary_or_edges(files, backend):
     with open_exposure(files["raw"]) as r:
         for k in range(len(r)):
@@ -130,7 +130,7 @@ def _cosine(a, b):
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", detector_names())
 def test_raw_and_processed_give_the_same_sources_and_histo(files, predictor, backend):
     config = ImagingConfig(detector=backend)
     raw = summarise_exposure(files["raw"], predictor, config)
@@ -176,7 +176,7 @@ def test_saturated_star_in_raw_data(tmp_path):
         ccd = r.read_ccd(0)
     assert ccd.saturated is not None and ccd.saturated.shape == (300, 300)
     assert ccd.saturated[140, 150] and ccd.saturated.sum() > 10
-    for backend in BACKENDS:
+    for backend in detector_names():
         res = detect_sources(ccd.data, backend=backend, saturated=ccd.saturated)
         assert len(res) == 1 and abs(res.x[0] - 150) < 1 and abs(res.y[0] - 140) < 1
 

@@ -110,7 +110,9 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path):
     resumed = build_desom(cfg)
     res_hist = train_desom(resumed, data, cfg, progress=False, resume_from=tmp_path / "ck-joint-5.pt")
     assert _same_weights(full, resumed)
-    drop = lambda h: [{k: v for k, v in r.items() if k != "elapsed_s"} for r in h]
+    def drop(h):
+        return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in h]
+
     assert drop(res_hist) == drop(full_hist)
 
 

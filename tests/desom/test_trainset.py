@@ -143,7 +143,9 @@ def test_training_from_disk_equals_training_from_memory_and_resumes_exactly(tmp_
     disk = build_desom(cfg)
     train_desom(disk, ts.rows, cfg, progress=False, probe=probe, probe_every=3,
                 checkpoint_path=tmp_path / "ck-{phase}-{iteration}.pt")
-    same = lambda a, b: all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    def same(a, b):
+        return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
     assert same(memory, disk)
 
     resumed = build_desom(cfg)

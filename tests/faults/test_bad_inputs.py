@@ -4,9 +4,6 @@ API. A corrupted FAISS index file is covered by tests/recommender/test_search.py
 (test_a_corrupt_index_file_is_rebuilt)."""
 import gzip
 import io
-import shutil
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,8 +13,7 @@ from rest_framework.test import APIClient
 from desom.fits_io import ExposureReadError
 from desom.pipeline import ImagingConfig, summarise_exposure
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "desom"))
-from fitsfactory import primary_header, truncate, write_exposure  # noqa: E402
+from tests.desom.fitsfactory import primary_header, truncate, write_exposure
 
 CONFIG = ImagingConfig(detector="sep")
 

@@ -2,8 +2,6 @@
 or be refused with the documented error type (ExposureReadError for exposures,
 recommender.uploads.UploadError for search stamps), never anything else. Bounded: tens of examples each."""
 import io
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +13,7 @@ from desom.fits_io import ExposureReadError
 from desom.pipeline import ImagingConfig, summarise_exposure
 from recommender.uploads import UploadError, read_stamp
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "desom"))
-from fitsfactory import write_exposure  # noqa: E402
+from tests.desom.fitsfactory import write_exposure
 
 CONFIG = ImagingConfig(detector="sep")
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,

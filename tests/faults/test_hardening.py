@@ -6,8 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pytest
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.test import Client

@@ -3,9 +3,7 @@ over the populated archive: search and open an exposure and its similar ones; lo
 label a cell and see the label on a member's page; flag a node and meet the warning before the
 download. Screenshots of each page go to test-artifacts/screenshots/."""
 import io
-import os
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np

@@ -7,7 +7,6 @@ import re
 from pathlib import Path
 
 import numpy as np
-import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.test import Client

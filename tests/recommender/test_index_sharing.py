@@ -49,7 +49,6 @@ def test_a_mapped_index_answers_like_a_private_one_and_lives_in_the_file(tmp_pat
     assert np.array_equal(mapped.search_like(7, 5)[0], private.search_like(7, 5)[0])
     # In another process: the index file appears among the process's memory mappings.
     script = textwrap.dedent(f"""
-        import sys; sys.path.insert(0, {str(ROOT)!r})
         from recommender.indexes import IndexStore
         store = IndexStore({str(tmp_path)!r}, dim={DIM}, mmap=True)
         index = store.get("v1", "histo", lambda: list(range(0, 2100, 7)), None)
@@ -57,7 +56,7 @@ def test_a_mapped_index_answers_like_a_private_one_and_lives_in_the_file(tmp_pat
         path = str(store.path_for("v1", "histo"))
         print(index.mapped, any(line.rstrip().endswith(path) for line in open("/proc/self/maps")))
     """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.stdout.split() == ["True", "True"], out.stderr[-2000:]
 
 

@@ -5,7 +5,6 @@ import hashlib
 import io
 from pathlib import Path
 
-import pytest
 from astropy.io.votable import parse
 from django.core.cache import cache
 from django.db import connection

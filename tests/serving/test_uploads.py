@@ -4,7 +4,6 @@ with bounded memory and no temporary file left; cheap parameters are checked bef
 is looked at. (Refusal times and peak RSS of a server process: benchmarks/bench_uploads.py.)"""
 import gzip
 import io
-import sys
 import tracemalloc
 from pathlib import Path
 
@@ -17,8 +16,7 @@ from django.test import Client
 from desom import fits_io
 from recommender import services
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "desom"))
-from fitsfactory import absurd_header, gzip_bomb, many_extensions  # noqa: E402
+from tests.desom.fitsfactory import absurd_header, gzip_bomb, many_extensions
 
 
 CASES = {"bomb.fits.gz": (gzip_bomb, "pixels"), "many.fits": (many_extensions, "HDUs"),

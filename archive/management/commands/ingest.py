@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from archive.services.ingest import ingest
+from desom.detection import detector_names
 
 
 class Command(BaseCommand):
@@ -14,7 +15,7 @@ class Command(BaseCommand):
         parser.add_argument("--scheduler", default=None,
                             help="address of a Dask scheduler (default: DASK_SCHEDULER, else a local cluster)")
         parser.add_argument("--batch-size", type=int, default=25, help="exposures per database transaction")
-        parser.add_argument("--detector", choices=["photutils", "sep"], default=None,
+        parser.add_argument("--detector", choices=detector_names(), default=None,
                             help="source detection backend (default: the ARCHIVE_DETECTOR setting)")
         parser.add_argument("--no-model", action="store_true",
                             help="metadata and detections only; vectors come later from `assign`")
