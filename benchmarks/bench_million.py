@@ -3,7 +3,7 @@ PostgreSQL 15, N synthetic exposures bulk-loaded with everything those paths rea
 indexes built by the archive's own `manage.py build_index`, then API requests timed in-process
 through Django's test client.
 
-    nice -n 15 env OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_million.py
+    nice -n 15 env OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.bench_million
     ... benchmarks/bench_million.py --quick            # 20 000 exposures
     ... benchmarks/bench_million.py --n 200000 --requests 300
 
@@ -452,7 +452,6 @@ def main() -> int:
                    DJANGO_SETTINGS_MODULE="config.settings", DEBUG="false", SECRET_KEY="benchmark-only",
                    SECURE_SSL_REDIRECT="0", ALLOWED_HOSTS="testserver,localhost")
         os.environ.update(env)
-        sys.path.insert(0, str(ROOT))
         import django
 
         django.setup()

@@ -1,8 +1,8 @@
 """The science study: does the two-stage DESOM pipeline tell Good from Bad exposures it never
 saw, and does it beat a plain method? Writes benchmarks/results/science.json and docs/science/.
 
-    .venv/bin/python benchmarks/bench_science.py            # the study (make science)
-    .venv/bin/python benchmarks/bench_science.py --quick    # smoke run: a small survey, short training
+    .venv/bin/python -m benchmarks.bench_science            # the study (make science)
+    .venv/bin/python -m benchmarks.bench_science --quick    # smoke run: a small survey, short training
 
 The survey (benchmarks/science_data.py): 2 000 balanced simulated exposures of 36 CCDs of 704x640
 px at a realistic source density (about 2 000 cutouts each), every one simulated into a real raw
@@ -39,14 +39,12 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from desom.baseline import FEATURE_NAMES, BaselineClusterer  # noqa: E402
-from desom.evaluation import cell_predictions, five_class_purity, is_good, same_kind_precision_at_k  # noqa: E402
+from desom.evaluation import cell_predictions, is_good, same_kind_precision_at_k  # noqa: E402
 
-import science_models as sm  # noqa: E402
-from science_data import build_survey, load_survey  # noqa: E402
+from benchmarks import science_models as sm  # noqa: E402
+from benchmarks.science_data import build_survey, load_survey  # noqa: E402
 
 TEST_SHARE = 0.3
 VALIDATION_SHARE = 0.3          # of the training exposures
@@ -370,7 +368,7 @@ def main(argv=None) -> int:
     cache.mkdir(exist_ok=True)
     study = Study(data, a, cache)
     counts = np.diff(data["offsets"])
-    result = {"benchmark": "science", "command": "python benchmarks/bench_science.py" + (" --quick" if a.quick else ""),
+    result = {"benchmark": "science", "command": "python -m benchmarks.bench_science" + (" --quick" if a.quick else ""),
               "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
                           "load_at_start": os.getloadavg()},
               "survey": {"path": str(survey), **json.loads((survey / "survey.json").read_text()),

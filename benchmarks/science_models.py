@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from science_data import plane_stamps
+from benchmarks.science_data import plane_stamps
 
 # How each recipe turns the kept raw stamps (pixel - CCD sky) into DESOM-1 inputs.
 RECIPES = {
