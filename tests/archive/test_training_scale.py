@@ -75,6 +75,9 @@ def test_train_desom1_keeps_its_set_reuses_it_and_trains_again_from_it(science_f
     assert ts_meta["n_cutouts"] == 80 and len(ts_meta["exposures"]) == 4 and ts_meta["seed"] == 2
     assert first.metrics["training_set"] == {"id": ts_meta["set_id"], "cutouts": 80, "path": str(tmp_path / "set")}
     assert first.config["extra"]["stamps"] == ts_meta["stamps"]
+    # The archive's schedule is the study's: T_min 1, the learning rate decaying over the last third.
+    assert first.config["t_min"] == training.DEFAULT_DESOM1["t_min"] == 1.0
+    assert first.config["lr_decay_iterations"] == 12 // 3 and first.config["prototype_lr"] is None
     assert not any((tmp_path / "data" / "runs").iterdir())   # a finished run leaves no state behind
 
     # The same command again reuses the set instead of sampling.
