@@ -329,9 +329,9 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=2000, help="exposures in the survey")
     ap.add_argument("--seed", type=int, default=16)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--recipes", default="asinh,paper",
+    ap.add_argument("--recipes", default="asinh",
                     help=f"stamp recipes to compare, first is the proposed one ({', '.join(sm.RECIPES)})")
-    ap.add_argument("--desom1-iterations", type=int, default=6000)
+    ap.add_argument("--desom1-iterations", type=int, default=3000)
     ap.add_argument("--desom1-set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a DESOM-1 setting (t_min, lr, prototype_lr, batch_size, max_cutouts...)")
     ap.add_argument("--desom2-iterations", type=int, default=3000)
@@ -368,7 +368,7 @@ def main(argv=None) -> int:
     cache.mkdir(exist_ok=True)
     study = Study(data, a, cache)
     counts = np.diff(data["offsets"])
-    result = {"benchmark": "science", "command": "python -m benchmarks.bench_science" + (" --quick" if a.quick else ""),
+    result = {"benchmark": "science", "command": " ".join(["python -m benchmarks.bench_science", *(sys.argv[1:] if argv is None else argv)]),
               "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
                           "load_at_start": os.getloadavg()},
               "survey": {"path": str(survey), **json.loads((survey / "survey.json").read_text()),
