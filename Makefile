@@ -38,8 +38,8 @@ serve: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m benchmarks.run_all
 
-# The held-out science study (benchmarks/bench_science.py): simulates and images a 5 000-exposure
-# balanced survey on first use (var/science/), then trains and scores; see benchmarks/README.md.
+# The held-out science study (benchmarks/bench_science.py): simulates and images a 2 000-exposure
+# balanced survey of 36 CCDs on first use (var/science/), then trains and scores; see benchmarks/README.md.
 science: $(STAMP)
 	$(PY) -m benchmarks.bench_science $(SCIENCE_ARGS)
 
