@@ -234,25 +234,7 @@ class Study:
 
 def _fit_stats_desom2(x, side, seed, iterations):
     """DESOM-2 on the five standardised statistics alone (the ablation's 'statistics only')."""
-    import torch
-
-    from desom.model import DESOMConfig, build_desom
-    from desom.metrics import GATE_MIN_ITERATIONS
-    from desom.training import train_desom, train_until_it_reconstructs
-
-    x = x.astype(np.float32)
-
-    def train_one(attempt_seed: int):
-        cfg = DESOMConfig.desom2(seed=attempt_seed, input_shape=(x.shape[1],), map_rows=side, map_cols=side,
-                                 iterations=iterations, batch_size=64, hidden_dims=(32, 16), latent_dim=8)
-        torch.manual_seed(attempt_seed)
-        model = build_desom(cfg)
-        train_desom(model, x, cfg, progress=False)
-        return model
-
-    model, gate = train_until_it_reconstructs(train_one, x, seed, judge=iterations >= GATE_MIN_ITERATIONS)
-    model.training_gate = gate
-    return model
+    return sm.train_gated_desom2(x, side, seed, iterations, hidden_dims=(32, 16), latent_dim=8)
 
 
 def _stats_cells(model, x):

@@ -185,31 +185,39 @@ def desom2_inputs(histos: dict, representation: str, map_shape=(25, 25)) -> tupl
 def fit_desom2(x_train: np.ndarray, side: int, normaliser: str, seed: int, iterations: int,
                smooth_sigma: float = 0.0, extra_train: np.ndarray | None = None):
     """DESOM-2 on normalised histo-vectors (and optional standardised extra columns)."""
-    import torch
-
-    from desom.model import DESOMConfig, build_desom
     from desom.normalise import HistoNormaliser
-    from desom.metrics import GATE_MIN_ITERATIONS
-    from desom.training import train_desom, train_until_it_reconstructs
 
     norm = HistoNormaliser(normaliser, smooth_sigma=smooth_sigma).fit(x_train)
     z = norm.transform(x_train)
     if extra_train is not None:
-        z = np.hstack([z, extra_train]).astype(np.float32)
-    z = z.astype(np.float32)
+        z = np.hstack([z, extra_train])
+    return train_gated_desom2(z, side, seed, iterations), norm
+
+
+def train_gated_desom2(z: np.ndarray, side: int, seed: int, iterations: int, **architecture):
+    """DESOM-2 (side x side, batch 64) on the rows z, under the archive's rule: a collapsed
+    autoencoder is retrained with the next seed (desom.training.train_until_it_reconstructs;
+    runs shorter than GATE_MIN_ITERATIONS are measured, not gated). The gate's record is kept
+    on the model as `training_gate`."""
+    import torch
+
+    from desom.metrics import GATE_MIN_ITERATIONS
+    from desom.model import DESOMConfig, build_desom
+    from desom.training import train_desom, train_until_it_reconstructs
+
+    z = np.asarray(z, np.float32)
 
     def train_one(attempt_seed: int):
         cfg = DESOMConfig.desom2(seed=attempt_seed, input_shape=(z.shape[1],), map_rows=side, map_cols=side,
-                                 iterations=iterations, batch_size=64)
+                                 iterations=iterations, batch_size=64, **architecture)
         torch.manual_seed(attempt_seed)
         model = build_desom(cfg)
         train_desom(model, z, cfg, progress=False)
         return model
 
-    # The archive's rule: a collapsed autoencoder is retrained with the next seed (label-free).
     model, gate = train_until_it_reconstructs(train_one, z, seed, judge=iterations >= GATE_MIN_ITERATIONS)
     model.training_gate = gate
-    return model, norm
+    return model
 
 
 def desom2_cells(model, norm, x: np.ndarray, extra: np.ndarray | None = None):

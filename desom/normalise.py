@@ -125,12 +125,7 @@ class HistoNormaliser:
     def fit(self, X, chunk: int = CHUNK) -> "HistoNormaliser":
         """Fit on X (N, bins), read in blocks of `chunk` rows (any array-like that slices,
         e.g. a memory-mapped one)."""
-        if not isinstance(X, np.ndarray):
-            X = np.asarray(X, dtype=np.float64)
-        if X.ndim == 1:
-            X = X[None, :]
-        if X.ndim != 2:
-            raise ValueError(f"histo-vectors must be a 2-D array (n_vectors, n_bins), got shape {X.shape}")
+        X = _as_matrix(X)
         if X.shape[0] < 1:
             raise ValueError("cannot fit a normaliser on zero histo-vectors")
         n, bins = X.shape
@@ -167,12 +162,7 @@ class HistoNormaliser:
         Not clipped: a new vector beyond the training range maps outside [0, 1]."""
         if not self.fitted:
             raise ValueError("HistoNormaliser is not fitted; call fit() first")
-        if not isinstance(X, np.ndarray):
-            X = np.asarray(X, dtype=np.float64)
-        if X.ndim == 1:
-            X = X[None, :]
-        if X.ndim != 2:
-            raise ValueError(f"histo-vectors must be a 2-D array (n_vectors, n_bins), got shape {X.shape}")
+        X = _as_matrix(X)
         if out is None:
             out = np.empty(X.shape, np.float32)
         elif out.shape != X.shape or out.dtype != np.float32:
@@ -221,3 +211,15 @@ class HistoNormaliser:
     def __repr__(self) -> str:
         smooth = f", smooth_sigma={self.smooth_sigma:g}" if self.smooth_sigma else ""
         return f"HistoNormaliser(method={self.method!r}{smooth}, n_bins={self.n_bins})"
+
+
+def _as_matrix(X):
+    """X as a 2-D (n_vectors, n_bins) array: a single vector becomes one row; an ndarray (a
+    memory-mapped one too) is kept as it is, anything else read as float64."""
+    if not isinstance(X, np.ndarray):
+        X = np.asarray(X, dtype=np.float64)
+    if X.ndim == 1:
+        X = X[None, :]
+    if X.ndim != 2:
+        raise ValueError(f"histo-vectors must be a 2-D array (n_vectors, n_bins), got shape {X.shape}")
+    return X
