@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.bench_desom_speed import cpu_name
+
 ROOT = Path(__file__).resolve().parents[1]
 
 BINS = 625
@@ -62,16 +64,6 @@ def dirichlet_mixture_histos(n: int, seed: int = 0, n_types: int = 40, alpha: fl
         n_src = np.clip(rng.lognormal(np.log(2000), 0.8, size=m), 30, 60_000).astype(np.int64)
         out[lo:hi] = rng.multinomial(n_src, p).astype(np.float32)
     return out, kind
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def main():
