@@ -137,6 +137,32 @@ def populated_archive(archive_models, survey_dir, imaging_config, django_capture
     return archive_models
 
 
+ROWS_DESOM1_SIDE = 5
+ROWS_DESOM2_SHAPE = (3, 3)
+
+
+@pytest.fixture
+def archive_rows(db):
+    """A small archive made of rows (tests.factories), for tests that need exposures, vectors,
+    cells and active versions but no trained model and no imaging: an active DESOM-1 (5x5) and
+    DESOM-2 (3x3), 18 science exposures with seeded histo-vectors, two in each cell, and one
+    calibration frame. Returns (desom1, desom2) like `populated_archive`."""
+    from archive.models import ModelVersion
+    from tests import factories
+
+    desom1 = factories.model_version(ModelVersion.DESOM1, rows=ROWS_DESOM1_SIDE, cols=ROWS_DESOM1_SIDE)
+    desom2 = factories.model_version(ModelVersion.DESOM2, rows=ROWS_DESOM2_SHAPE[0], cols=ROWS_DESOM2_SHAPE[1],
+                                     trained_on=desom1)
+    rng = np.random.default_rng(7)
+    n_cells = ROWS_DESOM2_SHAPE[0] * ROWS_DESOM2_SHAPE[1]
+    for i in range(2 * n_cells):
+        row = factories.exposure()
+        factories.vector(row, desom1, rng.poisson(3.0, ROWS_DESOM1_SIDE ** 2))
+        factories.assign(row, i % n_cells, desom2)
+    factories.exposure(is_science=False, obstype="FLAT")
+    return desom1, desom2
+
+
 @pytest.fixture(autouse=True)
 def _fresh_index_store():
     """Each test starts with no index loaded in this process."""

@@ -1,22 +1,22 @@
 """Cell labels, prototype flags and the pre-download check (issue 7)."""
 import numpy as np
 import pytest
-from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
 from archive.models import CellAssignment, Exposure, ExposureFlag, PrototypeFlag
 from archive.services import quality
 from archive.services.training import histo_matrix
+from tests import factories
 
 
 @pytest.fixture
 def staff(db):
-    return get_user_model().objects.create_user("expert", password="x", is_staff=True)
+    return factories.user("expert", staff=True)
 
 
 @pytest.fixture
 def member(db):
-    return get_user_model().objects.create_user("reader", password="x")
+    return factories.user("reader")
 
 
 def busiest_cell(desom2):
@@ -53,8 +53,8 @@ def test_a_cell_label_reaches_members_and_later_arrivals(populated_archive, staf
     assert quality.quality_verdicts([again])[0].label == "RBT"
 
 
-def test_relabelling_keeps_history_and_mixed_unlabels(populated_archive, staff):
-    _, desom2 = populated_archive
+def test_relabelling_keeps_history_and_mixed_unlabels(archive_rows, staff):
+    _, desom2 = archive_rows
     cell = busiest_cell(desom2)
     quality.label_cell(cell, "Good", user=staff)
     quality.label_cell(cell, "bad focus", user=staff)
@@ -68,8 +68,8 @@ def test_relabelling_keeps_history_and_mixed_unlabels(populated_archive, staff):
         quality.label_cell(10_000, "Good", user=staff)
 
 
-def test_neighbouring_labels_give_unlabelled_cells_a_guess(populated_archive, staff):
-    _, desom2 = populated_archive
+def test_neighbouring_labels_give_unlabelled_cells_a_guess(archive_rows, staff):
+    _, desom2 = archive_rows
     rows, cols = desom2.map_shape
     # Label every cell but the centre one Good: the centre inherits Good with high confidence.
     centre = (rows // 2) * cols + cols // 2
@@ -81,8 +81,8 @@ def test_neighbouring_labels_give_unlabelled_cells_a_guess(populated_archive, st
     assert probabilities[centre, 0] >= quality.MIN_GUESS_CONFIDENCE
 
 
-def test_flags_follow_their_thresholds(populated_archive, staff):
-    desom1, _ = populated_archive
+def test_flags_follow_their_thresholds(archive_rows, staff):
+    desom1, _ = archive_rows
     ids, histos = histo_matrix(desom1)
     shares = histos / histos.sum(axis=1, keepdims=True)
     nodes = [int(np.argmax(shares.mean(axis=0)))]
@@ -107,9 +107,9 @@ def test_flags_follow_their_thresholds(populated_archive, staff):
         quality.save_flag("bad", nodes, 2.0)  # a share above 1
 
 
-def test_the_pre_download_check_of_a_large_cart_is_a_few_queries(populated_archive, staff,
+def test_the_pre_download_check_of_a_large_cart_is_a_few_queries(archive_rows, staff,
                                                                  django_assert_max_num_queries):
-    desom1, desom2 = populated_archive
+    desom1, desom2 = archive_rows
     quality.label_cell(busiest_cell(desom2), "BT", user=staff)
     quality.save_flag("any", [0, 1, 2], 0.01, user=staff)
     existing = list(Exposure.objects.values_list("pk", flat=True))
@@ -125,8 +125,8 @@ def test_the_pre_download_check_of_a_large_cart_is_a_few_queries(populated_archi
     assert body["all_ok"] is False
 
 
-def test_only_staff_label_cells_and_flag_nodes(populated_archive, staff, member):
-    _, desom2 = populated_archive
+def test_only_staff_label_cells_and_flag_nodes(archive_rows, staff, member):
+    _, desom2 = archive_rows
     anonymous, reader, curator = APIClient(), APIClient(), APIClient()
     reader.force_authenticate(member)
     curator.force_authenticate(staff)

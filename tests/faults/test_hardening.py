@@ -15,11 +15,12 @@ from config.throttling import ArchiveThrottle
 from archive.api.pagination import ArchivePagination
 from archive.models import Exposure
 from recommender import services
+from tests import factories
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_page_size_is_client_chosen_but_capped(populated_archive, monkeypatch):
+def test_page_size_is_client_chosen_but_capped(archive_rows, monkeypatch):
     client = APIClient()
     assert len(client.get("/api/exposures/?page_size=2").json()["results"]) == 2
     monkeypatch.setattr(ArchivePagination, "max_page_size", 3)
@@ -27,7 +28,7 @@ def test_page_size_is_client_chosen_but_capped(populated_archive, monkeypatch):
     assert len(capped["results"]) == 3 and capped["count"] == Exposure.objects.count()
 
 
-def test_k_is_bounded(populated_archive):
+def test_k_is_bounded(archive_rows):
     exposure = Exposure.objects.filter(is_science=True).first()
     client = APIClient()
     too_many = client.get(f"/api/exposures/{exposure.pk}/similar/?k={services.MAX_K + 1}")
@@ -54,10 +55,10 @@ def test_upload_size_and_type_limits(populated_archive, settings):
     assert response.status_code == 400 and "not a FITS file" in str(response.json()["fields"]["file"])
 
 
-def test_label_and_flag_writes_are_rate_limited(populated_archive, monkeypatch):
+def test_label_and_flag_writes_are_rate_limited(archive_rows, monkeypatch):
     monkeypatch.setattr(ArchiveThrottle, "THROTTLE_RATES", {**ArchiveThrottle.THROTTLE_RATES, "writes": "2/min"})
     cache.clear()
-    staff = get_user_model().objects.create_user("curator", password="x", is_staff=True)
+    staff = factories.user("curator", staff=True)
     client = APIClient()
     client.force_authenticate(staff)
     codes = [client.post("/api/desom2/cells/0/label/", {"label": "Good"}, format="json").status_code
