@@ -305,7 +305,10 @@ def plots(result: dict, outdir: Path) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-def main(argv=None) -> int:
+# The study's stages, in order: each reads what the earlier ones left in `StudyRun` and adds its
+# own part of the result (saved after each stage, so an interrupted study keeps what it measured).
+# ---------------------------------------------------------------------------------------------
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--survey", default=None, help="survey folder (built there when missing)")
     ap.add_argument("--n", type=int, default=2000, help="exposures in the survey")
@@ -326,69 +329,89 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(RESULTS / "science.json"))
     ap.add_argument("--replot", action="store_true", help="only redraw the figures from --out")
     a = ap.parse_args(argv)
-    if a.replot:
-        with open(a.out) as fh:
-            print("\n".join(plots(json.load(fh), ROOT / "docs" / "science")))
-        return 0
-    survey_spec = None
+    a.survey_spec = None
     if a.quick:
         a.n, a.desom1_iterations, a.desom2_iterations, a.n_boot = 120, 300, 400, 200
         a.selection_seeds = 1
         a.desom1_set = ["max_cutouts=20000"] + a.desom1_set
-        survey_spec = {"n_ccds": 8, "ccd_shape": (512, 512), "galaxy_density": 150.0}
+        a.survey_spec = {"n_ccds": 8, "ccd_shape": (512, 512), "galaxy_density": 150.0}
         if a.out == str(RESULTS / "science.json"):
             a.out = str(ROOT / "var" / "science" / "science-quick.json")
-    if a.threads:
-        import torch
-        torch.set_num_threads(a.threads)
-    started = time.perf_counter()
-    survey = Path(a.survey or ROOT / "var" / "science" / (f"survey36-{a.n}-s{a.seed}" if not a.quick
-                                                          else f"quick-{a.n}-s{a.seed}"))
-    build_survey(survey, a.n, a.seed, workers=a.workers, survey=survey_spec, log=log)
-    data = load_survey(survey)
-    cache = survey / "study"
-    cache.mkdir(exist_ok=True)
-    study = Study(data, a, cache)
-    counts = np.diff(data["offsets"])
-    result = {"benchmark": "science", "command": " ".join(["python -m benchmarks.bench_science", *(sys.argv[1:] if argv is None else argv)]),
-              "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                          "load_at_start": os.getloadavg()},
-              "survey": {"path": str(survey), **json.loads((survey / "survey.json").read_text()),
-                         "kinds": {k: int(c) for k, c in zip(*np.unique(study.kinds, return_counts=True))},
-                         "mean_detected_per_exposure": float(data["n_detected"].mean()),
-                         "mean_cutouts_per_exposure": float(counts.mean()),
-                         "median_cutouts_per_exposure": float(np.median(counts)),
-                         "build_seconds": float(data["build_seconds"]),
-                         "seconds_per_exposure": {"simulate": float(data["seconds"][:, 0].mean()),
-                                                  "image": float(data["seconds"][:, 1].mean())}},
-              "splits": study.splits(),
-              "protocol": {"test_share": TEST_SHARE, "validation_share": VALIDATION_SHARE,
-                           "labelled_share": LABELLED_SHARE, "balanced": True, "seed": a.seed,
-                           "n_boot": a.n_boot, "members_per_cell_tried": MEMBERS_PER_CELL},
-              "target": TARGET, "paper": PAPER}
+    return a
 
-    def save():
-        result["wall_seconds"] = round(time.perf_counter() - started, 1)
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        with open(a.out, "w") as fh:
-            json.dump(result, fh, indent=1, default=float)
 
-    log(f"survey: {study.n} exposures, {counts.mean():.0f} cutouts per exposure on average; splits {study.splits()}")
-
-    # Stage 2-3: DESOM-1 per recipe and its histo-vectors.
+def desom1_overrides(items) -> dict:
+    """--desom1-set KEY=VALUE items as settings: integers, floats, or None."""
     overrides = {}
-    for item in a.desom1_set:
+    for item in items:
         key, _, value = item.partition("=")
         overrides[key] = None if value == "None" else (int(value) if value.lstrip("-").isdigit() else float(value))
-    settings = sm.desom1_settings(a.desom1_iterations, **overrides)
-    recipes = [r for r in a.recipes.split(",") if r]
-    result["desom1"] = {}
-    histos = {}
-    for recipe in recipes:
-        model, record, h = sm.desom1_with_histos(data, study.fit, study.val, recipe, settings, cache, log=log)
-        histos[recipe] = h
-        from desom.metrics import map_order
-        val_rows = sm.cutout_rows(data, study.val)
+    return overrides
+
+
+class StudyRun:
+    """One run of the study: its arguments, survey, splits, the result being written, and what
+    the stages hand on to each other (histo-vectors per recipe, the configuration chosen)."""
+
+    def __init__(self, a: argparse.Namespace, command: str):
+        self.a = a
+        self.started = time.perf_counter()
+        self.survey = Path(a.survey or ROOT / "var" / "science" / (f"survey36-{a.n}-s{a.seed}" if not a.quick
+                                                                   else f"quick-{a.n}-s{a.seed}"))
+        build_survey(self.survey, a.n, a.seed, workers=a.workers, survey=a.survey_spec, log=log)
+        self.data = load_survey(self.survey)
+        self.cache = self.survey / "study"
+        self.cache.mkdir(exist_ok=True)
+        self.study = Study(self.data, a, self.cache)
+        self.recipes = [r for r in a.recipes.split(",") if r]
+        self.histos: dict = {}
+        self.choice: dict = {}
+        self.seeds = list(range(a.selection_seeds))
+        self.result = self._header(command)
+
+    def _header(self, command: str) -> dict:
+        data, study = self.data, self.study
+        counts = np.diff(data["offsets"])
+        log(f"survey: {study.n} exposures, {counts.mean():.0f} cutouts per exposure on average; splits {study.splits()}")
+        return {"benchmark": "science", "command": command,
+                "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+                            "load_at_start": os.getloadavg()},
+                "survey": {"path": str(self.survey), **json.loads((self.survey / "survey.json").read_text()),
+                           "kinds": {k: int(c) for k, c in zip(*np.unique(study.kinds, return_counts=True))},
+                           "mean_detected_per_exposure": float(data["n_detected"].mean()),
+                           "mean_cutouts_per_exposure": float(counts.mean()),
+                           "median_cutouts_per_exposure": float(np.median(counts)),
+                           "build_seconds": float(data["build_seconds"]),
+                           "seconds_per_exposure": {"simulate": float(data["seconds"][:, 0].mean()),
+                                                    "image": float(data["seconds"][:, 1].mean())}},
+                "splits": study.splits(),
+                "protocol": {"test_share": TEST_SHARE, "validation_share": VALIDATION_SHARE,
+                             "labelled_share": LABELLED_SHARE, "balanced": True, "seed": self.a.seed,
+                             "n_boot": self.a.n_boot, "members_per_cell_tried": MEMBERS_PER_CELL},
+                "target": TARGET, "paper": PAPER}
+
+    def save(self) -> None:
+        self.result["wall_seconds"] = round(time.perf_counter() - self.started, 1)
+        Path(self.a.out).parent.mkdir(parents=True, exist_ok=True)
+        with open(self.a.out, "w") as fh:
+            json.dump(self.result, fh, indent=1, default=float)
+
+    def validation_summary(self, histos, representation, normaliser, members, inputs="histo") -> dict:
+        run = self.study.run("validation", histos, representation, normaliser, members, self.seeds, inputs=inputs)
+        return summarise(self.study, run, 200, self.a.seed, with_baseline=False)
+
+
+def train_desom1_per_recipe(run: StudyRun) -> None:
+    """Stages 2-3: DESOM-1 per stamp recipe (trained or cached), its histo-vectors, its map order."""
+    from desom.metrics import map_order
+
+    data, study = run.data, run.study
+    settings = sm.desom1_settings(run.a.desom1_iterations, **desom1_overrides(run.a.desom1_set))
+    run.result["desom1"] = {}
+    val_rows = sm.cutout_rows(data, study.val)
+    for recipe in run.recipes:
+        _, record, h = sm.desom1_with_histos(data, study.fit, study.val, recipe, settings, run.cache, log=log)
+        run.histos[recipe] = h
         full = map_order(h["bmu"][val_rows].astype(np.int64), h["second"][val_rows].astype(np.int64), (25, 25))
         record = {k: v for k, v in record.items() if k != "settings"} | {"settings": settings}
         record["validation_topographic_error"] = full["topographic_error"]
@@ -396,164 +419,180 @@ def main(argv=None) -> int:
         record["inference_precision"] = str(h["precision"])
         record["busiest_10_nodes_share"] = float(np.sort(h["hard"][study.fit].sum(axis=0))[::-1][:10].sum()
                                                   / max(h["hard"][study.fit].sum(), 1))
-        result["desom1"][recipe] = record
-        save()
+        run.result["desom1"][recipe] = record
+        run.save()
 
-    # Stage 4: choose on the validation split.
-    seeds = list(range(a.selection_seeds))
+
+def choose_on_validation(run: StudyRun) -> None:
+    """Stage 4: every (recipe, representation, normaliser) at 12 members per cell, then the map
+    size for the best of them, all on the validation split."""
     grid = []
     log("selection on the validation split")
-    for recipe in recipes:
-        for rep in a.representations.split(","):
-            for norm in a.normalisers.split(","):
-                run = study.run("validation", histos[recipe], rep, norm, 12, seeds)
-                s = summarise(study, run, 200, a.seed, with_baseline=False)
-                s["recipe"] = recipe
+
+    def record_grid(extra=None):
+        run.result["selection"] = {"grid": [{k: v for k, v in g.items() if k != "differences"} for g in grid]} | (extra or {})
+
+    for recipe in run.recipes:
+        for rep in run.a.representations.split(","):
+            for norm in run.a.normalisers.split(","):
+                s = run.validation_summary(run.histos[recipe], rep, norm, 12) | {"recipe": recipe}
                 grid.append(s)
                 log(f"  {recipe:9s} {rep:7s} {norm:11s} 12/cell: {brief(s['desom'])}")
-                save_grid = [{k: v for k, v in g.items() if k != "differences"} for g in grid]
-                result["selection"] = {"grid": save_grid}
-                save()
+                record_grid()
+                run.save()
     key = lambda g: (g["desom"]["accuracy_effective"], g["desom"]["accuracy"])  # noqa: E731
     best = max(grid, key=key)
-    per_recipe = {r: max([g for g in grid if g["recipe"] == r], key=key) for r in recipes}
+    per_recipe = {r: max([g for g in grid if g["recipe"] == r], key=key) for r in run.recipes}
     for members in MEMBERS_PER_CELL:
         if members == 12:
             continue
-        run = study.run("validation", histos[best["recipe"]], best["representation"], best["normaliser"], members, seeds)
-        s = summarise(study, run, 200, a.seed, with_baseline=False)
+        s = run.validation_summary(run.histos[best["recipe"]], best["representation"], best["normaliser"], members)
         s["recipe"] = best["recipe"]
         grid.append(s)
         log(f"  {best['recipe']:9s} {best['representation']:7s} {best['normaliser']:11s} {members}/cell: {brief(s['desom'])}")
     best = max([g for g in grid if g["recipe"] == best["recipe"] and g["representation"] == best["representation"]
                 and g["normaliser"] == best["normaliser"]], key=key)
-    choice = {k: best[k] for k in ("recipe", "representation", "normaliser", "members_per_cell")}
-    result["selection"] = {"grid": [{k: v for k, v in g.items() if k != "differences"} for g in grid],
-                           "choice": choice,
-                           "best_per_recipe": {r: {k: g[k] for k in ("representation", "normaliser")} | {"accuracy": g["desom"]["accuracy"]}
-                                               for r, g in per_recipe.items()}}
-    log(f"chosen on validation: {choice}")
-    # The ablation of DESOM-2's inputs, on validation.
+    run.choice = {k: best[k] for k in ("recipe", "representation", "normaliser", "members_per_cell")}
+    record_grid({"choice": run.choice,
+                 "best_per_recipe": {r: {k: g[k] for k in ("representation", "normaliser")} | {"accuracy": g["desom"]["accuracy"]}
+                                     for r, g in per_recipe.items()}})
+    log(f"chosen on validation: {run.choice}")
+
+
+def ablate_inputs(run: StudyRun) -> None:
+    """DESOM-2 on the histo-vector, on the five statistics, and on both, on validation."""
+    c = run.choice
     ablation = {}
     for inputs in ("histo", "stats", "both"):
-        run = study.run("validation", histos[choice["recipe"]], choice["representation"], choice["normaliser"],
-                        choice["members_per_cell"], seeds, inputs=inputs)
-        s = summarise(study, run, 200, a.seed, with_baseline=False)
+        s = run.validation_summary(run.histos[c["recipe"]], c["representation"], c["normaliser"],
+                                   c["members_per_cell"], inputs=inputs)
         ablation[inputs] = {k: s["desom"][k] for k in ("accuracy", "precision", "recall", "coverage", "ci95")}
         log(f"  inputs {inputs:5s}: {brief(s['desom'])}")
-    result["selection"]["ablation_validation"] = ablation
-    save()
+    run.result["selection"]["ablation_validation"] = ablation
+    run.save()
 
-    # Shot noise: the chosen recipe's histo-vectors from a share of each exposure's cutouts, hard
-    # counts against soft assignment, with the reliability ratio (two halves of one exposure
-    # against two exposures; 1 = noise). This is what the first study's lr-decay map ran into.
+
+def measure_shot_noise(run: StudyRun) -> None:
+    """The chosen recipe's histo-vectors from a share of each exposure's cutouts, hard counts
+    against soft assignment, with the reliability ratio (two halves of one exposure against two
+    exposures; 1 = noise). This is what the first study's lr-decay map ran into."""
     from desom.metrics import histo_reliability
     from desom.normalise import map_smoothing_kernel
-    h = histos[choice["recipe"]]
+
+    data, study, c, seed = run.data, run.study, run.choice, run.a.seed
+    h = run.histos[c["recipe"]]
     off = data["offsets"]
     val_rows = sm.cutout_rows(data, study.val)
     owner = np.repeat(np.arange(study.n), np.diff(off))[val_rows]
     by_sources = []
     for share in (0.1, 0.25, 1.0):
-        thin = {"hard": sm.thinned_hard(data, h, share, a.seed) if share < 1 else h["hard"], "soft": h["soft"]}
-        keep = np.random.default_rng(a.seed).uniform(size=val_rows.size) < share
+        thin = {"hard": sm.thinned_hard(data, h, share, seed) if share < 1 else h["hard"], "soft": h["soft"]}
+        keep = np.random.default_rng(seed).uniform(size=val_rows.size) < share
         row = {"share": share, "mean_cutouts": float(np.diff(off)[study.val].mean() * share)}
         for rep in ("hard", "grid1"):
-            run = study.run("validation", thin, rep, choice["normaliser"], choice["members_per_cell"], seeds)
-            s = summarise(study, run, 200, a.seed, with_baseline=False)
+            s = run.validation_summary(thin, rep, c["normaliser"], c["members_per_cell"])
             kernel = map_smoothing_kernel((25, 25), 1.0) if rep == "grid1" else None
             rel = histo_reliability(h["bmu"][val_rows][keep], owner[keep], data["weight"][val_rows][keep],
-                                    kernel=kernel, seed=a.seed)
+                                    kernel=kernel, seed=seed)
             row[rep] = {"accuracy": s["desom"]["accuracy"], "ci95": s["desom"]["ci95"]["accuracy"],
                         "reliability_ratio": rel["ratio"]}
         by_sources.append(row)
         log(f"  {share:.0%} of the cutouts ({row['mean_cutouts']:.0f}): hard {row['hard']['accuracy']:.3f} "
             f"(reliability {row['hard']['reliability_ratio']:.2f}), soft {row['grid1']['accuracy']:.3f} "
             f"(reliability {row['grid1']['reliability_ratio']:.2f})")
-    result["selection"]["by_sources_validation"] = by_sources
-    save()
+    run.result["selection"]["by_sources_validation"] = by_sources
+    run.save()
 
-    # Stage 5: the test split, once, for the chosen configuration and the reference rows.
+
+def _all_test_predictions(study: Study, run_cells) -> tuple[np.ndarray, np.ndarray]:
+    """(predictions, known) over every test exposure (not only the balanced sample), per seed."""
+    rows = np.concatenate([study.train, study.test])
+    at = {r: i for i, r in enumerate(rows)}
+    idx = np.array([at[r] for r in study.test])
+    p, k = [], []
+    for cell_of in run_cells:
+        known, pred = cell_predictions(cell_of[rows], np.where(study.good[rows], "Good", "Bad"),
+                                       np.isin(rows, study.labelled_train))
+        p.append(pred[idx])
+        k.append(known[idx])
+    return np.array(p), np.array(k)
+
+
+def score_test_once(run: StudyRun) -> dict:
+    """Stage 5: the test split, once, for the chosen configuration and the reference rows (the
+    paper's recipe and today's stamps when they were trained, DESOM-2 on histo + statistics).
+    Returns the chosen configuration's run (its latent space feeds find-similar)."""
+    study, c, final_seeds = run.study, run.choice, [0, 1, 2]
     log("test split: the chosen configuration, the paper's recipe and today's stamps, 3 seeds")
-    final_seeds = [0, 1, 2]
-    main_run = study.run("test", histos[choice["recipe"]], choice["representation"], choice["normaliser"],
-                         choice["members_per_cell"], final_seeds)
+    main_run = study.run("test", run.histos[c["recipe"]], c["representation"], c["normaliser"],
+                         c["members_per_cell"], final_seeds)
+    runs = {"desom": main_run}
+    rows_info = {"desom": c}
+    references = {"paper": ("paper_recipe", "hard", "minmax"), "today": ("today", "hard", "hellinger")}
+    for recipe, (name, rep, norm) in references.items():
+        if recipe in run.histos:
+            runs[name] = study.run("test", run.histos[recipe], rep, norm, c["members_per_cell"], final_seeds)
+            rows_info[name] = {"recipe": recipe, "representation": rep, "normaliser": norm,
+                               "members_per_cell": c["members_per_cell"]}
+    runs["desom_plus_stats"] = study.run("test", run.histos[c["recipe"]], c["representation"], c["normaliser"],
+                                         c["members_per_cell"], final_seeds, inputs="both")
+    rows_info["desom_plus_stats"] = dict(c, inputs="both (histo + the five statistics)")
     preds = {"desom": main_run["_preds"]["desom"], "baseline": main_run["_preds"]["baseline"]}
-    rows_info = {"desom": choice}
-    if "paper" in histos:
-        paper_run = study.run("test", histos["paper"], "hard", "minmax", choice["members_per_cell"], final_seeds)
-        preds["paper_recipe"] = paper_run["_preds"]["desom"]
-        rows_info["paper_recipe"] = {"recipe": "paper", "representation": "hard", "normaliser": "minmax",
-                                     "members_per_cell": choice["members_per_cell"]}
-    if "today" in histos:
-        today_run = study.run("test", histos["today"], "hard", "hellinger", choice["members_per_cell"], final_seeds)
-        preds["today"] = today_run["_preds"]["desom"]
-        rows_info["today"] = {"recipe": "today", "representation": "hard", "normaliser": "hellinger",
-                              "members_per_cell": choice["members_per_cell"]}
-    both_run = study.run("test", histos[choice["recipe"]], choice["representation"], choice["normaliser"],
-                         choice["members_per_cell"], final_seeds, inputs="both")
-    preds["desom_plus_stats"] = both_run["_preds"]["desom"]
-    rows_info["desom_plus_stats"] = dict(choice, inputs="both (histo + the five statistics)")
-    truth = study.good[study.test_eval]
-    scores = seed_mean_scores(truth, preds, a.n_boot, a.seed)
-    # Where each kind lands, over every test exposure (not only the balanced sample).
-    all_test = {}
-    for name, run in (("desom", main_run), ("paper_recipe", paper_run if "paper" in histos else None)):
-        if run is None:
-            continue
-        cells_list = run["_cells"]
-        p, k = [], []
-        for cell_of in cells_list:
-            rows = np.concatenate([study.train, study.test])
-            known, pred = cell_predictions(cell_of[rows], np.where(study.good[rows], "Good", "Bad"),
-                                           np.isin(rows, study.labelled_train))
-            at = {r: i for i, r in enumerate(rows)}
-            idx = np.array([at[r] for r in study.test])
-            p.append(pred[idx])
-            k.append(known[idx])
-        all_test[name] = (np.array(p), np.array(k))
-    # The baseline's kind confusion uses its own clusters, rebuilt the same way.
+    preds |= {name: r["_preds"]["desom"] for name, r in runs.items() if name != "desom"}
+    scores = seed_mean_scores(study.good[study.test_eval], preds, run.a.n_boot, run.a.seed)
     for name in list(scores):
         if name in rows_info:
             scores[name]["configuration"] = rows_info[name]
-    for name, (p, k) in all_test.items():
-        scores[name]["confusion_by_kind"] = kind_confusion(study.kinds, study.test, p, k)
+    # Where each kind lands, over every test exposure (not only the balanced sample).
+    for name in ("desom", "paper_recipe"):
+        if name in runs:
+            p, k = _all_test_predictions(study, runs[name]["_cells"])
+            scores[name]["confusion_by_kind"] = kind_confusion(study.kinds, study.test, p, k)
     scores["baseline"]["configuration"] = {"method": "k-means over the five statistics", "features": FEATURE_NAMES}
     scores["baseline"]["confusion_by_kind"] = _baseline_confusion(study, main_run, final_seeds)
     scores["map_side"] = main_run["map_side"]
-    result["test"] = scores
+    run.result["test"] = scores
     for name in preds:
         log(f"  {name:17s} {brief(scores[name])}")
     log(f"  desom - baseline: {scores['differences'].get('baseline-desom', scores['differences'].get('desom-baseline'))}")
-    save()
+    run.save()
+    return main_run
 
-    # Find-similar on the test queries (neighbours among every exposure).
-    # Neighbours among every exposure the final map placed (training and scored test ones);
-    # the queries are the scored (balanced) test exposures.
+
+def score_find_similar(run: StudyRun, main_run: dict) -> None:
+    """Precision@10 of find-similar: the scored (balanced) test exposures query their neighbours
+    among every exposure the final map placed (training and scored test ones)."""
+    from desom.normalise import HistoNormaliser
+
+    study, data, c = run.study, run.data, run.choice
     rows = np.asarray(main_run["_latent"][0][0])
     test_mask = np.isin(rows, study.test)
-    x, sigma = sm.desom2_inputs(histos[choice["recipe"]], choice["representation"])
-    from desom.normalise import HistoNormaliser
-    hv = HistoNormaliser(choice["normaliser"], smooth_sigma=sigma).fit(x[study.train]).transform(x[rows])
+    x, sigma = sm.desom2_inputs(run.histos[c["recipe"]], c["representation"])
+    hv = HistoNormaliser(c["normaliser"], smooth_sigma=sigma).fit(x[study.train]).transform(x[rows])
     hell = HistoNormaliser("hellinger", smooth_sigma=sigma).fit(x[study.train]).transform(x[rows])
     feats = study.scaler_train.transform(data["features"][rows])
     lat_rows, latent = main_run["_latent"][0]
     order = {r: i for i, r in enumerate(lat_rows)}
     latent = latent[[order[r] for r in rows]]
-    result["similar"] = {
-        "histo_chosen_normaliser": same_kind_precision_at_k(hv, study.kinds[rows], test_mask, k=10),
-        "histo_hellinger": same_kind_precision_at_k(hell, study.kinds[rows], test_mask, k=10),
-        "desom2_latent": same_kind_precision_at_k(latent, study.kinds[rows], test_mask, k=10),
-        "baseline_features": same_kind_precision_at_k(feats, study.kinds[rows], test_mask, k=10),
+    kinds = study.kinds[rows]
+    run.result["similar"] = {
+        "histo_chosen_normaliser": same_kind_precision_at_k(hv, kinds, test_mask, k=10),
+        "histo_hellinger": same_kind_precision_at_k(hell, kinds, test_mask, k=10),
+        "desom2_latent": same_kind_precision_at_k(latent, kinds, test_mask, k=10),
+        "baseline_features": same_kind_precision_at_k(feats, kinds, test_mask, k=10),
     }
-    for name, v in result["similar"].items():
+    for name, v in run.result["similar"].items():
         log(f"  find-similar p@10 {name}: {v['precision']:.3f} (chance {v['chance']:.3f})")
 
+
+def verdict(result: dict) -> dict:
+    """The study's figures against the targets of issue 16."""
+    scores = result["test"]
     d, b = scores["desom"], scores["baseline"]
     worst = max((v["share_in_good_cells"] for k, v in d["confusion_by_kind"].items() if k != "good"), default=float("nan"))
     diff = scores["differences"].get("baseline-desom")
     margin_ci = [-diff["ci95"][1], -diff["ci95"][0]] if diff else None
-    result["verdict"] = {
+    return {
         "accuracy": d["accuracy"] >= TARGET["accuracy"],
         "precision": d["precision"] >= TARGET["precision"],
         "recall": d["recall"] >= TARGET["recall"],
@@ -566,10 +605,30 @@ def main(argv=None) -> int:
         "find_similar_at_least_baseline": result["similar"]["histo_chosen_normaliser"]["precision"]
         >= result["similar"]["baseline_features"]["precision"],
     }
-    result["figures"] = plots(result, ROOT / "docs" / "science") if not a.quick else []
-    result["machine"]["load_at_end"] = os.getloadavg()
-    save()
-    log(f"verdict {result['verdict']}; wrote {a.out} in {result['wall_seconds']:.0f} s")
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    if a.replot:
+        with open(a.out) as fh:
+            print("\n".join(plots(json.load(fh), ROOT / "docs" / "science")))
+        return 0
+    if a.threads:
+        import torch
+        torch.set_num_threads(a.threads)
+    command = " ".join(["python -m benchmarks.bench_science", *(sys.argv[1:] if argv is None else argv)])
+    run = StudyRun(a, command)
+    train_desom1_per_recipe(run)
+    choose_on_validation(run)
+    ablate_inputs(run)
+    measure_shot_noise(run)
+    main_run = score_test_once(run)
+    score_find_similar(run, main_run)
+    run.result["verdict"] = verdict(run.result)
+    run.result["figures"] = plots(run.result, ROOT / "docs" / "science") if not a.quick else []
+    run.result["machine"]["load_at_end"] = os.getloadavg()
+    run.save()
+    log(f"verdict {run.result['verdict']}; wrote {a.out} in {run.result['wall_seconds']:.0f} s")
     return 0
 
 

@@ -134,20 +134,23 @@ def capabilities(request):
     return HttpResponse(services.capabilities_xml(_sia_base(request)), content_type="text/xml; charset=utf-8")
 
 
+def _service_capabilities(request, service: str, standard_id: str, endpoint: str) -> HttpResponse:
+    """A VOSI capabilities document of one service: its own capabilities and availability
+    documents (routes vo:<service>-capabilities, vo:<service>-availability) and its endpoint."""
+    body = services.vosi_capability("ivo://ivoa.net/std/VOSI#capabilities", _url(request, f"vo:{service}-capabilities"))
+    body += services.vosi_capability("ivo://ivoa.net/std/VOSI#availability", _url(request, f"vo:{service}-availability"))
+    body += services.vosi_capability(standard_id, _url(request, endpoint))
+    return _capabilities(body)
+
+
 @require_GET
 def datalink_capabilities(request):
-    body = services.vosi_capability("ivo://ivoa.net/std/VOSI#capabilities", _url(request, "vo:datalink-capabilities"))
-    body += services.vosi_capability("ivo://ivoa.net/std/VOSI#availability", _url(request, "vo:datalink-availability"))
-    body += services.vosi_capability(datalink.DATALINK_STANDARD_ID, _url(request, "vo:links"))
-    return _capabilities(body)
+    return _service_capabilities(request, "datalink", datalink.DATALINK_STANDARD_ID, "vo:links")
 
 
 @require_GET
 def soda_capabilities(request):
-    body = services.vosi_capability("ivo://ivoa.net/std/VOSI#capabilities", _url(request, "vo:soda-capabilities"))
-    body += services.vosi_capability("ivo://ivoa.net/std/VOSI#availability", _url(request, "vo:soda-availability"))
-    body += services.vosi_capability(datalink.SODA_STANDARD_ID, _url(request, "vo:soda"))
-    return _capabilities(body)
+    return _service_capabilities(request, "soda", datalink.SODA_STANDARD_ID, "vo:soda")
 
 
 @require_GET
