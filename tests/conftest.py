@@ -141,6 +141,43 @@ def populated_archive(archive_models, survey_dir, imaging_config, django_capture
     return archive_models
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models on a shared 2-core box: one thread avoids OpenMP spin-waits against other
+    jobs, and makes seeded runs repeat bit for bit whatever the machine's thread default."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def secret_archive(populated_archive):
+    """The populated archive with one proprietary exposure of run factories.PROPRIETARY_RUN: `pi` is
+    granted the run, `other` holds another run (which grants nothing here), `staff` sees
+    everything; every other exposure is public. Returns (the secret exposure, users by name)."""
+    import datetime as dt
+
+    from archive.models import Exposure, RunAccess
+    from tests import factories
+    from tests.factories import PASSWORD, PROPRIETARY_RUN
+
+    science = Exposure.objects.filter(is_science=True).order_by("expnum")
+    secret = science[3]
+    Exposure.objects.update(release_date=dt.date(2000, 1, 1))
+    Exposure.objects.filter(pk=secret.pk).update(release_date=dt.date.today() + dt.timedelta(days=365),
+                                                 runid=PROPRIETARY_RUN)
+    secret.refresh_from_db()
+    users = {"staff": factories.user("staff", staff=True, password=PASSWORD),
+             "pi": factories.user("pi", password=PASSWORD),
+             "other": factories.user("other", password=PASSWORD)}
+    RunAccess.objects.create(user=users["pi"], runid=PROPRIETARY_RUN)
+    RunAccess.objects.create(user=users["other"], runid="26AQ01")
+    return secret, users
+
+
 ROWS_DESOM1_SIDE = 5
 ROWS_DESOM2_SHAPE = (3, 3)
 

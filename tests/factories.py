@@ -14,6 +14,8 @@ from archive.models import CellAssignment, CellLabel, Exposure, ExposureVector, 
 
 _numbers = itertools.count(9_000_001)
 PAST = dt.date(2000, 1, 1)
+PROPRIETARY_RUN = "26BQ99"          # the run of the `secret_archive` fixture's exposure
+PASSWORD = "a long enough password"
 
 
 def exposure(**fields) -> Exposure:

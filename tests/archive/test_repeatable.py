@@ -13,14 +13,6 @@ TINY_DESOM1 = dict(map_rows=4, map_cols=4, iterations=30, batch_size=32, conv_fi
 TINY_DESOM2 = dict(map_rows=2, map_cols=2, iterations=40, batch_size=8)
 
 
-@pytest.fixture
-def one_torch_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _run(survey_dir, workers):

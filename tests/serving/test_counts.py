@@ -7,7 +7,7 @@ from django.test import Client
 from archive.models import ExposureVector, ModelVersion
 from archive.services import quality
 
-from .conftest import PASSWORD
+from tests.factories import PASSWORD
 
 
 def clients(users):

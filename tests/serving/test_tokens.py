@@ -14,7 +14,7 @@ from archive.models import AccessToken
 from archive.services import quality
 from config.throttling import ArchiveThrottle
 
-from .conftest import PASSWORD
+from tests.factories import PASSWORD
 
 
 def get_token(username, password=PASSWORD, **extra):

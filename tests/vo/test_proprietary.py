@@ -2,37 +2,23 @@
 the site (API, downloads, previews, similar, search, maps, cells, SIA, pages) asked by the
 anonymous visitor, another user, the run's member (RunAccess) and staff. Only the last two
 may learn that it exists."""
-import datetime as dt
 import io
 
 import pytest
 from astropy.io.votable import parse
-from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
-from archive.models import Exposure, RunAccess
+from archive.models import Exposure
 from archive.services import quality
 from recommender import services as recommender_services
 
-RUN = "26BQ99"
 ENTITLED = {"pi", "staff"}
 
 
 @pytest.fixture
-def walk(populated_archive):
+def walk(secret_archive, populated_archive):
     desom1, desom2 = populated_archive
-    science = Exposure.objects.filter(is_science=True).order_by("expnum")
-    secret = science[3]
-    Exposure.objects.update(release_date=dt.date(2000, 1, 1))
-    Exposure.objects.filter(pk=secret.pk).update(release_date=dt.date.today() + dt.timedelta(days=365), runid=RUN)
-    secret.refresh_from_db()
-    User = get_user_model()
-    users = {"staff": User.objects.create_user("staff", password="x", is_staff=True),
-             "pi": User.objects.create_user("pi", password="x"),
-             "other": User.objects.create_user("other", password="x")}
-    RunAccess.objects.create(user=users["pi"], runid=RUN)
-    # The other user holds access to a different run: that grants nothing here.
-    RunAccess.objects.create(user=users["other"], runid="26AQ01")
+    secret, users = secret_archive
     clients = {"anonymous": APIClient()}
     for name, user in users.items():
         clients[name] = APIClient()
