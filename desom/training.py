@@ -272,7 +272,7 @@ def _write_log(log_file, record: dict) -> None:
         log_file.flush()
 
 
-def train_desom(model: DESOM, data, cfg: DESOMConfig | None = None, progress: bool = True,
+def train_desom(model: DESOM, data, cfg: DESOMConfig | None = None, *, progress: bool = True,
                 log_path=None, device=None, checkpoint_path=None, resume_from=None,
                 normaliser=None, precision: str = "float32",
                 channels_last: bool = False, probe=None, probe_every: int = 500) -> TrainingHistory:
