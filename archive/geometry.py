@@ -247,11 +247,6 @@ def filter_region(queryset, shapes):
     return queryset.filter(pk__in=sorted(keep))
 
 
-def ccds_meeting(exposure: Exposure, shape) -> list[CCDFootprint]:
-    """The exposure's CCDs whose footprint meets the shape."""
-    return [ccd for ccd in exposure.ccd_footprints.all() if intersects(fp.from_dali(ccd.s_region), shape)]
-
-
 # --- writing footprints ------------------------------------------------------------------------
 
 def footprint_fields(found, ra, dec) -> dict:

@@ -195,10 +195,6 @@ class ExposureVector(models.Model):
     def histo_array(self):
         return vectors.from_blob(self.histo)
 
-    @property
-    def activations_array(self):
-        return None if self.activations is None else vectors.from_blob(self.activations)
-
 
 class CellAssignment(models.Model):
     """An exposure's DESOM-2 cell under one DESOM-2 version."""

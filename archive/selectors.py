@@ -41,15 +41,3 @@ def visible_exposure_or_404(user, pk) -> Exposure:
     if exposure is None:
         raise Http404("no such exposure, or it is still proprietary")
     return exposure
-
-
-def visible_ids(user, ids) -> set[int]:
-    """Which of `ids` the user may see, in one query."""
-    ids = [int(i) for i in ids]
-    if not ids:
-        return set()
-    return set(visible_exposures(user, Exposure.objects.filter(pk__in=ids)).values_list("pk", flat=True))
-
-
-def can_see(user, exposure: Exposure) -> bool:
-    return visible_exposures(user, Exposure.objects.filter(pk=exposure.pk)).exists()

@@ -62,16 +62,6 @@ def time_training(cfg, data, precision, channels_last, iters, warmup=2):
     return bs / t
 
 
-def time_inference(pred, x, reps):
-    pred.predict(x[:512])                     # warm-up (and compile, if any)
-    best, result = float("inf"), None
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        result = pred.predict(x)
-        best = min(best, time.perf_counter() - t0)
-    return len(x) / best, best, result
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")

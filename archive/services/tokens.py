@@ -80,10 +80,6 @@ def revoke(token: AccessToken) -> None:
         token.save(update_fields=["revoked_at"])
 
 
-def revoke_all(user) -> int:
-    return AccessToken.objects.filter(user=user, revoked_at__isnull=True).update(revoked_at=timezone.now())
-
-
 def live_tokens(user):
     now = timezone.now()
     return (AccessToken.objects.filter(user=user, revoked_at__isnull=True)
