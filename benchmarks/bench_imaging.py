@@ -168,7 +168,7 @@ def inference_throughput(predictor, n=3600):
 
 def run_child(path, detector, ccds):
     """Summarise in a fresh process and report its peak RSS."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(path), detector,
+    cmd = [sys.executable, "-m", "benchmarks.bench_imaging", "--child", str(path), detector,
            json.dumps(ccds)]
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(ROOT))
@@ -208,6 +208,73 @@ def child_main(path, detector, ccds_json):
         "warnings": summary.warnings[:5]}))
 
 
+def sep_floor_pass(path, config) -> float:
+    """Seconds for the least any imaging of this file must do with the same detector settings:
+    read each CCD, make its science area float32, and run sep's background and extraction as
+    the pipeline calls them (desom.detection.detector_settings), nothing else."""
+    import sep
+
+    from desom.detection import detector_settings, smoothing_kernel
+    from desom.fits_io import open_exposure, parse_section
+
+    s = detector_settings(config)
+    kernel = smoothing_kernel(s["fwhm"], s["ksize"])
+    sep.set_extract_pixstack(5_000_000)
+    sep.set_sub_object_limit(8192)
+    t0 = time.perf_counter()
+    with open_exposure(path) as reader:
+        for info in reader.ccds:
+            raw = np.array(reader.read_raw(info))
+            header = reader.header(info)
+            section = parse_section(header.get("DATASEC"), raw.shape) or (slice(None), slice(None))
+            data = raw[section].astype(np.float32)
+            del raw
+            bkg = sep.Background(data, bw=s["box"], bh=s["box"], fw=s["filter_size"], fh=s["filter_size"])
+            back, rms = bkg.back(), bkg.rms()
+            data -= back
+            sep.extract(data, thresh=s["thresh"], err=rms, minarea=s["min_pixels"], filter_kernel=kernel,
+                        filter_type="conv", deblend_nthresh=s["levels"],
+                        deblend_cont=s["contrast"] if s["deblend"] else 1.0, clean=s["clean"])
+    return time.perf_counter() - t0
+
+
+def floor_child_main(path, rounds):
+    """The whole summarise_exposure against sep_floor_pass on the same file, alternated in one
+    process (page cache warm for both), `rounds` times each."""
+    import torch
+
+    from desom.inference import DesomPredictor
+    from desom.model import DESOMConfig, build_desom
+    from desom.pipeline import ImagingConfig, summarise_exposure
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    predictor = DesomPredictor(build_desom(DESOMConfig.desom1()))
+    predictor.predict(np.zeros((4, 1, 32, 32), np.float32))
+    config = ImagingConfig(detector="sep")
+    sep_floor_pass(path, config)                      # warm the page cache
+    floors, wholes, timings = [], [], []
+    for _ in range(int(rounds)):
+        floors.append(sep_floor_pass(path, config))
+        t0 = time.perf_counter()
+        summary = summarise_exposure(path, predictor, config)
+        wholes.append(time.perf_counter() - t0)
+        timings.append(summary.timings)
+    floor, whole = statistics.median(floors), statistics.median(wholes)
+    print(json.dumps({"floor_s": floors, "summarise_s": wholes, "floor_median_s": floor,
+                      "summarise_median_s": whole, "ratio": whole / floor, "rounds": int(rounds),
+                      "summarise_timings": timings[-1], "n_sampled": summary.n_sampled,
+                      "load_average": os.getloadavg()}))
+
+
+def run_floor_child(path, rounds: int = 2) -> dict:
+    cmd = [sys.executable, "-m", "benchmarks.bench_imaging", "--floor-child", str(path), str(rounds)]
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(ROOT))
+    if proc.returncode != 0:
+        raise RuntimeError(f"floor child failed: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def _vm_hwm_mb():
     try:
         with open("/proc/self/status") as fh:
@@ -237,7 +304,12 @@ def main(argv=None):
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "imaging.json"))
     parser.add_argument("--sources", type=int, default=2500, help="sources per CCD")
     parser.add_argument("--tmpdir", default=None)
+    parser.add_argument("--floor-only", action="store_true",
+                        help="only the whole summarise_exposure against read + sep (the floor), 36 CCDs")
+    parser.add_argument("--floor-rounds", type=int, default=2)
     args = parser.parse_args(argv)
+    if args.floor_only:
+        return floor_only(args)
 
     import torch
 
@@ -309,6 +381,8 @@ def main(argv=None):
         result["desom1_inference_throughput"] = inference_throughput(predictor)
         print("stages done", flush=True)
 
+        result["floor_comparison"] = run_floor_child(path, args.floor_rounds)
+        print(f"summarise / (read + sep): {result['floor_comparison']['ratio']:.2f}", flush=True)
         sep_run = run_child(path, "sep", [])
         result["whole_exposure_sep"] = sep_run
         print(f"sep whole exposure {sep_run['wall_s']:.1f}s peak RSS {sep_run['peak_rss_mb']:.0f} MB",
@@ -353,8 +427,31 @@ def main(argv=None):
     return result
 
 
+def floor_only(args) -> dict:
+    """--floor-only: a full-size exposure, the floor comparison, into results/imaging_floor.json
+    (the full run keeps it in imaging.json beside every stage)."""
+    out = Path(args.out if args.out != str(ROOT / "benchmarks" / "results" / "imaging.json")
+               else ROOT / "benchmarks" / "results" / "imaging_floor.json")
+    n_ccds = 4 if args.quick else 36
+    result = {"command": " ".join(["python -m benchmarks.bench_imaging"] + sys.argv[1:]), "machine": machine_info(),
+              "load_average_at_start": os.getloadavg(), "n_ccds": n_ccds, "sources_per_ccd_injected": args.sources}
+    tmp = tempfile.mkdtemp(prefix="bench_imaging_floor_", dir=args.tmpdir)
+    try:
+        path = Path(tmp) / "1999999o.fits"
+        write_full_exposure(path, n_ccds, args.sources)
+        result["floor_comparison"] = run_floor_child(path, args.floor_rounds)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    result["load_average_at_end"] = os.getloadavg()
+    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(json.dumps(result["floor_comparison"], indent=1))
+    return result
+
+
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         child_main(*sys.argv[2:5])
+    elif len(sys.argv) > 1 and sys.argv[1] == "--floor-child":
+        floor_child_main(*sys.argv[2:4])
     else:
         main()

@@ -129,7 +129,19 @@ def detect_sources(data: np.ndarray, config=None, *, saturated: np.ndarray | Non
     data = np.asarray(data)
     if data.ndim != 2:
         raise ValueError(f"detect_sources needs a 2-D image, got shape {data.shape}")
-    settings = dict(
+    settings = detector_settings(config)
+    data = np.ascontiguousarray(data, dtype=np.float32)   # native endian, as sep needs
+    bad = ~np.isfinite(data)
+    if not bad.any():
+        bad = None
+    bkg_mask = bad if saturated is None else (saturated if bad is None else bad | saturated)
+    return detector(data, bad, bkg_mask, settings, keep_subtracted)
+
+
+def detector_settings(config=None) -> dict:
+    """The settings every detector reads, from an ImagingConfig (or anything with its
+    attribute names; None gives the defaults)."""
+    return dict(
         box=int(_setting(config, "background_box", 64)),
         filter_size=int(_setting(config, "background_filter", 3)),
         fwhm=float(_setting(config, "smoothing_fwhm", 3.0)),
@@ -141,12 +153,6 @@ def detect_sources(data: np.ndarray, config=None, *, saturated: np.ndarray | Non
         levels=int(_setting(config, "deblend_levels", 32)),
         clean=bool(_setting(config, "clean", True)),
     )
-    data = np.ascontiguousarray(data, dtype=np.float32)   # native endian, as sep needs
-    bad = ~np.isfinite(data)
-    if not bad.any():
-        bad = None
-    bkg_mask = bad if saturated is None else (saturated if bad is None else bad | saturated)
-    return detector(data, bad, bkg_mask, settings, keep_subtracted)
 
 
 def _centroids(sub, labels, n_labels):
