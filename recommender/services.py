@@ -1,11 +1,12 @@
 """Content search over the archive: find-similar, search by prototypes, by an example cutout
 and by an uploaded exposure. Views stay thin and call these.
 
-Two FAISS indexes per active DESOM-1 version (see `recommender.indexes`): "histo" holds
-histo-vectors compared as distributions (Hellinger), "activation" holds each exposure's mean
-soft prototype activations for inner-product queries over DESOM-1 nodes. The indexes are
-derived data: built from the database when missing, stale or corrupt, and kept in step with
-it by the receivers in `recommender.receivers`.
+One FAISS index per registered index kind per active DESOM-1 version (the kinds are declared
+in `recommender.indexes.kinds`): "histo" holds histo-vectors compared as distributions
+(Hellinger), "activation" holds each exposure's mean soft prototype activations for
+inner-product queries over DESOM-1 nodes. The indexes are derived data: built from the database
+when missing, stale or corrupt, and kept in step with it by the receivers in
+`recommender.receivers`.
 """
 from __future__ import annotations
 
@@ -22,12 +23,10 @@ from archive import selectors, vectors
 from archive.models import Exposure, ExposureVector, ModelVersion
 from archive.services import versions
 
-from .indexes import IndexStore, neighbourhood_query, node_query_vector, parse_gpu_setting
+from .indexes import (ACTIVATION, HISTO, IndexKind, IndexStore, index_kind, index_kinds, neighbourhood_query,
+                      node_query_vector, parse_gpu_setting)
 
 MAX_K = 200
-HISTO = "histo"
-ACTIVATION = "activation"
-INDEX_KINDS = (HISTO, ACTIVATION)
 
 _store_lock = threading.Lock()
 _store: IndexStore | None = None
@@ -74,24 +73,26 @@ def expected_ids(desom1: ModelVersion) -> np.ndarray:
     return np.fromiter(_vector_rows(desom1).values_list("exposure_id", flat=True), dtype=np.int64)
 
 
-def index_vectors(desom1: ModelVersion, kind: str, exposure_ids=None) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, raw vectors) for one index kind, from the database. The activation index falls
-    back to the histo-vector for an exposure stored without activations."""
+def index_vectors(desom1: ModelVersion, kind: IndexKind, exposure_ids=None) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, raw vectors) for one index kind, from the database: each row's first non-null
+    field of ``kind.vector_fields`` (the activation index falls back to the histo-vector for an
+    exposure stored without activations)."""
     rows = _vector_rows(desom1)
     if exposure_ids is not None:
         rows = rows.filter(exposure_id__in=list(exposure_ids))
     ids, blobs = [], []
-    for exposure_id, histo, activations in rows.order_by("exposure_id").values_list(
-            "exposure_id", "histo", "activations").iterator(chunk_size=2000):
+    for exposure_id, *fields in rows.order_by("exposure_id").values_list(
+            "exposure_id", *kind.vector_fields).iterator(chunk_size=2000):
         ids.append(exposure_id)
-        blobs.append(activations if (kind == ACTIVATION and activations is not None) else histo)
+        blobs.append(next((f for f in fields if f is not None), fields[-1]))
     n_nodes = desom1.map_shape[0] * desom1.map_shape[1]
     return np.asarray(ids, dtype=np.int64), vectors.stack(blobs, length=n_nodes)
 
 
-def get_index(kind: str, desom1: ModelVersion | None = None, *, verify: bool = False):
-    if kind not in INDEX_KINDS:
-        raise SearchError(f"index must be one of {list(INDEX_KINDS)}, not {kind!r}")
+def get_index(kind: str | IndexKind, desom1: ModelVersion | None = None, *, verify: bool = False):
+    """The index of this kind (a name: UnknownIndexKind, a UserError, for one nobody registered)
+    under the active DESOM-1 (or ``desom1``), loaded, mapped or built from the database."""
+    kind = kind if isinstance(kind, IndexKind) else index_kind(kind)
     desom1 = desom1 or _active_desom1()
     the_store = store()
     the_store.dim = desom1.map_shape[0] * desom1.map_shape[1]
@@ -100,7 +101,7 @@ def get_index(kind: str, desom1: ModelVersion | None = None, *, verify: bool = F
     for version, _ in the_store.loaded():
         if version != desom1.version_id and not the_store.is_dirty(version):
             the_store.evict(version)
-    return the_store.get(desom1.version_id, kind, lambda: expected_ids(desom1),
+    return the_store.get(desom1.version_id, kind.name, lambda: expected_ids(desom1),
                          lambda: index_vectors(desom1, kind), verify=verify)
 
 
@@ -147,17 +148,18 @@ def _search_until_enough(search, k: int, user, queryset, exclude=()):
         want *= 4
 
 
-def similar(exposure: Exposure, *, k: int = 10, index: str = HISTO, user=None, queryset=None) -> list[Match]:
-    """Exposures most like `exposure` (itself excluded), nearest first."""
+def similar(exposure: Exposure, *, k: int = 10, index: str = HISTO.name, user=None, queryset=None) -> list[Match]:
+    """Exposures most like `exposure` (itself excluded), nearest first, by the index kind named
+    `index`."""
     k = _check_k(k)
+    kind = index_kind(index)
     desom1 = _active_desom1()
-    the_index = get_index(index, desom1)
+    the_index = get_index(kind, desom1)
     if exposure.pk not in the_index:
         raise SearchError(f"exposure {exposure.expnum} has no vector under the active DESOM-1 "
                           f"({'calibration frame' if not exposure.is_science else 'run manage.py assign'})")
     kept = _search_until_enough(lambda n: the_index.search_like(exposure.pk, n), k, user, queryset)
-    what = "Hellinger distance between histo-vectors" if index == HISTO else "inner product of prototype activations"
-    return [Match(e, s, f"{what}: {s:.3f}") for e, s in kept]
+    return [Match(e, s, f"{kind.score}: {s:.3f}") for e, s in kept]
 
 
 def _share_in_nodes(exposure_ids, nodes, desom1) -> dict[int, float]:
@@ -281,16 +283,16 @@ def by_exposure_file(path, *, k: int = 10, user=None, queryset=None) -> tuple[di
     kept = _search_until_enough(lambda n: the_index.search(summary.histo, n), k, user, queryset)
     info = {"n_detected": int(summary.n_detected), "n_ccds": len(summary.ccds), "warnings": list(summary.warnings),
             "expnum": summary.metadata.expnum}
-    return info, [Match(e, s, f"Hellinger distance between histo-vectors: {s:.3f}") for e, s in kept]
+    return info, [Match(e, s, f"{HISTO.score}: {s:.3f}") for e, s in kept]
 
 
 def index_readiness() -> dict:
-    """For /health/ready/: with an active DESOM-1, both index files are on disk (a worker
+    """For /health/ready/: with an active DESOM-1, every kind's index file is on disk (a worker
     would otherwise build one from the database on its first search)."""
     desom1 = versions.active_version(ModelVersion.DESOM1)
     if desom1 is None:
         return {"ok": True, "active_desom1": None}
-    files = {kind: store().path_for(desom1.version_id, kind) for kind in INDEX_KINDS}
+    files = {kind.name: store().path_for(desom1.version_id, kind.name) for kind in index_kinds()}
     missing = [kind for kind, path in files.items() if not path.exists()]
     return {"ok": not missing, "active_desom1": desom1.version_id,
             "missing": missing or None, "hint": "run manage.py build_index" if missing else None}
@@ -302,17 +304,17 @@ def on_exposures_ingested(exposure_ids, model_version=None) -> None:
     desom1 = model_version or versions.active_version(ModelVersion.DESOM1)
     if desom1 is None or not exposure_ids:
         return
-    for kind in INDEX_KINDS:
+    for kind in index_kinds():
         ids, raw = index_vectors(desom1, kind, exposure_ids)
         if len(ids):
-            store().add(desom1.version_id, kind, ids, raw)
+            store().add(desom1.version_id, kind.name, ids, raw)
 
 
 def on_exposures_deleted(exposure_ids) -> None:
     desom1 = versions.active_version(ModelVersion.DESOM1)
     if desom1 is not None:
-        for kind in INDEX_KINDS:
-            store().remove(desom1.version_id, kind, exposure_ids)
+        for kind in index_kinds():
+            store().remove(desom1.version_id, kind.name, exposure_ids)
     store().remove_everywhere(exposure_ids)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import faiss
 
-from .kinds import KINDS
+from .kinds import index_kind_names
 from .locks import fsync_dir
 
 FILE_MAGIC = b"DESOMFX2"
@@ -75,7 +75,7 @@ def read_index_file(path: Path):
         raise IndexCorruptError(f"{path}: unreadable header ({exc})") from exc
     if meta["format"] != FORMAT_VERSION:
         raise IndexStaleError(f"{path}: file format {meta['format']}, this code reads {FORMAT_VERSION}")
-    if meta["kind"] not in KINDS:
+    if meta["kind"] not in index_kind_names():
         raise IndexCorruptError(f"{path}: unknown index kind {meta['kind']!r}")
     if index_len + ids_len != header_start:
         raise IndexCorruptError(f"{path}: {size} bytes, the header announces "

@@ -13,7 +13,7 @@ import numpy as np
 
 from .arrays import as_ids
 from .fileformat import IndexFileError
-from .kinds import check_kind
+from .kinds import index_kind
 from .locks import file_lock
 from .vector_index import VectorIndex
 
@@ -50,7 +50,7 @@ class IndexStore:
         self.rebuilds = 0   # how many times a callback rebuilt an index (for logs and tests)
 
     def path_for(self, model_version: str, kind: str) -> Path:
-        check_kind(kind)
+        index_kind(kind)   # refuses an unknown kind
         safe = re.sub(r"[^A-Za-z0-9._-]+", "_", model_version).strip("._") or "model"
         digest = hashlib.sha256(model_version.encode("utf-8")).hexdigest()[:8]
         return self.directory / f"{kind}-{safe}-{digest}.faiss"

@@ -17,10 +17,8 @@ from .arrays import as_ids, as_matrix, ids_checksum
 from .fileformat import (FORMAT_VERSION, MMAP_FLAGS, IndexCorruptError, IndexStaleError, now, read_index_file,
                          write_index_file)
 from .gpu import gpu_available, to_gpu, warn_no_gpu
-from .kinds import DEFAULT_APPROXIMATE_THRESHOLDS, DEFAULT_NPROBES, TRANSFORMS, check_kind, transform_queries, \
-    transform_vectors
+from .kinds import index_kind
 from .locks import ReadWriteLock
-from .transforms import hellinger_from_squared_l2
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +44,7 @@ class VectorIndex:
     """One FAISS index of transformed vectors keyed by int64 exposure ids.
 
     ``build``, ``add`` and ``remove`` take raw vectors (histo-vectors or activations); the index
-    applies its kind's transform. Searches may run from many threads, concurrently with each
+    applies its kind's transform (``spec``, the kind's declaration in ``kinds.py``). Searches may run from many threads, concurrently with each
     other; mutations wait for running searches and block new ones while they run.
     """
 
@@ -54,7 +52,7 @@ class VectorIndex:
                  approximate_threshold: int | None = None,
                  nprobe: int | None = None, nlist: int | None = None,
                  use_gpu: bool | None = None):
-        check_kind(kind)
+        self.spec = index_kind(kind)
         if not isinstance(model_version, str) or not model_version:
             raise ValueError("model_version must be a nonempty string")
         if int(dim) < 1:
@@ -62,9 +60,9 @@ class VectorIndex:
         self.kind = kind
         self.model_version = model_version
         self.dim = int(dim)
-        self.approximate_threshold = int(DEFAULT_APPROXIMATE_THRESHOLDS[kind] if approximate_threshold is None
+        self.approximate_threshold = int(self.spec.approximate_threshold if approximate_threshold is None
                                          else approximate_threshold)
-        self.nprobe = int(DEFAULT_NPROBES[kind] if nprobe is None else nprobe)
+        self.nprobe = int(self.spec.nprobe if nprobe is None else nprobe)
         if self.nprobe < 1 or self.approximate_threshold < 0:
             raise ValueError(f"nprobe must be >= 1 and approximate_threshold >= 0 "
                              f"(got {self.nprobe}, {self.approximate_threshold})")
@@ -89,15 +87,15 @@ class VectorIndex:
     # -- properties
     @property
     def transform(self) -> str:
-        return TRANSFORMS[self.kind]
+        return self.spec.transform
 
     @property
     def stored_dim(self) -> int:
-        return self.dim + 1 if self.kind == "histo" else self.dim
+        return self.dim + self.spec.extra_dims
 
     @property
     def metric(self) -> int:
-        return faiss.METRIC_L2 if self.kind == "histo" else faiss.METRIC_INNER_PRODUCT
+        return self.spec.metric
 
     @property
     def index_type(self) -> str:
@@ -138,14 +136,12 @@ class VectorIndex:
 
     # -- construction
     def _new_flat(self):
-        flat = faiss.IndexFlatL2(self.stored_dim) if self.kind == "histo" else faiss.IndexFlatIP(self.stored_dim)
-        return faiss.IndexIDMap2(flat)
+        return faiss.IndexIDMap2(faiss.IndexFlat(self.stored_dim, self.metric))
 
     def _new_ivf(self, transformed: np.ndarray):
         n = transformed.shape[0]
         nlist = int(self.nlist_override) if self.nlist_override else choose_nlist(n)
-        quantizer = (faiss.IndexFlatL2(self.stored_dim) if self.kind == "histo"
-                     else faiss.IndexFlatIP(self.stored_dim))
+        quantizer = faiss.IndexFlat(self.stored_dim, self.metric)
         ivf = faiss.IndexIVFFlat(quantizer, self.stored_dim, nlist, self.metric)
         ivf.cp.niter = DEFAULT_KMEANS_ITERATIONS
         ivf.cp.seed = 1234
@@ -185,7 +181,7 @@ class VectorIndex:
     def build(self, ids, vectors) -> "VectorIndex":
         """Replace the whole content: exact below ``approximate_threshold`` vectors, IVF-Flat above."""
         ids, arr = self._check_raw(ids, vectors)
-        transformed = transform_vectors(self.kind, arr)
+        transformed = self.spec.transform_vectors(arr)
         del arr
         if ids.size >= self.approximate_threshold and ids.size > 0:
             index = self._new_ivf(transformed)
@@ -212,7 +208,7 @@ class VectorIndex:
         ids, arr = self._check_raw(ids, vectors)
         if ids.size == 0:
             return
-        transformed = transform_vectors(self.kind, arr)
+        transformed = self.spec.transform_vectors(arr)
         self.make_private()
         with self._lock.write():
             present = np.isin(ids, self._ids)
@@ -294,11 +290,12 @@ class VectorIndex:
                exclude: Iterable[int] | None = None):
         """Nearest exposures for raw queries.
 
-        ``queries``: one vector (dim,) or a batch (n, dim): histo-vectors for a "histo" index
-        (transformed here), node weights for an "activation" index (used as given).
+        ``queries``: one vector (dim,) or a batch (n, dim), turned into the searched form by the
+        kind's ``transform_queries`` (histo-vectors for "histo", node weights for "activation").
         Returns, for one vector, ``(ids, values)`` as 1-D arrays; for a batch, two lists of
-        such arrays, one per query. Values are Hellinger distances (ascending) for "histo" and
-        inner-product scores (descending) for "activation". FAISS's -1 padding is removed, so
+        such arrays, one per query. Values are the kind's ``postprocess`` of FAISS's: distances
+        ascending for an L2 kind (Hellinger distances for "histo"), scores descending for an
+        inner-product kind ("activation"). FAISS's -1 padding is removed, so
         fewer than k results come back when the index holds fewer. ``exclude``: ids to drop
         from the results (e.g. the query exposure itself); k results are still returned when
         the index holds enough.
@@ -309,7 +306,7 @@ class VectorIndex:
         raw = as_matrix(queries, "queries")
         if raw.shape[1] != self.dim:
             raise ValueError(f"queries have {raw.shape[1]} dimensions, the {self.kind} index expects {self.dim}")
-        q = transform_queries(self.kind, raw)
+        q = self.spec.transform_queries(raw)
         excluded = np.unique(as_ids(np.fromiter(exclude, dtype=np.int64))) if exclude is not None else None
         return self._search_transformed(q, int(k), nprobe, excluded, single)
 
@@ -323,8 +320,8 @@ class VectorIndex:
             if extra:
                 keep &= ~np.isin(row_ids, excluded)
             row_ids, row_values = row_ids[keep][:k], row_values[keep][:k]
-            if self.kind == "histo":
-                row_values = hellinger_from_squared_l2(row_values)
+            if self.spec.postprocess is not None:
+                row_values = self.spec.postprocess(row_values)
             ids_out.append(row_ids.astype(np.int64))
             values_out.append(row_values.astype(np.float32))
         if single:
