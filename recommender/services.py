@@ -23,8 +23,8 @@ from archive import selectors, vectors
 from archive.models import Exposure, ExposureVector, ModelVersion
 from archive.services import versions
 
-from .indexes import (ACTIVATION, HISTO, IndexKind, IndexStore, index_kind, index_kinds, neighbourhood_query,
-                      node_query_vector, parse_gpu_setting)
+from .indexes import (ACTIVATION, DEFAULT_BUILD_CHUNK, HISTO, IndexKind, IndexStore, VectorChunks, index_kind,
+                      index_kinds, neighbourhood_query, node_query_vector, parse_gpu_setting)
 
 MAX_K = 200
 
@@ -73,20 +73,57 @@ def expected_ids(desom1: ModelVersion) -> np.ndarray:
     return np.fromiter(_vector_rows(desom1).values_list("exposure_id", flat=True), dtype=np.int64)
 
 
-def index_vectors(desom1: ModelVersion, kind: IndexKind, exposure_ids=None) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, raw vectors) for one index kind, from the database: each row's first non-null
-    field of ``kind.vector_fields`` (the activation index falls back to the histo-vector for an
-    exposure stored without activations)."""
-    rows = _vector_rows(desom1)
-    if exposure_ids is not None:
-        rows = rows.filter(exposure_id__in=list(exposure_ids))
+def _read_vectors(rows, kind: IndexKind, n_nodes: int, chunk_size: int | None):
+    """(ids, raw vectors) of `rows` in exposure order, `chunk_size` rows at a time (None: all
+    at once): each row's first non-null field of ``kind.vector_fields`` (the activation index
+    falls back to the histo-vector for an exposure stored without activations)."""
     ids, blobs = [], []
     for exposure_id, *fields in rows.order_by("exposure_id").values_list(
             "exposure_id", *kind.vector_fields).iterator(chunk_size=2000):
         ids.append(exposure_id)
         blobs.append(next((f for f in fields if f is not None), fields[-1]))
-    n_nodes = desom1.map_shape[0] * desom1.map_shape[1]
-    return np.asarray(ids, dtype=np.int64), vectors.stack(blobs, length=n_nodes)
+        if chunk_size and len(ids) == chunk_size:
+            yield np.asarray(ids, dtype=np.int64), vectors.stack(blobs, length=n_nodes)
+            ids, blobs = [], []
+    if ids or not chunk_size:
+        yield np.asarray(ids, dtype=np.int64), vectors.stack(blobs, length=n_nodes)
+
+
+def _n_nodes(desom1: ModelVersion) -> int:
+    return desom1.map_shape[0] * desom1.map_shape[1]
+
+
+def index_vectors(desom1: ModelVersion, kind: IndexKind, exposure_ids=None) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, raw vectors) for one index kind, from the database, all at once: for a few
+    exposures (those just ingested, a page of results). A build reads `index_vector_chunks`."""
+    rows = _vector_rows(desom1)
+    if exposure_ids is not None:
+        rows = rows.filter(exposure_id__in=list(exposure_ids))
+    return next(_read_vectors(rows, kind, _n_nodes(desom1), None))
+
+
+# Exposure ids per query when a build fetches its training sample by id (well under SQLite's
+# limit on a query's parameters).
+SAMPLE_QUERY_IDS = 500
+
+
+def index_vector_chunks(desom1: ModelVersion, kind: IndexKind, chunk_size: int = DEFAULT_BUILD_CHUNK) -> VectorChunks:
+    """The vectors of an index build, read from the database a chunk at a time, so a build
+    holds one chunk (and the index it fills) instead of every vector at once. An IVF build's
+    training sample is fetched by exposure id, without a pass over the whole table."""
+    rows = _vector_rows(desom1)
+    ordered = np.fromiter(rows.order_by("exposure_id").values_list("exposure_id", flat=True), dtype=np.int64)
+    n_nodes = _n_nodes(desom1)
+
+    def rows_at(positions):
+        wanted = ordered[np.asarray(positions, dtype=np.int64)]
+        parts = [index_vectors(desom1, kind, wanted[i:i + SAMPLE_QUERY_IDS])
+                 for i in range(0, wanted.size, SAMPLE_QUERY_IDS)]
+        if not parts:
+            return np.zeros(0, np.int64), np.zeros((0, n_nodes), np.float32)
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    return VectorChunks(int(ordered.size), lambda: _read_vectors(rows, kind, n_nodes, chunk_size), rows_at)
 
 
 def get_index(kind: str | IndexKind, desom1: ModelVersion | None = None, *, verify: bool = False):
@@ -95,14 +132,14 @@ def get_index(kind: str | IndexKind, desom1: ModelVersion | None = None, *, veri
     kind = kind if isinstance(kind, IndexKind) else index_kind(kind)
     desom1 = desom1 or _active_desom1()
     the_store = store()
-    the_store.dim = desom1.map_shape[0] * desom1.map_shape[1]
+    the_store.dim = _n_nodes(desom1)
     # A newly activated model: the previous version's indexes are let go (their mappings and
     # private memory with them); the new ones are mapped, or built once, on this first search.
     for version, _ in the_store.loaded():
         if version != desom1.version_id and not the_store.is_dirty(version):
             the_store.evict(version)
     return the_store.get(desom1.version_id, kind.name, lambda: expected_ids(desom1),
-                         lambda: index_vectors(desom1, kind), verify=verify)
+                         lambda: index_vector_chunks(desom1, kind), verify=verify)
 
 
 @dataclass
@@ -208,7 +245,7 @@ def by_prototypes(nodes, *, k: int = 10, user=None, spread: float = 0.0, queryse
     the node weights with each exposure's prototype activations), highest first."""
     k = _check_k(k)
     desom1 = _active_desom1()
-    n_nodes = desom1.map_shape[0] * desom1.map_shape[1]
+    n_nodes = _n_nodes(desom1)
     if query_vector is None:
         weights = parse_node_weights(nodes, n_nodes)
         query_vector = node_query_vector(weights, n_nodes, map_shape=desom1.map_shape, spread=spread)

@@ -42,21 +42,23 @@ from .nodes import map_distances, neighbourhood_query, node_query_vector
 from .store import IdsLoader, IndexStore, VectorsLoader
 from .transforms import empty_rows, hellinger_from_squared_l2, hellinger_transform, share_transform
 from .vector_index import (
+    DEFAULT_BUILD_CHUNK,
     DEFAULT_KMEANS_ITERATIONS,
     DEFAULT_MAX_NLIST,
     DEFAULT_MIN_NLIST,
     DEFAULT_NLIST_PER_SQRT_N,
     DEFAULT_TRAIN_POINTS_PER_LIST,
     OVERGROWN_FACTOR,
+    VectorChunks,
     VectorIndex,
     choose_nlist,
 )
 
 __all__ = [
-    "ACTIVATION", "DEFAULT_APPROXIMATE_THRESHOLDS", "DEFAULT_KMEANS_ITERATIONS", "DEFAULT_MAX_NLIST",
+    "ACTIVATION", "DEFAULT_APPROXIMATE_THRESHOLDS", "DEFAULT_BUILD_CHUNK", "DEFAULT_KMEANS_ITERATIONS", "DEFAULT_MAX_NLIST",
     "DEFAULT_MIN_NLIST", "DEFAULT_NLIST_PER_SQRT_N", "DEFAULT_NPROBES", "DEFAULT_TRAIN_POINTS_PER_LIST",
     "FILE_MAGIC", "FORMAT_VERSION", "HISTO", "MMAP_FLAGS", "OVERGROWN_FACTOR", "IdsLoader", "IndexCorruptError",
-    "IndexFileError", "IndexKind", "IndexStaleError", "IndexStore", "UnknownIndexKind", "VectorIndex",
+    "IndexFileError", "IndexKind", "IndexStaleError", "IndexStore", "UnknownIndexKind", "VectorChunks", "VectorIndex",
     "VectorsLoader", "choose_nlist", "empty_rows", "gpu_available", "gpu_resources", "gpu_status",
     "hellinger_from_squared_l2", "hellinger_transform", "ids_checksum", "index_kind", "index_kind_names",
     "index_kinds", "map_distances", "neighbourhood_query", "node_query_vector", "parse_gpu_setting",

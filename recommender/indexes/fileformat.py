@@ -40,9 +40,11 @@ class IndexStaleError(IndexFileError):
 
 
 
-def read_index_file(path: Path):
+def read_index_file(path: Path, *, check_payload: bool = True):
     """(header, mapping, ids section, FAISS section) of a verified index file; the sections
-    are memoryviews of a read-only mmap of the file (nothing is copied)."""
+    are memoryviews of a read-only mmap of the file (nothing is copied). ``check_payload=False``
+    skips the sections' sha256 (which reads every page of the file) for a file this process has
+    just written and synced; the header, its checksum and the sections' lengths are still checked."""
     import mmap as _mmap
 
     with open(path, "rb") as fh:   # FileNotFoundError propagates: missing is not corrupt
@@ -82,6 +84,8 @@ def read_index_file(path: Path):
                                 f"{index_len + ids_len + header_len + TRAILER_STRUCT.size} (truncated or appended to)")
     payload_index = data[:index_len]
     payload_ids = data[index_len:index_len + ids_len]
+    if not check_payload:
+        return meta, mapping, payload_ids, payload_index
     if hashlib.sha256(payload_ids).hexdigest() != meta["ids_payload_sha256"]:
         raise IndexCorruptError(f"{path}: ids section checksum mismatch (garbled file)")
     if hashlib.sha256(payload_index).hexdigest() != meta["index_payload_sha256"]:
@@ -90,25 +94,37 @@ def read_index_file(path: Path):
 
 
 
-def write_index_file(path, payload_index, payload_ids: bytes, meta: dict) -> Path:
+def write_index_file(path, faiss_index, payload_ids: bytes, meta: dict) -> Path:
     """Write one index file atomically: a temporary file renamed over the old one (a process
     that mapped the old file keeps reading it unharmed). ``meta`` is the index's metadata; the
-    sections' lengths and checksums and the time of saving are added to it here."""
+    sections' lengths and checksums and the time of saving are added to it here. FAISS writes
+    the index straight into the file (hashed on the way), so saving never holds a second copy
+    of the index in memory."""
     path = Path(path)
-    index_bytes = memoryview(payload_index)
-    meta.update({
-        "ids_bytes": len(payload_ids),
-        "index_bytes": index_bytes.nbytes,
-        "ids_payload_sha256": hashlib.sha256(payload_ids).hexdigest(),
-        "index_payload_sha256": hashlib.sha256(index_bytes).hexdigest(),
-        "saved_at": now(),
-    })
-    header = json.dumps(meta, sort_keys=True).encode("utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(index_bytes)
+            index_digest, index_bytes = hashlib.sha256(), 0
+
+            def sink(block: bytes) -> int:
+                nonlocal index_bytes
+                fh.write(block)
+                index_digest.update(block)
+                index_bytes += len(block)
+                return len(block)
+
+            writer = faiss.PyCallbackIOWriter(sink)
+            faiss.write_index(faiss_index, writer)
+            del writer                      # flushes its last buffered block into the file
+            meta.update({
+                "ids_bytes": len(payload_ids),
+                "index_bytes": index_bytes,
+                "ids_payload_sha256": hashlib.sha256(payload_ids).hexdigest(),
+                "index_payload_sha256": index_digest.hexdigest(),
+                "saved_at": now(),
+            })
+            header = json.dumps(meta, sort_keys=True).encode("utf-8")
             fh.write(payload_ids)
             fh.write(header)
             fh.write(TRAILER_STRUCT.pack(len(header), hashlib.sha256(header).digest(), FILE_MAGIC))

@@ -57,9 +57,10 @@ class UnknownIndexKind(UserError):
 class IndexKind:
     """One kind of index, declared once.
 
-    ``transform_vectors`` maps raw vectors (n, dim) to the stored ones (n, dim + extra_dims),
-    float32, checking its input (``arrays.as_matrix``); ``transform_queries`` maps raw queries
-    (n, dim) to the searched ones. ``postprocess`` turns FAISS's values (squared L2 distances
+    ``transform_vectors`` maps raw vectors (a checked float32 (n, dim) matrix) to the stored
+    ones (n, dim + extra_dims), float32, row by row (a row's result depends on that row alone:
+    builds transform a chunk at a time); ``transform_queries`` maps raw queries (n, dim) to the
+    searched ones. ``postprocess`` turns FAISS's values (squared L2 distances
     or inner products) into the values a search reports (None: as FAISS gives them).
     ``transform`` names the stored transform and is written in every index file: a file whose
     name differs is stale and rebuilt, so rename it when the transform changes.

@@ -15,12 +15,13 @@ from .arrays import as_ids
 from .fileformat import IndexFileError
 from .kinds import index_kind
 from .locks import file_lock
-from .vector_index import VectorIndex
+from .vector_index import VectorChunks, VectorIndex
 
 log = logging.getLogger(__name__)
 
 IdsLoader = Callable[[], "np.ndarray | Sequence[int]"]
-VectorsLoader = Callable[[], "tuple[np.ndarray | Sequence[int], np.ndarray]"]
+# What a build reads: (ids, raw vectors) all at once, or VectorChunks (a chunk at a time).
+VectorsLoader = Callable[[], "tuple[np.ndarray | Sequence[int], np.ndarray] | VectorChunks"]
 
 
 class IndexStore:
@@ -83,7 +84,8 @@ class IndexStore:
 
         ``expected_ids_loader()`` returns the ids the DB holds for this model version (asked
         when the index is first loaded, when the file changed on disk, or when ``verify``);
-        ``vectors_loader()`` returns ``(ids, raw_vectors)`` and is called only to rebuild.
+        ``vectors_loader()`` returns ``(ids, raw_vectors)`` or, for a build that reads the
+        database a chunk at a time, ``VectorChunks``; it is called only to rebuild.
         """
         key = (model_version, kind)
         path = self.path_for(model_version, kind)
@@ -137,11 +139,14 @@ class IndexStore:
 
     def _remap(self, key, path, index):
         """After this process saved `index`, map the file it wrote instead of keeping a
-        private copy (with mmap on)."""
+        private copy (with mmap on). The file was written and synced from `index` a moment ago,
+        so its sections are not hashed again: that would read every page of it into this
+        process while the private copy is still held."""
         if not self.mmap:
             return index
         try:
-            mapped = VectorIndex.load(path, model_version=key[0], kind=key[1], mmap=True, use_gpu=self.use_gpu)
+            mapped = VectorIndex.load(path, model_version=key[0], kind=key[1], mmap=True, use_gpu=self.use_gpu,
+                                      check_payload=False)
         except (FileNotFoundError, IndexFileError) as exc:
             log.warning("could not map %s after saving it (%s); keeping the private copy", path, exc)
             return index
@@ -150,12 +155,13 @@ class IndexStore:
 
     def _build_and_save(self, key, path, vectors_loader):
         model_version, kind = key
-        ids, vectors = vectors_loader()
-        ids = as_ids(np.asarray(ids, dtype=np.int64).ravel())
-        vectors = np.asarray(vectors, dtype=np.float32).reshape(ids.size, -1) if ids.size else \
-            np.zeros((0, self.dim), np.float32)
+        source = vectors_loader()
+        if not isinstance(source, VectorChunks):
+            ids, vectors = source
+            ids = as_ids(np.asarray(ids, dtype=np.int64).ravel())
+            source = VectorChunks.from_arrays(ids, np.asarray(vectors).reshape(ids.size, -1) if ids.size else ())
         options = {"use_gpu": self.use_gpu, **self.index_options}
-        index = VectorIndex(kind, model_version, self.dim, **options).build(ids, vectors)
+        index = VectorIndex(kind, model_version, self.dim, **options).build_from_chunks(source)
         index.save(path)
         self._indexes[key] = index
         self._signatures[key] = self._signature(path)

@@ -7,8 +7,9 @@ from __future__ import annotations
 import logging
 import math
 import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import faiss
 import numpy as np
@@ -31,6 +32,9 @@ DEFAULT_KMEANS_ITERATIONS = 10
 # An IVF index trained on n vectors keeps its lists balanced while it holds up to this many
 # times n; beyond that ``should_rebuild`` says so (the store then rebuilds from the DB).
 OVERGROWN_FACTOR = 4.0
+# Rows a build transforms and adds at a time: 20 000 x 625 float32 is 50 MB, and the transforms'
+# float64 temporaries a few times that; the index itself is the build's only large allocation.
+DEFAULT_BUILD_CHUNK = 20_000
 
 
 def choose_nlist(n: int) -> int:
@@ -38,6 +42,54 @@ def choose_nlist(n: int) -> int:
     nlist = int(round(DEFAULT_NLIST_PER_SQRT_N * math.sqrt(max(n, 1))))
     return int(min(max(nlist, DEFAULT_MIN_NLIST), DEFAULT_MAX_NLIST, max(n // 39, 1)))
 
+
+
+@dataclass(frozen=True)
+class VectorChunks:
+    """Raw vectors to build an index from, read a chunk at a time (from the database, say).
+
+    ``read()`` yields ``(ids, raw vectors)`` chunks in one fixed order and may be called again;
+    ``count`` is how many rows it yields. ``rows_at(positions)`` returns the rows at those
+    sorted positions of that order (an IVF build's training sample); without it the sample is
+    picked out of one extra pass of ``read()``.
+    """
+
+    count: int
+    read: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]
+    rows_at: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
+
+    @classmethod
+    def from_arrays(cls, ids, vectors, chunk_size: int | None = None) -> "VectorChunks":
+        """Vectors already in memory, read as views of ``chunk_size`` rows."""
+        ids = as_ids(np.asarray(ids).ravel() if np.size(ids) else np.zeros(0, np.int64))
+        arr = np.asarray(vectors)
+        if arr.ndim == 1 and arr.size:
+            arr = arr[None, :]
+        if ids.size == 0:
+            return cls(0, lambda: iter(()))
+        if arr.ndim != 2:
+            raise ValueError(f"vectors must be a 1-D vector or a 2-D (n, dim) array, got shape {arr.shape}")
+        if arr.shape[0] != ids.size:
+            raise ValueError(f"{ids.size} ids for {arr.shape[0]} vectors")
+        step = int(chunk_size or DEFAULT_BUILD_CHUNK)
+        return cls(int(ids.size), lambda: ((ids[i:i + step], arr[i:i + step]) for i in range(0, ids.size, step)),
+                   lambda positions: (ids[positions], arr[positions]))
+
+    def rows(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The rows at these sorted positions of ``read()``'s order."""
+        if self.rows_at is not None:
+            return self.rows_at(positions)
+        wanted, ids, parts, start = np.asarray(positions, dtype=np.int64), [], [], 0
+        for chunk_ids, raw in self.read():
+            stop = start + len(chunk_ids)
+            inside = wanted[(wanted >= start) & (wanted < stop)] - start
+            if inside.size:
+                ids.append(np.asarray(chunk_ids)[inside])
+                parts.append(np.asarray(raw)[inside])
+            start = stop
+        if not parts:
+            return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+        return np.concatenate(ids), np.concatenate(parts)
 
 
 class VectorIndex:
@@ -138,8 +190,10 @@ class VectorIndex:
     def _new_flat(self):
         return faiss.IndexIDMap2(faiss.IndexFlat(self.stored_dim, self.metric))
 
-    def _new_ivf(self, transformed: np.ndarray):
-        n = transformed.shape[0]
+    def _new_ivf(self, source: "VectorChunks"):
+        """An IVF-Flat trained (k-means) on a sample of ``source``: nlist * DEFAULT_TRAIN_POINTS_PER_LIST
+        rows drawn with a fixed seed, all that training uses, so the rest is never held at once."""
+        n = source.count
         nlist = int(self.nlist_override) if self.nlist_override else choose_nlist(n)
         quantizer = faiss.IndexFlat(self.stored_dim, self.metric)
         ivf = faiss.IndexIVFFlat(quantizer, self.stored_dim, nlist, self.metric)
@@ -148,17 +202,22 @@ class VectorIndex:
         n_train = min(n, nlist * DEFAULT_TRAIN_POINTS_PER_LIST)
         ivf.cp.max_points_per_centroid = DEFAULT_TRAIN_POINTS_PER_LIST
         rng = np.random.default_rng(0)
-        sample = transformed if n_train >= n else transformed[np.sort(rng.choice(n, n_train, replace=False))]
-        ivf.train(sample)
+        positions = np.arange(n) if n_train >= n else np.sort(rng.choice(n, n_train, replace=False))
+        _, raw = source.rows(positions)
+        ivf.train(self.spec.transform_vectors(self._check_vectors(raw)))
         # A hashtable direct map makes remove_ids and reconstruct cost O(1) per id.
         ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
         return ivf
 
-    def _check_raw(self, ids, vectors):
-        ids = as_ids(ids)
+    def _check_vectors(self, vectors) -> np.ndarray:
         arr = as_matrix(vectors)
         if arr.shape[1] != self.dim:
             raise ValueError(f"vectors have {arr.shape[1]} dimensions, the {self.kind} index expects {self.dim}")
+        return arr
+
+    def _check_raw(self, ids, vectors):
+        ids = as_ids(ids)
+        arr = self._check_vectors(vectors)
         if arr.shape[0] != ids.size:
             raise ValueError(f"{ids.size} ids for {arr.shape[0]} vectors")
         if np.unique(ids).size != ids.size:
@@ -179,23 +238,45 @@ class VectorIndex:
                 self._gpu_dirty = True
 
     def build(self, ids, vectors) -> "VectorIndex":
-        """Replace the whole content: exact below ``approximate_threshold`` vectors, IVF-Flat above."""
-        ids, arr = self._check_raw(ids, vectors)
-        transformed = self.spec.transform_vectors(arr)
-        del arr
-        if ids.size >= self.approximate_threshold and ids.size > 0:
-            index = self._new_ivf(transformed)
-            trained = int(ids.size)
+        """Replace the whole content: exact below ``approximate_threshold`` vectors, IVF-Flat above.
+        The vectors are transformed and added a chunk at a time (``build_from_chunks``)."""
+        return self.build_from_chunks(VectorChunks.from_arrays(ids, vectors))
+
+    def build_from_chunks(self, source: "VectorChunks") -> "VectorIndex":
+        """Replace the whole content with the raw vectors ``source`` gives a chunk at a time:
+        an IVF index is trained on a sample (``source.rows``), then every chunk is transformed
+        and added, so the build holds the index, one chunk and the training sample, never all
+        the raw or transformed vectors at once. Gives the index ``build`` gives for the same
+        vectors in the same order, byte for byte."""
+        if source.count >= self.approximate_threshold and source.count > 0:
+            index = self._new_ivf(source)
         else:
             index = self._new_flat()
-            trained = 0
-        if ids.size:
-            index.add_with_ids(transformed, ids)
+        held, start = [], 0
+        for chunk_ids, raw in source.read():
+            try:
+                chunk_ids, arr = self._check_raw(chunk_ids, raw)
+                transformed = self.spec.transform_vectors(arr)
+            except ValueError as exc:
+                raise ValueError(f"rows {start} to {start + len(chunk_ids) - 1}: {exc}" if start else str(exc)) \
+                    from None
+            if chunk_ids.size:
+                index.add_with_ids(transformed, chunk_ids)
+            held.append(chunk_ids)
+            start += chunk_ids.size
+            del arr, transformed
+        ids = np.sort(np.concatenate(held)) if held else np.zeros(0, np.int64)
+        if ids.size > 1 and not (np.diff(ids) > 0).all():
+            raise ValueError("ids contain duplicates")
+        if ids.size != source.count:
+            log.warning("a build was told of %d vectors and given %d (the database changed meanwhile?)",
+                        source.count, ids.size)
+        trained = int(ids.size) if isinstance(index, faiss.IndexIVF) else 0
         with self._lock.write():
             self._cpu = index
             self.mapped = False
             self._mapping = None
-            self._ids = np.sort(ids)
+            self._ids = ids
             self.trained_size = trained
             self.created_at = now()
             self._gpu_dirty = True
@@ -377,25 +458,27 @@ class VectorIndex:
         }
 
     def save(self, path) -> Path:
-        """Write the index and its metadata to one file, atomically (see ``fileformat``)."""
+        """Write the index and its metadata to one file, atomically (see ``fileformat``).
+        Searches go on meanwhile; changes wait until the file is written."""
         with self._lock.read():
             payload_ids = np.ascontiguousarray(self._ids, dtype="<i8").tobytes()
-            payload_index = faiss.serialize_index(self._cpu)
-            meta = self.metadata()
-        return write_index_file(path, payload_index, payload_ids, meta)
+            return write_index_file(path, self._cpu, payload_ids, self.metadata())
 
     @classmethod
     def load(cls, path, *, model_version: str | None = None, kind: str | None = None,
-             expected_ids=None, use_gpu: bool | None = None, mmap: bool = False) -> "VectorIndex":
+             expected_ids=None, use_gpu: bool | None = None, mmap: bool = False,
+             check_payload: bool = True) -> "VectorIndex":
         """Read an index file. Raises FileNotFoundError when it does not exist,
         IndexCorruptError when it cannot be trusted byte for byte, IndexStaleError when it is
         intact but does not match the model version, kind or ids given.
 
         With ``mmap`` the vectors are not copied: FAISS maps the file's pages (shared with every
         other process mapping the same file) and the ids are a view of the mapped file; the
-        file is still verified byte for byte first (read through the page cache, not copied)."""
+        file is still verified byte for byte first (read through the page cache, not copied),
+        unless ``check_payload`` is False (a file this process has just written: see
+        ``fileformat.read_index_file``)."""
         path = Path(path)
-        meta, mapping, payload_ids, payload_index = read_index_file(path)
+        meta, mapping, payload_ids, payload_index = read_index_file(path, check_payload=check_payload)
         try:
             if mmap:
                 index = faiss.read_index(str(path), MMAP_FLAGS)
