@@ -26,7 +26,10 @@ def hellinger_transform(vectors) -> np.ndarray:
     out = np.zeros((arr.shape[0], arr.shape[1] + 1), dtype=np.float32)
     nonempty = ~empty
     if nonempty.any():
-        out[nonempty, :-1] = np.sqrt(arr[nonempty] / totals[nonempty, None]).astype(np.float32)
+        # One float64 temporary, square-rooted in place (builds transform a chunk at a time, and
+        # this is most of a chunk's memory); the float32 assignment rounds as astype would.
+        shares = (arr if nonempty.all() else arr[nonempty]) / totals[nonempty, None]
+        out[nonempty, :-1] = np.sqrt(shares, out=shares)
     out[empty, -1] = 1.0
     return out
 
@@ -38,7 +41,7 @@ def share_transform(vectors) -> np.ndarray:
     totals = arr.sum(axis=1, dtype=np.float64)
     out = np.zeros_like(arr)
     nonempty = totals > 0
-    out[nonempty] = (arr[nonempty] / totals[nonempty, None]).astype(np.float32)
+    out[nonempty] = (arr if nonempty.all() else arr[nonempty]) / totals[nonempty, None]
     return out
 
 

@@ -32,9 +32,9 @@ DEFAULT_KMEANS_ITERATIONS = 10
 # An IVF index trained on n vectors keeps its lists balanced while it holds up to this many
 # times n; beyond that ``should_rebuild`` says so (the store then rebuilds from the DB).
 OVERGROWN_FACTOR = 4.0
-# Rows a build transforms and adds at a time: 20 000 x 625 float32 is 50 MB, and the transforms'
-# float64 temporaries a few times that; the index itself is the build's only large allocation.
-DEFAULT_BUILD_CHUNK = 20_000
+# Rows a build transforms and adds at a time: 10 000 x 625 float32 is 25 MB, the transform's
+# float64 temporary twice that; the index itself is the build's only large allocation.
+DEFAULT_BUILD_CHUNK = 10_000
 
 
 def choose_nlist(n: int) -> int:
