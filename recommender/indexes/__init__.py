@@ -23,9 +23,8 @@ kinds and their registry), ``locks``, ``gpu``, ``vector_index`` (``VectorIndex``
 ``fileformat`` (the index file), ``store`` (``IndexStore``), ``nodes`` (node queries). Callers
 import from the package: ``from recommender.indexes import IndexStore``.
 """
-from .arrays import ids_checksum
-from .fileformat import FILE_MAGIC, FORMAT_VERSION, MMAP_FLAGS, IndexCorruptError, IndexFileError, IndexStaleError
-from .gpu import gpu_available, gpu_resources, gpu_status, parse_gpu_setting, to_gpu
+from .fileformat import IndexCorruptError, IndexFileError, IndexStaleError
+from .gpu import gpu_available, gpu_status, parse_gpu_setting
 from .kinds import (
     ACTIVATION,
     DEFAULT_APPROXIMATE_THRESHOLDS,
@@ -39,8 +38,8 @@ from .kinds import (
     register_index_kind,
 )
 from .nodes import map_distances, neighbourhood_query, node_query_vector
-from .store import IdsLoader, IndexStore, VectorsLoader
-from .transforms import empty_rows, hellinger_from_squared_l2, hellinger_transform, share_transform
+from .store import IndexStore
+from .transforms import empty_rows, hellinger_transform, share_transform
 from .vector_index import (
     DEFAULT_BUILD_CHUNK,
     DEFAULT_KMEANS_ITERATIONS,
@@ -48,19 +47,16 @@ from .vector_index import (
     DEFAULT_MIN_NLIST,
     DEFAULT_NLIST_PER_SQRT_N,
     DEFAULT_TRAIN_POINTS_PER_LIST,
-    OVERGROWN_FACTOR,
     VectorChunks,
     VectorIndex,
     choose_nlist,
 )
 
 __all__ = [
-    "ACTIVATION", "DEFAULT_APPROXIMATE_THRESHOLDS", "DEFAULT_BUILD_CHUNK", "DEFAULT_KMEANS_ITERATIONS", "DEFAULT_MAX_NLIST",
-    "DEFAULT_MIN_NLIST", "DEFAULT_NLIST_PER_SQRT_N", "DEFAULT_NPROBES", "DEFAULT_TRAIN_POINTS_PER_LIST",
-    "FILE_MAGIC", "FORMAT_VERSION", "HISTO", "MMAP_FLAGS", "OVERGROWN_FACTOR", "IdsLoader", "IndexCorruptError",
-    "IndexFileError", "IndexKind", "IndexStaleError", "IndexStore", "UnknownIndexKind", "VectorChunks", "VectorIndex",
-    "VectorsLoader", "choose_nlist", "empty_rows", "gpu_available", "gpu_resources", "gpu_status",
-    "hellinger_from_squared_l2", "hellinger_transform", "ids_checksum", "index_kind", "index_kind_names",
-    "index_kinds", "map_distances", "neighbourhood_query", "node_query_vector", "parse_gpu_setting",
-    "register_index_kind", "share_transform", "to_gpu",
+    "ACTIVATION", "DEFAULT_APPROXIMATE_THRESHOLDS", "DEFAULT_BUILD_CHUNK", "DEFAULT_KMEANS_ITERATIONS",
+    "DEFAULT_MAX_NLIST", "DEFAULT_MIN_NLIST", "DEFAULT_NLIST_PER_SQRT_N", "DEFAULT_NPROBES",
+    "DEFAULT_TRAIN_POINTS_PER_LIST", "HISTO", "IndexCorruptError", "IndexFileError", "IndexKind", "IndexStaleError",
+    "IndexStore", "UnknownIndexKind", "VectorChunks", "VectorIndex", "choose_nlist", "empty_rows", "gpu_available",
+    "gpu_status", "hellinger_transform", "index_kind", "index_kind_names", "index_kinds", "map_distances",
+    "neighbourhood_query", "node_query_vector", "parse_gpu_setting", "register_index_kind", "share_transform",
 ]
