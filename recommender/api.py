@@ -13,6 +13,7 @@ from config.throttling import UploadThrottle
 from archive.api.filters import ExposureFilter
 
 from . import services, uploads
+from .indexes import HISTO, index_kind_names, index_kinds
 
 MATCHES = inline_serializer("Matches", fields={"results": serializers.ListField(child=serializers.DictField())})
 
@@ -43,14 +44,16 @@ def _search(call):
 
 
 class SimilarView(APIView):
-    """Exposures most like this one. `index=histo` (default) compares histo-vectors as
-    distributions; `index=activation` compares mean prototype activations."""
+    """Exposures most like this one, by the index kind `index` (default histo: histo-vectors
+    compared as distributions); the kinds are those registered in `recommender.indexes.kinds`."""
 
-    @extend_schema(parameters=[OpenApiParameter("k", int), OpenApiParameter("index", str, enum=["histo", "activation"])],
-                   responses={200: MATCHES})
+    @extend_schema(parameters=[OpenApiParameter("k", int), OpenApiParameter(
+        "index", str, enum=index_kind_names(), default=HISTO.name,
+        description="; ".join(f"{kind.name}: {kind.description}" for kind in index_kinds()))],
+        responses={200: MATCHES})
     def get(self, request, pk):
         exposure = selectors.visible_exposure_or_404(request.user, pk)
-        index = request.query_params.get("index", services.HISTO)
+        index = request.query_params.get("index", HISTO.name)
         matches = _search(lambda: services.similar(exposure, k=request.query_params.get("k", 10), index=index,
                                                    user=request.user, queryset=_filtered_queryset(request)))
         return _respond(matches, exposure=exposure.pk, index=index)

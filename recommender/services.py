@@ -1,11 +1,12 @@
 """Content search over the archive: find-similar, search by prototypes, by an example cutout
 and by an uploaded exposure. Views stay thin and call these.
 
-Two FAISS indexes per active DESOM-1 version (see `recommender.indexes`): "histo" holds
-histo-vectors compared as distributions (Hellinger), "activation" holds each exposure's mean
-soft prototype activations for inner-product queries over DESOM-1 nodes. The indexes are
-derived data: built from the database when missing, stale or corrupt, and kept in step with
-it by the receivers in `recommender.receivers`.
+One FAISS index per registered index kind per active DESOM-1 version (the kinds are declared
+in `recommender.indexes.kinds`): "histo" holds histo-vectors compared as distributions
+(Hellinger), "activation" holds each exposure's mean soft prototype activations for
+inner-product queries over DESOM-1 nodes. The indexes are derived data: built from the database
+when missing, stale or corrupt, and kept in step with it by the receivers in
+`recommender.receivers`.
 """
 from __future__ import annotations
 
@@ -22,12 +23,10 @@ from archive import selectors, vectors
 from archive.models import Exposure, ExposureVector, ModelVersion
 from archive.services import versions
 
-from .indexes import IndexStore, neighbourhood_query, node_query_vector, parse_gpu_setting
+from .indexes import (ACTIVATION, DEFAULT_BUILD_CHUNK, HISTO, IndexKind, IndexStore, VectorChunks, index_kind,
+                      index_kinds, neighbourhood_query, node_query_vector, parse_gpu_setting)
 
 MAX_K = 200
-HISTO = "histo"
-ACTIVATION = "activation"
-INDEX_KINDS = (HISTO, ACTIVATION)
 
 _store_lock = threading.Lock()
 _store: IndexStore | None = None
@@ -74,34 +73,73 @@ def expected_ids(desom1: ModelVersion) -> np.ndarray:
     return np.fromiter(_vector_rows(desom1).values_list("exposure_id", flat=True), dtype=np.int64)
 
 
-def index_vectors(desom1: ModelVersion, kind: str, exposure_ids=None) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, raw vectors) for one index kind, from the database. The activation index falls
-    back to the histo-vector for an exposure stored without activations."""
+def _read_vectors(rows, kind: IndexKind, n_nodes: int, chunk_size: int | None):
+    """(ids, raw vectors) of `rows` in exposure order, `chunk_size` rows at a time (None: all
+    at once): each row's first non-null field of ``kind.vector_fields`` (the activation index
+    falls back to the histo-vector for an exposure stored without activations)."""
+    ids, blobs = [], []
+    for exposure_id, *fields in rows.order_by("exposure_id").values_list(
+            "exposure_id", *kind.vector_fields).iterator(chunk_size=2000):
+        ids.append(exposure_id)
+        blobs.append(next((f for f in fields if f is not None), fields[-1]))
+        if chunk_size and len(ids) == chunk_size:
+            yield np.asarray(ids, dtype=np.int64), vectors.stack(blobs, length=n_nodes)
+            ids, blobs = [], []
+    if ids or not chunk_size:
+        yield np.asarray(ids, dtype=np.int64), vectors.stack(blobs, length=n_nodes)
+
+
+def _n_nodes(desom1: ModelVersion) -> int:
+    return desom1.map_shape[0] * desom1.map_shape[1]
+
+
+def index_vectors(desom1: ModelVersion, kind: IndexKind, exposure_ids=None) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, raw vectors) for one index kind, from the database, all at once: for a few
+    exposures (those just ingested, a page of results). A build reads `index_vector_chunks`."""
     rows = _vector_rows(desom1)
     if exposure_ids is not None:
         rows = rows.filter(exposure_id__in=list(exposure_ids))
-    ids, blobs = [], []
-    for exposure_id, histo, activations in rows.order_by("exposure_id").values_list(
-            "exposure_id", "histo", "activations").iterator(chunk_size=2000):
-        ids.append(exposure_id)
-        blobs.append(activations if (kind == ACTIVATION and activations is not None) else histo)
-    n_nodes = desom1.map_shape[0] * desom1.map_shape[1]
-    return np.asarray(ids, dtype=np.int64), vectors.stack(blobs, length=n_nodes)
+    return next(_read_vectors(rows, kind, _n_nodes(desom1), None))
 
 
-def get_index(kind: str, desom1: ModelVersion | None = None, *, verify: bool = False):
-    if kind not in INDEX_KINDS:
-        raise SearchError(f"index must be one of {list(INDEX_KINDS)}, not {kind!r}")
+# Exposure ids per query when a build fetches its training sample by id (well under SQLite's
+# limit on a query's parameters).
+SAMPLE_QUERY_IDS = 500
+
+
+def index_vector_chunks(desom1: ModelVersion, kind: IndexKind, chunk_size: int = DEFAULT_BUILD_CHUNK) -> VectorChunks:
+    """The vectors of an index build, read from the database a chunk at a time, so a build
+    holds one chunk (and the index it fills) instead of every vector at once. An IVF build's
+    training sample is fetched by exposure id, without a pass over the whole table."""
+    rows = _vector_rows(desom1)
+    ordered = np.fromiter(rows.order_by("exposure_id").values_list("exposure_id", flat=True), dtype=np.int64)
+    n_nodes = _n_nodes(desom1)
+
+    def rows_at(positions):
+        wanted = ordered[np.asarray(positions, dtype=np.int64)]
+        parts = [index_vectors(desom1, kind, wanted[i:i + SAMPLE_QUERY_IDS])
+                 for i in range(0, wanted.size, SAMPLE_QUERY_IDS)]
+        if not parts:
+            return np.zeros(0, np.int64), np.zeros((0, n_nodes), np.float32)
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    return VectorChunks(int(ordered.size), lambda: _read_vectors(rows, kind, n_nodes, chunk_size), rows_at)
+
+
+def get_index(kind: str | IndexKind, desom1: ModelVersion | None = None, *, verify: bool = False):
+    """The index of this kind (a name: UnknownIndexKind, a UserError, for one nobody registered)
+    under the active DESOM-1 (or ``desom1``), loaded, mapped or built from the database."""
+    kind = kind if isinstance(kind, IndexKind) else index_kind(kind)
     desom1 = desom1 or _active_desom1()
     the_store = store()
-    the_store.dim = desom1.map_shape[0] * desom1.map_shape[1]
+    the_store.dim = _n_nodes(desom1)
     # A newly activated model: the previous version's indexes are let go (their mappings and
     # private memory with them); the new ones are mapped, or built once, on this first search.
     for version, _ in the_store.loaded():
         if version != desom1.version_id and not the_store.is_dirty(version):
             the_store.evict(version)
-    return the_store.get(desom1.version_id, kind, lambda: expected_ids(desom1),
-                         lambda: index_vectors(desom1, kind), verify=verify)
+    return the_store.get(desom1.version_id, kind.name, lambda: expected_ids(desom1),
+                         lambda: index_vector_chunks(desom1, kind), verify=verify)
 
 
 @dataclass
@@ -147,17 +185,18 @@ def _search_until_enough(search, k: int, user, queryset, exclude=()):
         want *= 4
 
 
-def similar(exposure: Exposure, *, k: int = 10, index: str = HISTO, user=None, queryset=None) -> list[Match]:
-    """Exposures most like `exposure` (itself excluded), nearest first."""
+def similar(exposure: Exposure, *, k: int = 10, index: str = HISTO.name, user=None, queryset=None) -> list[Match]:
+    """Exposures most like `exposure` (itself excluded), nearest first, by the index kind named
+    `index`."""
     k = _check_k(k)
+    kind = index_kind(index)
     desom1 = _active_desom1()
-    the_index = get_index(index, desom1)
+    the_index = get_index(kind, desom1)
     if exposure.pk not in the_index:
         raise SearchError(f"exposure {exposure.expnum} has no vector under the active DESOM-1 "
                           f"({'calibration frame' if not exposure.is_science else 'run manage.py assign'})")
     kept = _search_until_enough(lambda n: the_index.search_like(exposure.pk, n), k, user, queryset)
-    what = "Hellinger distance between histo-vectors" if index == HISTO else "inner product of prototype activations"
-    return [Match(e, s, f"{what}: {s:.3f}") for e, s in kept]
+    return [Match(e, s, f"{kind.score}: {s:.3f}") for e, s in kept]
 
 
 def _share_in_nodes(exposure_ids, nodes, desom1) -> dict[int, float]:
@@ -206,7 +245,7 @@ def by_prototypes(nodes, *, k: int = 10, user=None, spread: float = 0.0, queryse
     the node weights with each exposure's prototype activations), highest first."""
     k = _check_k(k)
     desom1 = _active_desom1()
-    n_nodes = desom1.map_shape[0] * desom1.map_shape[1]
+    n_nodes = _n_nodes(desom1)
     if query_vector is None:
         weights = parse_node_weights(nodes, n_nodes)
         query_vector = node_query_vector(weights, n_nodes, map_shape=desom1.map_shape, spread=spread)
@@ -281,16 +320,16 @@ def by_exposure_file(path, *, k: int = 10, user=None, queryset=None) -> tuple[di
     kept = _search_until_enough(lambda n: the_index.search(summary.histo, n), k, user, queryset)
     info = {"n_detected": int(summary.n_detected), "n_ccds": len(summary.ccds), "warnings": list(summary.warnings),
             "expnum": summary.metadata.expnum}
-    return info, [Match(e, s, f"Hellinger distance between histo-vectors: {s:.3f}") for e, s in kept]
+    return info, [Match(e, s, f"{HISTO.score}: {s:.3f}") for e, s in kept]
 
 
 def index_readiness() -> dict:
-    """For /health/ready/: with an active DESOM-1, both index files are on disk (a worker
+    """For /health/ready/: with an active DESOM-1, every kind's index file is on disk (a worker
     would otherwise build one from the database on its first search)."""
     desom1 = versions.active_version(ModelVersion.DESOM1)
     if desom1 is None:
         return {"ok": True, "active_desom1": None}
-    files = {kind: store().path_for(desom1.version_id, kind) for kind in INDEX_KINDS}
+    files = {kind.name: store().path_for(desom1.version_id, kind.name) for kind in index_kinds()}
     missing = [kind for kind, path in files.items() if not path.exists()]
     return {"ok": not missing, "active_desom1": desom1.version_id,
             "missing": missing or None, "hint": "run manage.py build_index" if missing else None}
@@ -302,17 +341,17 @@ def on_exposures_ingested(exposure_ids, model_version=None) -> None:
     desom1 = model_version or versions.active_version(ModelVersion.DESOM1)
     if desom1 is None or not exposure_ids:
         return
-    for kind in INDEX_KINDS:
+    for kind in index_kinds():
         ids, raw = index_vectors(desom1, kind, exposure_ids)
         if len(ids):
-            store().add(desom1.version_id, kind, ids, raw)
+            store().add(desom1.version_id, kind.name, ids, raw)
 
 
 def on_exposures_deleted(exposure_ids) -> None:
     desom1 = versions.active_version(ModelVersion.DESOM1)
     if desom1 is not None:
-        for kind in INDEX_KINDS:
-            store().remove(desom1.version_id, kind, exposure_ids)
+        for kind in index_kinds():
+            store().remove(desom1.version_id, kind.name, exposure_ids)
     store().remove_everywhere(exposure_ids)
 
 

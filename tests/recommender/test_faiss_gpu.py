@@ -8,7 +8,7 @@ import faiss
 import numpy as np
 import pytest
 
-from recommender import indexes as rx
+from recommender.indexes import gpu as faiss_gpu
 from recommender.indexes import IndexStore, VectorIndex, gpu_available, gpu_status, parse_gpu_setting
 
 DIM = 625
@@ -36,7 +36,7 @@ def fake_gpu(monkeypatch):
     monkeypatch.setattr(faiss, "StandardGpuResources", lambda: object(), raising=False)
     monkeypatch.setattr(faiss, "index_cpu_to_gpu", index_cpu_to_gpu, raising=False)
     monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", lambda index, co=None: index, raising=False)
-    monkeypatch.setattr(rx, "_gpu_resources", None)
+    monkeypatch.setattr(faiss_gpu, "_gpu_resources", None)
     return copies
 
 

@@ -75,7 +75,7 @@ def test_index_survives_a_restart_and_rebuilds_when_stale(populated_archive, sur
 def test_a_corrupt_index_file_is_rebuilt(populated_archive):
     index = services.get_index(services.HISTO)
     services.flush_indexes()
-    path = services.store().path_for(index.model_version, services.HISTO)
+    path = services.store().path_for(index.model_version, index.kind)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     services.reset_store()
     again = services.get_index(services.HISTO)
