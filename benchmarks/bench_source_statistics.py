@@ -40,19 +40,23 @@ def measure(paths, rounds: int, detector: str) -> dict:
     config = ImagingConfig(detector=detector, checksum=False)
     for path in paths[:1]:           # warm the page cache and the imports before timing
         _time(path, config, True)
-    with_s, without_s, own_s = [], [], []
+    with_s, without_s, own_s, extra = [], [], [], []
     for r in range(rounds):
         for path in paths:
             order = (True, False) if r % 2 == 0 else (False, True)
+            pair = {}
             for flag in order:
                 seconds, own = _time(path, config, flag)
+                pair[flag] = seconds
                 (with_s if flag else without_s).append(seconds)
                 if flag:
                     own_s.append(own)
+            extra.append(pair[True] - pair[False])
     med_with, med_without = statistics.median(with_s), statistics.median(without_s)
     return {"files": len(paths), "rounds": rounds, "detector": detector,
             "seconds_with": round(med_with, 4), "seconds_without": round(med_without, 4),
             "ratio_with_over_without": round(med_with / med_without, 4),
+            "median_paired_extra_seconds": round(statistics.median(extra), 4),
             "statistics_seconds": round(statistics.median(own_s), 4),
             "statistics_share_of_with": round(statistics.median(own_s) / med_with, 4)}
 
