@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.science_data import plane_stamps
+from desom.baseline import FeatureScaler  # noqa: F401  (the study's scaler is the archive's)
 
 # How each recipe turns the kept raw stamps (pixel - CCD sky) into DESOM-1 inputs.
 RECIPES = {
@@ -228,23 +229,6 @@ def desom2_cells(model, norm, x: np.ndarray, extra: np.ndarray | None = None):
         z = np.hstack([z, extra]).astype(np.float32)
     pred = DesomPredictor(model).predict(z.astype(np.float32), return_latent=True, return_activations=False)
     return pred.bmu, pred.latent, z
-
-
-class FeatureScaler:
-    """Median fill and standardisation of the baseline statistics, fitted on training rows."""
-
-    def fit(self, x):
-        x = np.asarray(x, np.float64)
-        with np.errstate(all="ignore"):
-            self.fill = np.nan_to_num(np.nanmedian(x, axis=0))
-        f = np.where(np.isfinite(x), x, self.fill)
-        self.mean, std = f.mean(axis=0), f.std(axis=0)
-        self.std = np.where(std > 0, std, 1.0)
-        return self
-
-    def transform(self, x):
-        x = np.asarray(x, np.float64)
-        return ((np.where(np.isfinite(x), x, self.fill) - self.mean) / self.std).astype(np.float32)
 
 
 def thinned_hard(data: dict, histos: dict, share: float, seed: int, n_nodes: int = 625) -> np.ndarray:

@@ -14,7 +14,10 @@ sources):
                          block medians of the sky, relative to its median level
 
 A statistic that cannot be measured (an exposure with no sources, every CCD dead) is NaN;
-``BaselineClusterer`` fills it with the training median before scaling.
+``FeatureScaler`` fills it with the training median before standardising, for k-means
+(``BaselineClusterer``) and for DESOM-2 when it reads the statistics beside the histo-vector
+(``desom.normalise.HistoNormaliser(statistics=True)``). Stored as JSON, an exposure's statistics
+are a dict keyed by FEATURE_NAMES with null for NaN (``statistics_to_dict`` / ``statistics_matrix``).
 """
 from __future__ import annotations
 
@@ -161,6 +164,95 @@ class SourceStatistics:
                          float(np.mean(structure)) if structure else np.nan])
 
 
+def statistics_to_dict(values) -> dict:
+    """The FEATURE_NAMES values as a JSON-friendly dict: NaN (unmeasurable) becomes None."""
+    values = np.asarray(values, np.float64).ravel()
+    if values.shape != (len(FEATURE_NAMES),):
+        raise ValueError(f"expected {len(FEATURE_NAMES)} statistics, got {values.shape[0]}")
+    return {name: (float(v) if np.isfinite(v) else None) for name, v in zip(FEATURE_NAMES, values)}
+
+
+def statistics_matrix(rows) -> np.ndarray:
+    """(n, 5) float64 from stored statistics dicts; None (a row never measured) or a missing or
+    null value becomes NaN, which FeatureScaler fills with its training median."""
+    out = np.full((len(rows), len(FEATURE_NAMES)), np.nan)
+    for i, row in enumerate(rows):
+        if row:
+            for j, name in enumerate(FEATURE_NAMES):
+                value = row.get(name)
+                if value is not None:
+                    out[i, j] = float(value)
+    return out
+
+
+class FeatureScaler:
+    """Median fill and standardisation of the source statistics, fitted on training rows: a NaN
+    (unmeasurable) takes the column's training median, then every column has mean 0 and unit
+    spread over the training rows (a constant column keeps scale 1). The one implementation for
+    the baseline's k-means, DESOM-2's statistics columns and the science study."""
+
+    def __init__(self):
+        self.fill: np.ndarray | None = None
+        self.mean: np.ndarray | None = None
+        self.std: np.ndarray | None = None
+
+    @property
+    def fitted(self) -> bool:
+        return self.fill is not None
+
+    @property
+    def n_features(self) -> int | None:
+        return None if self.fill is None else int(self.fill.shape[0])
+
+    @staticmethod
+    def _matrix(x) -> np.ndarray:
+        x = np.asarray(x, np.float64)
+        if x.ndim == 1:
+            x = x[None, :]
+        if x.ndim != 2:
+            raise ValueError(f"statistics must be a 2-D array (n, features), got shape {x.shape}")
+        return x
+
+    def fit(self, x) -> "FeatureScaler":
+        x = self._matrix(x)
+        if x.shape[0] < 1:
+            raise ValueError("cannot fit a FeatureScaler on zero rows")
+        with np.errstate(all="ignore"):
+            median = np.nanmedian(x, axis=0)
+        self.fill = np.where(np.isfinite(median), median, 0.0)   # a column never measured: 0
+        filled = np.where(np.isfinite(x), x, self.fill)
+        self.mean, std = filled.mean(axis=0), filled.std(axis=0)
+        self.std = np.where(std > 0, std, 1.0)
+        return self
+
+    def transform(self, x, dtype=np.float32) -> np.ndarray:
+        if not self.fitted:
+            raise ValueError("FeatureScaler is not fitted; call fit() first")
+        x = self._matrix(x)
+        if x.shape[1] != self.n_features:
+            raise ValueError(f"statistics have {x.shape[1]} columns, the scaler was fitted on {self.n_features}")
+        return ((np.where(np.isfinite(x), x, self.fill) - self.mean) / self.std).astype(dtype)
+
+    def to_dict(self) -> dict:
+        if not self.fitted:
+            raise ValueError("cannot serialise an unfitted FeatureScaler")
+        return {"fill": self.fill.tolist(), "mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FeatureScaler":
+        try:
+            parts = [np.asarray(d[key], np.float64) for key in ("fill", "mean", "std")]
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a FeatureScaler dict: {exc!r}") from None
+        if any(p.ndim != 1 or p.shape != parts[0].shape for p in parts):
+            raise ValueError("FeatureScaler fill/mean/std must be 1-D arrays of one length")
+        if not all(np.isfinite(p).all() for p in parts) or not (parts[2] > 0).all():
+            raise ValueError("FeatureScaler fill/mean/std must be finite with a positive std")
+        scaler = cls()
+        scaler.fill, scaler.mean, scaler.std = parts
+        return scaler
+
+
 class BaselineClusterer:
     """k-means over standardised source statistics: fit on the training exposures, then give
     any exposure a cluster, used exactly as a DESOM-2 cell by the evaluation protocols."""
@@ -179,8 +271,7 @@ class BaselineClusterer:
         return x
 
     def _scaled(self, x) -> np.ndarray:
-        x = np.where(np.isfinite(x), x, self.fill_)
-        return (x - self.centre_) / self.scale_
+        return self.scaler_.transform(x, dtype=np.float64)
 
     def fit(self, features) -> "BaselineClusterer":
         from sklearn.cluster import KMeans
@@ -188,13 +279,7 @@ class BaselineClusterer:
         x = self._check(features)
         if x.shape[0] < self.n_clusters:
             raise ValueError(f"{x.shape[0]} exposures are fewer than {self.n_clusters} clusters")
-        with np.errstate(all="ignore"):
-            self.fill_ = np.nanmedian(x, axis=0)
-        self.fill_ = np.where(np.isfinite(self.fill_), self.fill_, 0.0)
-        filled = np.where(np.isfinite(x), x, self.fill_)
-        self.centre_ = filled.mean(axis=0)
-        scale = filled.std(axis=0)
-        self.scale_ = np.where(scale > 0, scale, 1.0)
+        self.scaler_ = FeatureScaler().fit(x)
         self.kmeans_ = KMeans(self.n_clusters, n_init=self.n_init, random_state=self.seed)
         self.kmeans_.fit(self._scaled(x))
         return self

@@ -168,6 +168,9 @@ class ExposureSummary:
     map_shape: tuple | None = None
     detector: str | None = None
     footprint: object | None = None           # desom.footprint.ExposureFootprint, from the WCS
+    # The five source statistics of desom.baseline (FEATURE_NAMES -> float, None where
+    # unmeasurable), from the same detections; None for a calibration frame or when not asked.
+    source_statistics: dict | None = None
 
     def to_dict(self) -> dict:
         """JSON-friendly dict (arrays as lists, dates as ISO strings)."""
@@ -325,10 +328,12 @@ def _iter_ccds(reader, config: ImagingConfig, timings: dict, on_detection=None, 
         yield record, cutouts
 
 
-def summarise_exposure(path, predictor=None, config: ImagingConfig = ImagingConfig()) -> ExposureSummary:
-    """Summarise one exposure: metadata, per-CCD detections and, with a DESOM-1 predictor,
-    the histo-vector and mean activations. Raises ExposureReadError for an unreadable file;
-    problems of single CCDs are warnings in the summary."""
+def summarise_exposure(path, predictor=None, config: ImagingConfig = ImagingConfig(),
+                       source_statistics: bool = True) -> ExposureSummary:
+    """Summarise one exposure: metadata, per-CCD detections, the five source statistics of
+    desom.baseline (source_statistics; DESOM-2 may read them beside the histo-vector) and, with
+    a DESOM-1 predictor, the histo-vector and mean activations. Raises ExposureReadError for an
+    unreadable file; problems of single CCDs are warnings in the summary."""
     if not isinstance(config, ImagingConfig):
         raise TypeError(f"config must be an ImagingConfig, got {type(config).__name__}")
     if predictor is not None and getattr(predictor, "kind", "desom1") != "desom1":
@@ -363,14 +368,28 @@ def summarise_exposure(path, predictor=None, config: ImagingConfig = ImagingConf
         if metadata.obstype is None:
             summary.warnings.append("no OBSTYPE/EXPTYPE keyword: treated as a science exposure")
 
+        statistics = measure = None
+        if source_statistics:
+            from desom.baseline import SourceStatistics
+
+            statistics = SourceStatistics(edge_margin=config.edge_margin)
+
+            def measure(ccd, result, inside):   # timed: the statistics' share of the imaging
+                t0 = time.perf_counter()
+                statistics.on_detection(ccd, result, inside)
+                timings["statistics"] = timings.get("statistics", 0.0) + time.perf_counter() - t0
         all_cutouts, all_weights = [], []
-        for record, cutouts in _iter_ccds(reader, config, timings):
+        for record, cutouts in _iter_ccds(reader, config, timings, on_detection=measure):
             summary.ccds.append(record)
             summary.warnings.extend(record.warnings)
             if cutouts.shape[0]:
                 all_cutouts.append(cutouts)
                 all_weights.append(np.full(cutouts.shape[0], record.weight, np.float64))
 
+    if statistics is not None:
+        from desom.baseline import statistics_to_dict
+
+        summary.source_statistics = statistics_to_dict(statistics.features())
     summary.n_detected = int(sum(r.n_detected for r in summary.ccds))
     summary.n_sampled = int(sum(r.n_sampled for r in summary.ccds))
     summary.weight = summary.n_detected / summary.n_sampled if summary.n_sampled else 0.0

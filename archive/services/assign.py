@@ -105,18 +105,29 @@ def assign_cells(*, desom2: ModelVersion | None = None, recompute: bool = False,
         return 0
     checkpoint = versions.load_checkpoint_for(desom2)
     predictor = DesomPredictor(checkpoint)
-    written, last = 0, 0
+    # A DESOM-2 trained on "histo+stats" reads each exposure's stored source statistics too; one
+    # never measured takes the training medians, as an unmeasurable value does.
+    with_statistics = checkpoint.normaliser.uses_statistics
+    columns = ("exposure_id", "histo") + (("exposure__source_statistics",) if with_statistics else ())
+    written, last, unmeasured = 0, 0, 0
     bar = tqdm(total=total, desc="DESOM-2 cells", unit="exp", disable=not progress)
     # One page of `chunk` vectors at a time, by exposure id (keyset pages: no cursor stays open
     # while cells are written, and memory is one page whatever the archive's size).
     while True:
-        page = list(rows.filter(exposure_id__gt=last).order_by("exposure_id").values_list("exposure_id", "histo")[:chunk])
+        page = list(rows.filter(exposure_id__gt=last).order_by("exposure_id").values_list(*columns)[:chunk])
         if not page:
             break
-        part_ids = np.array([e for e, _ in page], dtype=np.int64)
-        histos = vectors.stack([blob for _, blob in page])
+        part_ids = np.array([row[0] for row in page], dtype=np.int64)
+        histos = vectors.stack([row[1] for row in page])
         last = int(part_ids[-1])
-        prediction = predictor.predict(checkpoint.normaliser.transform(histos), return_latent=True)
+        statistics = None
+        if with_statistics:
+            from desom.baseline import statistics_matrix
+
+            statistics = statistics_matrix([row[2] for row in page])
+            unmeasured += sum(row[2] is None for row in page)
+        prediction = predictor.predict(checkpoint.normaliser.transform(histos, statistics=statistics),
+                                       return_latent=True)
         cells = [CellAssignment(exposure_id=int(e), model_version=desom2, cell=int(c), quantization=float(q),
                                 latent=vectors.to_blob(z))
                  for e, c, q, z in zip(part_ids, prediction.bmu, prediction.quantization, prediction.latent)]
@@ -127,6 +138,10 @@ def assign_cells(*, desom2: ModelVersion | None = None, recompute: bool = False,
         written += len(cells)
         bar.update(len(cells))
     bar.close()
+    if unmeasured:
+        logger.warning("%d exposures have no source statistics (ingested before they were measured) and were "
+                       "placed with the training medians: run `manage.py source_statistics`, then assign "
+                       "--recompute", unmeasured)
     transaction.on_commit(lambda: vectors_changed.send(sender=None, exposure_ids=None))
     return written
 

@@ -171,6 +171,8 @@ def exposure_fields(summary) -> dict:
         warnings=warnings,
         timings={k: round(float(v), 4) for k, v in (summary.timings or {}).items()},
         release_date=release_date_for(md),
+        # None for a calibration frame: it is never modelled, so nothing is measured.
+        source_statistics=getattr(summary, "source_statistics", None) if summary.is_science else None,
     )
 
 
@@ -351,3 +353,71 @@ def _files_not_yet_ingested(executor, files: list[str], writer: _RunWriter, prog
                                                       n_skipped=writer.report.skipped)
     order = {path: i for i, path in enumerate(files)}
     return sorted(todo, key=order.__getitem__)
+
+
+@dataclass
+class StatisticsReport:
+    n_exposures: int = 0
+    measured: int = 0
+    failed: int = 0
+    elapsed_s: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = [f"source statistics: {self.measured} of {self.n_exposures} exposures measured, "
+               f"{self.failed} failed, in {self.elapsed_s:.1f} s"]
+        out += [f"  FAILED {path}: {reason.splitlines()[0]}" for path, reason in self.failures[:50]]
+        if len(self.failures) > 50:
+            out.append(f"  ... and {len(self.failures) - 50} more")
+        return out
+
+
+def measure_missing_statistics(*, workers: int = 2, scheduler: str | None = None, batch_size: int = 25,
+                               imaging_config=None, progress: bool = True) -> StatisticsReport:
+    """The five source statistics of every science exposure ingested before the archive measured
+    them (source_statistics NULL), from its file, by the ingest's own imaging on the workers
+    (without DESOM-1: the statistics need only the detections). A file that cannot be read, or
+    that changed since it was ingested (another checksum), is reported and the rest go on; a
+    rerun picks up what is still missing. Pass the detector the exposures were ingested with."""
+    started = time.perf_counter()
+    scheduler = scheduler if scheduler is not None else (settings.DASK_SCHEDULER or None)
+    todo = {path: (pk, checksum) for path, pk, checksum in
+            Exposure.objects.filter(is_science=True, source_statistics__isnull=True)
+            .order_by("expnum").values_list("file_path", "pk", "checksum")}
+    report = StatisticsReport(n_exposures=len(todo))
+    config = dataclasses.replace(imaging_config or versions.imaging_config(), checksum=True)
+    pending: dict[int, dict] = {}
+
+    def flush():
+        with transaction.atomic():
+            for pk, values in pending.items():
+                Exposure.objects.filter(pk=pk).update(source_statistics=values)
+        pending.clear()
+
+    with make_executor(scheduler, workers if len(todo) > 1 else 0) as executor:
+        bar = tqdm(total=len(todo), desc="source statistics", unit="exp", disable=not progress)
+        try:
+            for outcome in executor.map_unordered(summarise_safely, list(todo), None, config):
+                bar.update(1)
+                pk, checksum = todo[outcome.path]
+                summary = outcome.summary
+                if outcome.error is None and summary.checksum != checksum:
+                    outcome.error = ("the file changed since it was ingested (another checksum): "
+                                     "ingest it again")
+                if outcome.error is None and summary.source_statistics is None:
+                    outcome.error = "the file is no longer a science exposure"
+                if outcome.error:
+                    report.failed += 1
+                    report.failures.append((outcome.path, outcome.error))
+                    logger.warning("no source statistics for %s: %s", outcome.path, outcome.error)
+                    continue
+                pending[pk] = summary.source_statistics
+                report.measured += 1
+                if len(pending) >= batch_size:
+                    flush()
+                bar.set_postfix(ok=report.measured, fail=report.failed, refresh=False)
+        finally:
+            bar.close()
+            flush()
+    report.elapsed_s = time.perf_counter() - started
+    return report

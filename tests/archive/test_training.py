@@ -14,8 +14,8 @@ def test_train_desom2_stores_the_smoothing_with_the_normaliser_and_assign_uses_i
 
     desom1, _ = populated_archive
     version = train_desom2(overrides={"map_rows": 2, "map_cols": 2, "iterations": 40, "batch_size": 8},
-                           smooth_sigma=1.0, seed=3, activate=True, progress=False)
-    assert version.metrics["smooth_sigma"] == 1.0
+                           smooth_sigma=1.0, features="histo", seed=3, activate=True, progress=False)
+    assert version.metrics["smooth_sigma"] == 1.0 and version.metrics["features"] == "histo"
     checkpoint = load_checkpoint(checkpoint_file(version))
     norm = checkpoint.normaliser
     assert norm.smooth_sigma == 1.0 and norm.map_shape == desom1.map_shape

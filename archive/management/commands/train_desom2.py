@@ -2,8 +2,9 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from archive.services.training import (DEFAULT_CHECKPOINT_EVERY, DEFAULT_DESOM2, DEFAULT_NORMALISER,
-                                       DEFAULT_SMOOTH_SIGMA, TrainingDataError, train_desom2)
+from archive.services.training import (DEFAULT_CHECKPOINT_EVERY, DEFAULT_DESOM2, DEFAULT_FEATURES,
+                                       DEFAULT_NORMALISER, DEFAULT_SMOOTH_SIGMA, TrainingDataError, train_desom2)
+from desom.normalise import FEATURES
 from desom.normalise import METHODS as NORMALISER_METHODS
 
 from .train_desom1 import checkpoint_interval, config_overrides, device_choice
@@ -19,6 +20,10 @@ class Command(BaseCommand):
         parser.add_argument("--map", default=None,
                             help="map size ROWSxCOLS, e.g. 20x20 (default: about a dozen exposures per cell)")
         parser.add_argument("--normaliser", choices=list(NORMALISER_METHODS), default=DEFAULT_NORMALISER)
+        parser.add_argument("--features", choices=list(FEATURES), default=DEFAULT_FEATURES,
+                            help="what DESOM-2 reads: the histo-vector with the five source statistics stored at "
+                                 f"ingest beside it (histo+stats), or the histo-vector alone (default {DEFAULT_FEATURES}, "
+                                 "the science study's choice)")
         parser.add_argument("--smooth", type=float, default=DEFAULT_SMOOTH_SIGMA, metavar="SIGMA",
                             help="soft assignment: spread each count over its node's neighbours on the "
                                  "DESOM-1 map with the map's own kernel at T = sqrt(2) SIGMA (0: hard counts)")
@@ -36,7 +41,7 @@ class Command(BaseCommand):
     def handle(self, *args, **opts):
         try:
             version = train_desom2(overrides=config_overrides(opts), normaliser=opts["normaliser"],
-                                   smooth_sigma=opts["smooth"], seed=opts["seed"], activate=not opts["no_activate"],
+                                   smooth_sigma=opts["smooth"], features=opts["features"], seed=opts["seed"], activate=not opts["no_activate"],
                                    progress=opts["verbosity"] > 0, checkpoint_every=opts["checkpoint_every"],
                                    fresh=opts["fresh"], device=opts["device"])
         except (TrainingDataError, ValueError) as exc:   # ValueError: a bad --smooth or --set value

@@ -28,6 +28,10 @@ class Command(BaseCommand):
         parser.add_argument("--desom1-batch", type=int, default=128)
         parser.add_argument("--desom2-map", default=None, help="default: about 12 exposures per cell (benchmarks/bench_science.py)")
         parser.add_argument("--desom2-iterations", type=int, default=1500)
+        from desom.normalise import FEATURES
+
+        parser.add_argument("--features", choices=list(FEATURES), default=None,
+                            help="what DESOM-2 reads (train_desom2 --features; default: train_desom2's, histo+stats)")
         parser.add_argument("--no-serve", action="store_true", help="stop after the evaluation")
         parser.add_argument("--addrport", default="127.0.0.1:8000")
 
@@ -75,8 +79,9 @@ class Command(BaseCommand):
             n = Exposure.objects.filter(is_science=True).count()
             desom2_map = opts["desom2_map"] or "{0}x{0}".format(suggested_desom2_map(n))
             self.step(f"training DESOM-2 ({desom2_map}, {opts['desom2_iterations']} iterations)")
+            features = {"features": opts["features"]} if opts["features"] else {}
             call_command("train_desom2", map=desom2_map, seed=opts["seed"], iterations=opts["desom2_iterations"],
-                         batch_size=32, verbosity=verbosity)
+                         batch_size=32, verbosity=verbosity, **features)
         else:
             self.step("DESOM-2 already trained")
 
