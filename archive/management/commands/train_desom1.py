@@ -58,12 +58,17 @@ class Command(BaseCommand):
                                    fresh=opts["fresh"], device=opts["device"])
         except (ValueError, MapOrderError) as exc:   # TrainingDataError, TrainingSetError, a bad --set
             raise CommandError(str(exc)) from exc
-        resumed = version.metrics.get("resumed_at")
-        if resumed:
-            self.stdout.write(f"resumed an interrupted run at {resumed['phase']} iteration {resumed['iteration']}")
-        self.stdout.write(f"DESOM-1 {version.version_id} saved to {version.checkpoint_path}"
-                          f"{' and activated' if version.is_active else ''}")
-        self.stdout.write(json.dumps(version.metrics, indent=1))
+        report_trained_version(self.stdout, "DESOM-1", version)
+
+
+def report_trained_version(stdout, name: str, version) -> None:
+    """What both training commands print at the end: a resume, where it went, its metrics."""
+    resumed = version.metrics.get("resumed_at")
+    if resumed:
+        stdout.write(f"resumed an interrupted run at {resumed['phase']} iteration {resumed['iteration']}")
+    stdout.write(f"{name} {version.version_id} saved to {version.checkpoint_path}"
+                 f"{' and activated' if version.is_active else ''}")
+    stdout.write(json.dumps(version.metrics, indent=1))
 
 
 def device_choice(text: str) -> str:

@@ -1,4 +1,3 @@
-import json
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -7,7 +6,7 @@ from archive.services.training import (DEFAULT_CHECKPOINT_EVERY, DEFAULT_DESOM2,
 from desom.normalise import FEATURES
 from desom.normalise import METHODS as NORMALISER_METHODS
 
-from .train_desom1 import checkpoint_interval, config_overrides, device_choice
+from .train_desom1 import checkpoint_interval, config_overrides, device_choice, report_trained_version
 
 
 class Command(BaseCommand):
@@ -46,9 +45,4 @@ class Command(BaseCommand):
                                    fresh=opts["fresh"], device=opts["device"])
         except (TrainingDataError, ValueError) as exc:   # ValueError: a bad --smooth or --set value
             raise CommandError(str(exc)) from exc
-        resumed = version.metrics.get("resumed_at")
-        if resumed:
-            self.stdout.write(f"resumed an interrupted run at {resumed['phase']} iteration {resumed['iteration']}")
-        self.stdout.write(f"DESOM-2 {version.version_id} saved to {version.checkpoint_path}"
-                          f"{' and activated' if version.is_active else ''}")
-        self.stdout.write(json.dumps(version.metrics, indent=1))
+        report_trained_version(self.stdout, "DESOM-2", version)
