@@ -311,7 +311,9 @@ def by_exposure_file(path, *, k: int = 10, user=None, queryset=None) -> tuple[di
     k = _check_k(k)
     desom1 = _active_desom1()
     check_upload(path)
-    summary = summarise_exposure(str(path), predictor=versions.predictor_for(desom1), config=versions.imaging_config())
+    # The search reads the histo-vector only: the five source statistics are not measured.
+    summary = summarise_exposure(str(path), predictor=versions.predictor_for(desom1), config=versions.imaging_config(),
+                                 source_statistics=False)
     if not summary.is_science:
         raise SearchError(f"the upload is a calibration frame ({summary.metadata.obstype}), not a science exposure")
     if summary.histo is None or summary.n_detected == 0:
