@@ -98,6 +98,19 @@ class _UploadView(APIView):
             raise ValidationError({"file": "attach the file as multipart form field 'file'"})
         return upload
 
+    def search_upload(self, request, search, info_name: str, file_errors=(uploads.UploadError,)):
+        """Cheap checks, the file, then `search(upload, k=, user=, queryset=) -> (info, matches)`;
+        `file_errors` are answered as the file's problem, other search errors as the request's."""
+        k, queryset = self.cheap_checks(request)
+        upload = self.uploaded_file(request)
+        try:
+            info, matches = search(upload, k=k, user=request.user, queryset=queryset)
+        except file_errors as exc:
+            raise ValidationError({"file": str(exc)})
+        except services.SearchError as exc:
+            raise ValidationError({"detail": str(exc)})
+        return _respond(matches, **{info_name: info})
+
 
 class CutoutSearchView(_UploadView):
     """Upload a 32x32 source stamp (FITS, .npy, or PNG); find exposures rich in sources like it."""
@@ -105,15 +118,7 @@ class CutoutSearchView(_UploadView):
     @extend_schema(request={"multipart/form-data": inline_serializer("CutoutUpload", fields={
         "file": serializers.FileField()})}, responses={200: MATCHES})
     def post(self, request):
-        k, queryset = self.cheap_checks(request)
-        upload = self.uploaded_file(request)
-        try:
-            info, matches = uploads.search_by_cutout(upload, k=k, user=request.user, queryset=queryset)
-        except uploads.UploadError as exc:
-            raise ValidationError({"file": str(exc)})
-        except services.SearchError as exc:
-            raise ValidationError({"detail": str(exc)})
-        return _respond(matches, cutout=info)
+        return self.search_upload(request, uploads.search_by_cutout, "cutout")
 
 
 class ExposureSearchView(_UploadView):
@@ -124,10 +129,7 @@ class ExposureSearchView(_UploadView):
     @extend_schema(request={"multipart/form-data": inline_serializer("ExposureUpload", fields={
         "file": serializers.FileField()})}, responses={200: MATCHES})
     def post(self, request):
-        k, queryset = self.cheap_checks(request)
-        upload = self.uploaded_file(request)
-        try:
-            info, matches = uploads.search_by_exposure(upload, k=k, user=request.user, queryset=queryset)
-        except services.SearchError as exc:
-            raise ValidationError({"file": str(exc)})
-        return _respond(matches, upload=info)
+        # Whatever stops an uploaded exposure's search is about the file (no sources, a
+        # calibration frame, headers over the limits).
+        return self.search_upload(request, uploads.search_by_exposure, "upload",
+                                  file_errors=(uploads.UploadError, services.SearchError))

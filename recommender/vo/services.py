@@ -141,13 +141,7 @@ def _time_q(text: str) -> Q:
 
 
 def _exptime_q(text: str) -> Q:
-    lo, hi = parse_interval(text, "EXPTIME")
-    q = Q(exptime__isnull=False)
-    if math.isfinite(lo):
-        q &= Q(exptime__gte=lo)
-    if math.isfinite(hi):
-        q &= Q(exptime__lte=hi)
-    return q
+    return _interval_q(text, "EXPTIME", "exptime")
 
 
 def _calib_q(text: str) -> Q:

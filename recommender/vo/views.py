@@ -2,9 +2,9 @@
 Every answer a VO client parses is a VOTable or VOSI XML document, errors included (HTTP 400
 for a bad request, 404 for an unknown dataset, 503 when the database is down), with a DALI
 fault code at the start of each error message."""
-import logging
-
+import functools
 import hashlib
+import logging
 
 from django.db import DatabaseError, connection
 from django.http import HttpResponse
@@ -14,9 +14,10 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
 from archive.services import downloads
+from desom.errors import UserError
 
 from . import datalink, services, soda, tap
-from .votable import FATAL, TRANSIENT, VOTABLE_MIME, error_votable
+from .votable import FATAL, TRANSIENT, USAGE, VOTABLE_MIME, error_votable
 
 logger = logging.getLogger(__name__)
 DATABASE_DOWN = "the archive database is unavailable; try again shortly"
@@ -34,6 +35,23 @@ def _database_down(where: str, exc) -> HttpResponse:
     return _votable(error_votable(DATABASE_DOWN, TRANSIENT), 503, Retry_After="30")
 
 
+def answers_vo_errors(service: str):
+    """The VO surface's one translation of errors into answers: a UserError (the client can fix
+    it) is a VOTable error with its DALI fault (HTTP 400, or the `code` and `status` the error
+    carries), a database that cannot be reached a 503 with Retry-After."""
+    def decorate(view):
+        @functools.wraps(view)
+        def answer(request, *args, **kwargs):
+            try:
+                return view(request, *args, **kwargs)
+            except UserError as exc:
+                return _votable(error_votable(str(exc), getattr(exc, "code", USAGE)), getattr(exc, "status", 400))
+            except DatabaseError as exc:
+                return _database_down(service, exc)
+        return answer
+    return decorate
+
+
 def _url(request, name, **kwargs) -> str:
     return request.build_absolute_uri(reverse(name, kwargs=kwargs or None))
 
@@ -45,16 +63,12 @@ def _sia_base(request) -> str:
 # VO clients POST without a CSRF token; these routes change nothing.
 @csrf_exempt
 @require_http_methods(["GET", "POST"])
+@answers_vo_errors("SIA query")
 def query(request):
-    try:
-        params = services.collect_parameters(request.GET, request.POST)
-        result = services.run_query(params, request.user)
-        body = services.results_votable(result, lambda e: _url(request, "archive:download", pk=e.pk),
-                                        _sia_base(request), _url(request, "vo:links"))
-    except services.SiaError as exc:
-        return _votable(error_votable(str(exc)), 400)
-    except DatabaseError as exc:
-        return _database_down("SIA query", exc)
+    params = services.collect_parameters(request.GET, request.POST)
+    result = services.run_query(params, request.user)
+    body = services.results_votable(result, lambda e: _url(request, "archive:download", pk=e.pk),
+                                    _sia_base(request), _url(request, "vo:links"))
     return _votable(body)
 
 
@@ -67,29 +81,20 @@ def _datalink_urls(request) -> datalink.Urls:
 
 @csrf_exempt
 @require_http_methods(["GET", "POST"])
+@answers_vo_errors("DataLink")
 def links(request):
-    try:
-        params = services.collect_parameters(request.GET, request.POST)
-        body = datalink.links_votable(datalink.collect_ids(params), request.user, _datalink_urls(request))
-    except (services.SiaError, datalink.DataLinkError) as exc:
-        return _votable(error_votable(str(exc)), 400)
-    except DatabaseError as exc:
-        return _database_down("DataLink", exc)
+    params = services.collect_parameters(request.GET, request.POST)
+    body = datalink.links_votable(datalink.collect_ids(params), request.user, _datalink_urls(request))
     return _votable(body, content_type="application/x-votable+xml;content=datalink")
 
 
 @csrf_exempt
 @require_http_methods(["GET", "POST"])
+@answers_vo_errors("SODA")
 def soda_sync(request):
     try:
         params = services.collect_parameters(request.GET, request.POST)
         made = soda.cutout(params, request.user)
-    except services.SiaError as exc:
-        return _votable(error_votable(str(exc)), 400)
-    except soda.SodaError as exc:
-        return _votable(error_votable(str(exc), exc.code), exc.status)
-    except DatabaseError as exc:
-        return _database_down("SODA", exc)
     except MemoryError:
         return _votable(error_votable("the cutout did not fit in the server's memory", FATAL), 500)
     return _cutout_response(request, made)
@@ -173,17 +178,11 @@ def _site_root(request) -> str:
 
 @csrf_exempt
 @require_http_methods(["GET", "POST"])
+@answers_vo_errors("TAP")
 def tap_sync(request):
-    try:
-        params = services.collect_parameters(request.GET, request.POST)
-        result = tap.run_sync(params, request.user, _site_root(request))
-        body = tap.results_votable(result, _url(request, "vo:links"))
-    except services.SiaError as exc:
-        return _votable(error_votable(str(exc)), 400)
-    except tap.TapError as exc:
-        return _votable(error_votable(str(exc), exc.code), exc.status)
-    except DatabaseError as exc:
-        return _database_down("TAP", exc)
+    params = services.collect_parameters(request.GET, request.POST)
+    result = tap.run_sync(params, request.user, _site_root(request))
+    body = tap.results_votable(result, _url(request, "vo:links"))
     return _votable(body)
 
 
