@@ -185,14 +185,17 @@ def digits_runs(seed, q, methods=("minisom", "som", "desom")):
                                  gamma=1e-3, lr=2e-3, prototype_lr=1e-2, seed=seed, **DIGITS_DESOM[q])
         latent, qe_in, wall = run_desom(xd, cfg, yd)
         out.append(("desom", (rows, cols), latent, wall,
-                    {"qe_input": round(qe_in, 4), "iterations": cfg.iterations,
-                     "pretrain_iterations": cfg.pretrain_iterations,
-                     "lr_decay_iterations": cfg.lr_decay_iterations, "latent_dim": cfg.latent_dim,
-                     "batch_size": cfg.batch_size, "t_max": round(t_max, 4), "t_min": round(t_min, 4),
-                     "gamma": cfg.gamma, "lr": cfg.lr, "prototype_lr": cfg.prototype_lr,
-                     "training": "float32", "architecture": "dense 64-128-64-32",
-                     "note": "QE/TE in latent space"}))
+                    desom_record(cfg, qe_in, t_max, t_min, training="float32", architecture="dense 64-128-64-32")))
     return out
+
+
+def desom_record(cfg, qe_in: float, t_max: float, t_min: float, **extra) -> dict:
+    """What a DESOM run of this comparison records beside its scores."""
+    return {"qe_input": round(qe_in, 4), "iterations": cfg.iterations, "pretrain_iterations": cfg.pretrain_iterations,
+            "lr_decay_iterations": cfg.lr_decay_iterations, "latent_dim": cfg.latent_dim,
+            "batch_size": cfg.batch_size, "t_max": round(t_max, 4), "t_min": round(t_min, 4),
+            "gamma": cfg.gamma, "lr": cfg.lr, "prototype_lr": cfg.prototype_lr, **extra,
+            "note": "QE/TE in latent space"}
 
 
 def cutout_runs(seed, q, methods=("minisom", "som", "desom")):
@@ -210,14 +213,8 @@ def cutout_runs(seed, q, methods=("minisom", "som", "desom")):
                                  prototype_lr=1e-2, seed=seed, **CUT_DESOM[q])
         latent, qe_in, wall = run_desom(xc[:, None], cfg, yc, **CUT_TRAINING)
         out.append(("desom", (rows, cols), latent, wall,
-                    {"qe_input": round(qe_in, 4), "iterations": cfg.iterations,
-                     "pretrain_iterations": cfg.pretrain_iterations,
-                     "lr_decay_iterations": cfg.lr_decay_iterations, "latent_dim": cfg.latent_dim,
-                     "batch_size": cfg.batch_size, "t_max": round(t_max, 4), "t_min": round(t_min, 4),
-                     "gamma": cfg.gamma, "lr": cfg.lr, "prototype_lr": cfg.prototype_lr,
-                     "training": "bf16 autocast, channels-last",
-                     "architecture": "DESOM-1 layout, narrower (conv 8/16/16, dense 64, latent 32)",
-                     "note": "QE/TE in latent space"}))
+                    desom_record(cfg, qe_in, t_max, t_min, training="bf16 autocast, channels-last",
+                                 architecture="DESOM-1 layout, narrower (conv 8/16/16, dense 64, latent 32)")))
     return out
 
 

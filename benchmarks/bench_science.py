@@ -258,6 +258,15 @@ def summarise(study: Study, run: dict, n_boot: int, seed: int, with_baseline: bo
 # ---------------------------------------------------------------------------------------------
 # Plots
 # ---------------------------------------------------------------------------------------------
+def _save(fig, path: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path.relative_to(ROOT))
+
+
 def plots(result: dict, outdir: Path) -> list[str]:
     import matplotlib
     matplotlib.use("Agg")
@@ -279,11 +288,7 @@ def plots(result: dict, outdir: Path) -> list[str]:
         ax.set_ylabel("share of test exposures in Good cells")
         ax.set_title("Held-out test exposures: where each kind lands (mean of 3 seeds)")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        p = outdir / "science_confusion.png"
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        written.append(str(p.relative_to(ROOT)))
+        written.append(_save(fig, outdir / "science_confusion.png"))
     orders = {r: v["probe_history"] for r, v in result.get("desom1", {}).items() if v.get("probe_history")}
     if orders:
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -296,11 +301,7 @@ def plots(result: dict, outdir: Path) -> list[str]:
         for ax in axes:
             ax.set_xlabel("joint iteration")
             ax.legend(fontsize=8)
-        fig.tight_layout()
-        p = outdir / "science_map_order.png"
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        written.append(str(p.relative_to(ROOT)))
+        written.append(_save(fig, outdir / "science_map_order.png"))
     return written
 
 

@@ -156,15 +156,25 @@ def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(x_hat.float(), x.float())
 
 
-def joint_step(model: DESOM, optimizer: torch.optim.Optimizer, x: torch.Tensor, temp: float,
-               gamma: float, precision: str = "float32", channels_last: bool = False) -> dict:
-    """One optimisation step on L = Lr + gamma * Lsom; returns the batch's losses (before it)."""
+def _start_step(model: DESOM, optimizer: torch.optim.Optimizer, x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """Training mode, gradients cleared, the batch in the memory format the step runs in."""
     model.train()
     optimizer.zero_grad(set_to_none=True)
     if channels_last and x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
-    with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16,
-                        enabled=(precision == "bf16")):
+    return x
+
+
+def _autocast(x: torch.Tensor, precision: str):
+    """bf16 autocast on the batch's device for precision "bf16"; float32 otherwise."""
+    return torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=(precision == "bf16"))
+
+
+def joint_step(model: DESOM, optimizer: torch.optim.Optimizer, x: torch.Tensor, temp: float,
+               gamma: float, precision: str = "float32", channels_last: bool = False) -> dict:
+    """One optimisation step on L = Lr + gamma * Lsom; returns the batch's losses (before it)."""
+    x = _start_step(model, optimizer, x, channels_last)
+    with _autocast(x, precision):
         z = model.encode(x)
         x_hat = model.decode(z)
     lr_loss = reconstruction_loss(x_hat, x)
@@ -179,12 +189,8 @@ def joint_step(model: DESOM, optimizer: torch.optim.Optimizer, x: torch.Tensor, 
 def pretrain_step(model: DESOM, optimizer: torch.optim.Optimizer, x: torch.Tensor,
                   precision: str = "float32", channels_last: bool = False) -> dict:
     """One autoencoder-only step (reconstruction loss)."""
-    model.train()
-    optimizer.zero_grad(set_to_none=True)
-    if channels_last and x.dim() == 4:
-        x = x.contiguous(memory_format=torch.channels_last)
-    with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16,
-                        enabled=(precision == "bf16")):
+    x = _start_step(model, optimizer, x, channels_last)
+    with _autocast(x, precision):
         x_hat = model.decode(model.encode(x))
     loss = reconstruction_loss(x_hat, x)
     loss.backward()
