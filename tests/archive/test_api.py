@@ -2,10 +2,10 @@
 import datetime as dt
 
 import pytest
-from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
 from archive.models import Exposure, RunAccess
+from tests import factories
 
 
 @pytest.fixture
@@ -27,10 +27,9 @@ def proprietary_versions():
 
 
 def clients():
-    User = get_user_model()
-    staff = User.objects.create_user("staff", password="x", is_staff=True)
-    pi = User.objects.create_user("pi", password="x")
-    other = User.objects.create_user("other", password="x")
+    staff = factories.user("staff", staff=True, password="x")
+    pi = factories.user("pi", password="x")
+    other = factories.user("other", password="x")
     RunAccess.objects.create(user=pi, runid="26BQ99")
     made = {"anonymous": APIClient()}
     for name, user in (("staff", staff), ("pi", pi), ("other", other)):

@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.test import Client
 from rest_framework.test import APIClient
@@ -75,7 +74,7 @@ def test_label_and_flag_writes_are_rate_limited(archive_rows, monkeypatch):
 
 
 def test_pages_and_session_api_writes_need_a_csrf_token(populated_archive):
-    staff = get_user_model().objects.create_user("curator", password="x", is_staff=True)
+    staff = factories.user("curator", staff=True, password="x")
     browser = Client(enforce_csrf_checks=True)
     browser.force_login(staff)
     assert browser.post("/maps/desom2/cells/0/", {"label": "Good"}).status_code == 403

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests import factories
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
@@ -123,12 +124,11 @@ def test_search_open_an_exposure_and_its_similar_ones(populated_archive, live_se
 
 
 def test_staff_labels_a_cell_and_flags_a_node(populated_archive, live_server, browser):
-    from django.contrib.auth import get_user_model
 
     from archive.models import CellAssignment, Exposure
 
     desom1, desom2 = populated_archive
-    get_user_model().objects.create_user("curator", password="curator-pw", is_staff=True)
+    factories.user("curator", staff=True, password="curator-pw")
     cells = list(CellAssignment.objects.filter(model_version=desom2).values_list("cell", flat=True))
     by_size = sorted(set(cells), key=cells.count)
     cell, other_cell = by_size[-1], by_size[-2]

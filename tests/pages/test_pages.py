@@ -8,15 +8,15 @@ from pathlib import Path
 
 import numpy as np
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.test import Client
 
 from archive.models import CellAssignment, CellLabel, Exposure, ExposureFlag, PrototypeFlag
 from archive.services import quality
+from tests import factories
 
 
 def staff_client():
-    user = get_user_model().objects.create_user("curator", password="pw", is_staff=True)
+    user = factories.user("curator", staff=True, password="pw")
     client = Client()
     client.force_login(user)
     return client, user
@@ -192,7 +192,7 @@ def test_labelling_a_cell_shows_on_its_members(populated_archive):
 def test_forms_are_staff_only_and_csrf_protected(populated_archive):
     _, desom2 = populated_archive
     cell, _ = member_cell(desom2)
-    visitor = get_user_model().objects.create_user("visitor", password="pw")
+    visitor = factories.user("visitor", password="pw")
     logged_in = Client()
     logged_in.force_login(visitor)
     for client in (Client(), logged_in):
@@ -202,7 +202,7 @@ def test_forms_are_staff_only_and_csrf_protected(populated_archive):
                                                       "mode": "share"}).status_code == 403
     assert not CellLabel.objects.exists() and not PrototypeFlag.objects.filter(name="x").exists()
     # Staff too must send the CSRF token.
-    user = get_user_model().objects.create_user("curator", password="pw", is_staff=True)
+    user = factories.user("curator", staff=True, password="pw")
     client = Client(enforce_csrf_checks=True)
     client.force_login(user)
     assert client.post(f"/maps/desom2/cells/{cell}/", {"label": "Good"}).status_code == 403

@@ -8,6 +8,7 @@ from archive.models import ExposureVector, ModelVersion
 from archive.services import quality
 
 from tests.factories import PASSWORD
+from tests import factories
 
 
 def clients(users):
@@ -61,11 +62,10 @@ def test_model_and_ingest_summaries_hide_counts_from_the_public(secret_archive):
 
 
 def test_experts_names_are_shown_to_staff_only(secret_archive):
-    from django.contrib.auth import get_user_model
 
     secret, users = secret_archive
     desom2 = ModelVersion.objects.get(kind="desom2", is_active=True)
-    expert = get_user_model().objects.create_user("anna_expert", password=PASSWORD, is_staff=True)
+    expert = factories.user("anna_expert", staff=True, password=PASSWORD)
     quality.label_cell(0, "Good", user=expert, desom2=desom2)
     for who, client in clients(users).items():
         history = client.get("/api/desom2/cells/0/").json()["results"]["history"]

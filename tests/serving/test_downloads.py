@@ -10,6 +10,7 @@ from django.test import Client
 
 from archive.models import CellLabel, Exposure
 from archive.services import quality
+from tests import factories
 
 
 def body(response) -> bytes:
@@ -80,10 +81,9 @@ def test_manifests_list_what_the_query_selects_with_checksums(secret_archive):
 
 
 def test_a_label_with_control_characters_is_refused_and_downloads_keep_working(populated_archive):
-    from django.contrib.auth import get_user_model
 
     _, desom2 = populated_archive
-    staff = get_user_model().objects.create_user("curator", password="x", is_staff=True)
+    staff = factories.user("curator", staff=True, password="x")
     client = Client()
     client.force_login(staff)
     cells = quality.cells_of(Exposure.objects.filter(is_science=True).values_list("pk", flat=True), desom2)

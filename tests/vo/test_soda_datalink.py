@@ -9,13 +9,13 @@ import pytest
 from astropy.io import fits
 from astropy.io.votable import parse
 from astropy.wcs import WCS
-from django.contrib.auth import get_user_model
 from django.test import Client
 
 from archive.models import Exposure, RunAccess
 from archive.services.ingest import ingest
 from recommender.vo import obscore
 from tests.desom import fitsfactory
+from tests import factories
 
 SHAPE = (300, 200)   # (ny, nx) science area per CCD
 RA, DEC = 150.0, 2.2
@@ -126,8 +126,7 @@ def test_proprietary_cutouts_and_links_follow_the_access_rule(files):
     exposure = Exposure.objects.get(expnum=2100002)
     Exposure.objects.filter(pk=exposure.pk).update(release_date=dt.date.today() + dt.timedelta(days=30), runid="27AQ01")
     did = obscore.publisher_did(exposure)
-    User = get_user_model()
-    pi = User.objects.create_user("pi", password="x")
+    pi = factories.user("pi", password="x")
     RunAccess.objects.create(user=pi, runid="27AQ01")
     entitled = Client()
     entitled.force_login(pi)

@@ -7,13 +7,13 @@ import io
 import numpy as np
 import pytest
 from astropy.io.votable import parse
-from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test import Client
 
 from archive import geometry
 from archive.models import Exposure, RunAccess
 from desom import footprint as fp
+from tests import factories
 
 
 ON_POSTGRES = connection.vendor == "postgresql"
@@ -107,11 +107,10 @@ def test_anonymous_tap_never_returns_a_proprietary_row(sky):
     joined = _rows(_sync(anonymous, "SELECT a.obs_id FROM ivoa.obscore AS a JOIN ivoa.obscore AS b "
                                     "ON a.obs_id = b.obs_id WHERE a.obs_id IN (SELECT obs_id FROM ivoa.obscore)"))
     assert str(secret.expnum) not in set(joined["obs_id"])
-    User = get_user_model()
-    pi, other = User.objects.create_user("pi", password="x"), User.objects.create_user("other", password="x")
+    pi, other = factories.user("pi", password="x"), factories.user("other", password="x")
     RunAccess.objects.create(user=pi, runid="27BQ09")
     RunAccess.objects.create(user=other, runid="10AQ01")
-    for user, sees in ((pi, True), (other, False), (User.objects.create_user("boss", password="x", is_staff=True), True)):
+    for user, sees in ((pi, True), (other, False), (factories.user("boss", staff=True, password="x"), True)):
         client = Client()
         client.force_login(user)
         ids = {int(v) for v in _rows(_sync(client, "SELECT obs_id FROM ivoa.obscore"))["obs_id"]}
