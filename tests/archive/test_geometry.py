@@ -118,3 +118,11 @@ def test_footprints_are_tested_as_arrays_with_the_full_tests_answer():
         assert geometry.meeting(regions, circle).tolist() == expected
         assert 0 < sum(expected) < len(expected)
     assert geometry.meeting([], geometry.Circle(0, 0, 1)).tolist() == []
+
+
+def test_many_candidates_are_read_through_a_subquery_with_the_same_answer(sky, monkeypatch):
+    shapes = [geometry.Circle(40.0, 20.0, 5.0), geometry.Circle(200.0, -30.0, 30.0), geometry.Range(30.0, 50.0, 15.0, 25.0)]
+    listed = [_indexed(s) for s in shapes]
+    assert all(len(found) > 2 for found in listed)
+    monkeypatch.setattr(geometry, "MAX_LISTED_CANDIDATES", 2)
+    assert [_indexed(s) for s in shapes] == listed == [_brute(sky, s) for s in shapes]
