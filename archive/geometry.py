@@ -16,8 +16,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from django.db import transaction
-from django.db.models import Q
+from django.db import connection, models, transaction
+from django.db.models import F, Func, Q
+from django.db.models.expressions import RawSQL
 
 from desom import footprint as fp
 from desom.errors import UserError
@@ -255,6 +256,19 @@ def meeting(regions: list[str], shape) -> np.ndarray:
     return meets
 
 
+def _among(ids: list[int]):
+    """The rows whose id is one of `ids`. On PostgreSQL one array parameter (`id = ANY(%s)`,
+    the plan IN would get): Django prepares every member of an IN list again each time the
+    query is compiled, 10-15 ms for a 5-degree cone's 2 000 ids, and a list page compiles it
+    twice (the count and the page)."""
+    if ids and connection.vendor == "postgresql":
+        # RawSQL: the list goes to psycopg as it is (an ArrayField Value would prepare each id)
+        array = RawSQL("%s::bigint[]", ([int(i) for i in ids],))
+        return Func(F("pk"), array, template="(%(expressions)s))", arg_joiner=" = ANY(",
+                    output_field=models.BooleanField())
+    return Q(pk__in=list(ids))
+
+
 def filter_region(queryset, shapes):
     """The exposures of `queryset` whose footprint meets any of the shapes."""
     shapes = list(shapes)
@@ -266,14 +280,17 @@ def filter_region(queryset, shapes):
         # times too many rows (an exposure has ~10 sky cells) and reads the whole exposure
         # table (1.3 s for a 5-degree cone at 1M); given the ids it looks each one up.
         ids = list(candidates(shape).values_list("exposure_id", flat=True)[:MAX_LISTED_CANDIDATES + 1])
-        within = ids if len(ids) <= MAX_LISTED_CANDIDATES else candidates(shape)
-        rows = (queryset.filter(pk__in=within).exclude(s_region="").order_by()
-                .values_list("pk", "s_region").iterator(chunk_size=TEST_BATCH))
+        listed = len(ids) <= MAX_LISTED_CANDIDATES
+        rows = (queryset.filter(_among(ids) if listed else Q(pk__in=candidates(shape))).exclude(s_region="")
+                .order_by().values_list("pk", "s_region"))
+        # a few thousand rows at once; more through a server-side cursor (a PostgreSQL cursor
+        # WITH HOLD copies its whole result first: 8 ms for a 5-degree cone's 2 400 rows)
+        rows = iter(rows) if listed else rows.iterator(chunk_size=TEST_BATCH)
         # a batch at a time: memory stays bounded for a region holding much of the archive
         while batch := list(itertools.islice(rows, TEST_BATCH)):
             met = meeting([region for _, region in batch], shape)
             keep.update(pk for (pk, _), hit in zip(batch, met) if hit)
-    return queryset.filter(pk__in=sorted(keep))
+    return queryset.filter(_among(sorted(keep)))
 
 
 def ccds_meeting(exposure: Exposure, shape) -> list[CCDFootprint]:

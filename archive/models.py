@@ -122,9 +122,11 @@ class Exposure(models.Model):
             models.Index(Upper("band"), F("is_science"), F("release_date"), F("runid"), F("id"),
                          name="exposure_band_visible"),
             # The quality-label filter (desom2_cell IN the label's cells), alone or with a band,
-            # and the visibility rule: a count is an index-only scan of the label's rows.
+            # and the visibility rule: a count is an index-only scan of the label's rows. `band`
+            # itself comes last because PostgreSQL answers UPPER(band) from an index only when
+            # the index also holds the column.
             models.Index(F("desom2_cell"), Upper("band"), F("is_science"), F("release_date"), F("runid"),
-                         F("id"), name="exposure_desom2_cell_visible"),
+                         F("id"), F("band"), name="exposure_desom2_cell_visible"),
         ]
 
     def __str__(self):

@@ -54,7 +54,7 @@ class Migration(migrations.Migration):
         migrations.RunPython(backfill, migrations.RunPython.noop),
         migrations.AddIndex(
             model_name='exposure',
-            index=models.Index(models.F('desom2_cell'), django.db.models.functions.text.Upper('band'), models.F('is_science'), models.F('release_date'), models.F('runid'), models.F('id'), name='exposure_desom2_cell_visible'),
+            index=models.Index(models.F('desom2_cell'), django.db.models.functions.text.Upper('band'), models.F('is_science'), models.F('release_date'), models.F('runid'), models.F('id'), models.F('band'), name='exposure_desom2_cell_visible'),
         ),
         migrations.RunPython(analyze, migrations.RunPython.noop),
     ]
