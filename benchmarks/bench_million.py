@@ -79,6 +79,8 @@ def parse_args():
                                                  "(their figures are read from its load.json), migrate, time")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "million.json"))
     p.add_argument("--profile", action="store_true", help="also cProfile 50 find-similar requests")
+    p.add_argument("--relabel-reach", action="store_true",
+                   help="only count the cells whose quality label one relabel changes (no database), print it")
     args = p.parse_args()
     if args.quick:
         args.n = min(args.n, 20_000) if "--n" in sys.argv else 20_000
@@ -387,6 +389,35 @@ def load(args, timings):
     return counts, fp_check, secret
 
 
+def relabel_reach(seed: int, share: float, trials: int = 200) -> dict:
+    """What storing each exposure's effective label (instead of its cell) would cost per
+    relabel: how many cells' labels (CellQualityMap's rule: the expert's, else a confident
+    neighbours' guess) change when one cell is relabelled, on this benchmark's label layout
+    with `share` of the cells labelled (0.7 is the loaded one). Each changed cell's members
+    would be rewritten; with a cell column a relabel rewrites nothing."""
+    from archive.models import ModelVersion, QUALITY_LABELS
+    from archive.services import quality
+
+    desom2 = ModelVersion(kind=ModelVersion.DESOM2, config={"map_rows": MAP2[0], "map_cols": MAP2[1]})
+    n_cells = MAP2[0] * MAP2[1]
+    rng = np.random.default_rng(seed + 2)
+    kinds = ["Good"] * 7 + [lab for lab in QUALITY_LABELS if lab != "Good"] + ["mixed"]
+    labels = {int(c): kinds[rng.integers(len(kinds))] for c in rng.choice(n_cells, int(share * n_cells), replace=False)}
+
+    def effective(texts):
+        qmap = quality.CellQualityMap(texts, *quality.label_probabilities(desom2, labels=texts))
+        return [qmap.label(c)[0] for c in range(n_cells)]
+
+    before = effective(labels)
+    changed = []
+    for _ in range(trials):
+        relabelled = labels | {int(rng.integers(n_cells)): kinds[rng.integers(len(kinds))]}
+        changed.append(sum(a != b for a, b in zip(before, effective(relabelled))))
+    return {"labelled_share": share, "trials": trials, "cells_changed_mean": round(float(np.mean(changed)), 2),
+            "cells_changed_p90": int(np.percentile(changed, 90)), "cells_changed_max": int(max(changed)),
+            "exposures_per_cell_at_1m": round(1_000_000 * (1 - CALIBRATION_SHARE) / n_cells)}
+
+
 def build_indexes(env):
     """The archive's own command, as a child process: wall time and its peak RSS."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -427,6 +458,13 @@ def time_requests(client, urls, warmup, headers=None, check=None, budget_s=None,
 
 def main() -> int:
     args = parse_args()
+    if args.relabel_reach:
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+        import django
+
+        django.setup()
+        print(json.dumps([relabel_reach(args.seed, share) for share in (0.05, 0.2, 0.7)], indent=2))
+        return 0
     load_before = os.getloadavg()
     log(f"load average before: {load_before}")
     reuse = Path(args.reuse).resolve() if args.reuse else None
