@@ -79,6 +79,9 @@ def parse_args():
                                                  "(their figures are read from its load.json), migrate, time")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "million.json"))
     p.add_argument("--profile", action="store_true", help="also cProfile 50 find-similar requests")
+    p.add_argument("--time-activation", action="store_true",
+                   help="instead of the requests, time activating a second DESOM-2 (its cells "
+                        "copied onto every exposure), re-activating the first, and re-activating it again")
     p.add_argument("--relabel-reach", action="store_true",
                    help="only count the cells whose quality label one relabel changes (no database), print it")
     args = p.parse_args()
@@ -373,6 +376,10 @@ def load(args, timings):
         t0 = time.perf_counter()
         cur.execute("VACUUM ANALYZE")
         timings["vacuum_analyze_s"] = round(time.perf_counter() - t0, 1)
+        # the loaded copy of each exposure's cell is what versions.copy_active_cells would write
+        cur.execute("SELECT count(*) FROM archive_exposure e LEFT JOIN archive_cellassignment a ON a.exposure_id = e.id "
+                    "AND a.model_version_id = %s WHERE e.desom2_cell IS DISTINCT FROM a.cell", [desom2.pk])
+        counts["desom2_cell_differing_from_assignment"] = cur.fetchone()[0]
     # labels: 70% of the cells by an expert, about half Good, a few mixed
     rng = np.random.default_rng(args.seed + 2)
     n_cells = MAP2[0] * MAP2[1]
@@ -416,6 +423,49 @@ def relabel_reach(seed: int, share: float, trials: int = 200) -> dict:
     return {"labelled_share": share, "trials": trials, "cells_changed_mean": round(float(np.mean(changed)), 2),
             "cells_changed_p90": int(np.percentile(changed, 90)), "cells_changed_max": int(max(changed)),
             "exposures_per_cell_at_1m": round(1_000_000 * (1 - CALIBRATION_SHARE) / n_cells)}
+
+
+def time_activation() -> dict:
+    """activate_version for a second DESOM-2 whose cells differ from the loaded one's for every
+    exposure, then the loaded one again, then once more (nothing to change); after each, how
+    many exposures' copy (desom2_cell) differs from their assignment under the active version.
+    The second version and its cells are deleted afterwards."""
+    from django.db import connection
+
+    from archive.models import ModelVersion
+    from archive.services import versions
+
+    out = {"load_average_before": [round(x, 2) for x in os.getloadavg()]}
+    loaded = versions.active_version(ModelVersion.DESOM2)
+    other = ModelVersion.objects.create(version_id="bench-desom2-other", kind=ModelVersion.DESOM2,
+                                        checkpoint_path="none", trained_on=loaded.trained_on, config=loaded.config)
+    t0 = time.perf_counter()
+    with connection.cursor() as cur:
+        cur.execute("INSERT INTO archive_cellassignment (exposure_id, model_version_id, cell, quantization, created_at) "
+                    "SELECT exposure_id, %s, (cell * 7 + 3) %% %s, quantization, created_at FROM archive_cellassignment "
+                    "WHERE model_version_id = %s", [other.pk, MAP2[0] * MAP2[1], loaded.pk])
+        cur.execute("ANALYZE archive_cellassignment")
+    out["insert_other_versions_cells_s"] = round(time.perf_counter() - t0, 1)
+
+    def differing(version) -> int:
+        with connection.cursor() as cur:
+            cur.execute("SELECT count(*) FROM archive_exposure e LEFT JOIN archive_cellassignment a "
+                        "ON a.exposure_id = e.id AND a.model_version_id = %s WHERE e.desom2_cell IS DISTINCT FROM a.cell",
+                        [version.pk])
+            return cur.fetchone()[0]
+
+    for name, version in (("activate_other", other), ("reactivate_loaded", loaded), ("reactivate_unchanged", loaded)):
+        version.refresh_from_db()
+        t0 = time.perf_counter()
+        versions.activate_version(version)
+        out[f"{name}_s"] = round(time.perf_counter() - t0, 1)
+        out[f"{name}_copies_differing_after"] = differing(version)
+        log(f"{name}: {out[f'{name}_s']} s")
+    other.delete()
+    with connection.cursor() as cur:
+        cur.execute("VACUUM ANALYZE")
+    out["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    return out
 
 
 def build_indexes(env):
@@ -535,7 +585,10 @@ def main() -> int:
             result["largest_tables_bytes"] = dict(cur.fetchall())
         index_files = sorted((workdir / "data" / "indexes").glob("*.faiss"))
         result["index_files_bytes"] = {p.name: p.stat().st_size for p in index_files}
-        result["timings"] = run_requests(args, secret)
+        if args.time_activation:
+            result["activation"] = time_activation()
+        else:
+            result["timings"] = run_requests(args, secret)
         result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     finally:
         from django.db import connections
@@ -548,7 +601,7 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     log(f"wrote {out}")
-    print(json.dumps(result["timings"], indent=2))
+    print(json.dumps(result.get("timings", result.get("activation")), indent=2))
     return 0
 
 
