@@ -97,8 +97,13 @@ def test_assignment_and_activation_keep_the_copy_with_real_models(populated_arch
 
 # --- migration 0006 ---------------------------------------------------------------------------
 
-BEFORE = [("archive", "0005_list_filter_indexes")]
-AFTER = [("archive", "0006_exposure_desom2_cell")]
+def this_migration() -> tuple[list, list]:
+    """(the migrations before it, itself) as migration targets, found by name so that the test
+    follows a renumbering."""
+    loader = MigrationExecutor(connection).loader
+    loader.build_graph()
+    key = next(k for k in loader.graph.nodes if k[0] == "archive" and k[1].endswith("_exposure_desom2_cell"))
+    return sorted(parent.key for parent in loader.graph.node_map[key].parents), [key]
 
 
 def migrate(target):
@@ -133,13 +138,14 @@ def test_migration_fills_the_copy_and_goes_back_and_forth():
     expected = assigned(active)
     assert expected == {rows[0].pk: 2, rows[1].pk: 3, rows[2].pk: None, rows[3].pk: None}
     assert schema() == (True, True)
+    before, after = this_migration()
     try:
-        migrate(BEFORE)
+        migrate(before)
         assert schema() == (False, False)
-        migrate(AFTER)        # the backfill: what the copy holds on an archive that never had it
+        migrate(after)        # the backfill: what the copy holds on an archive that never had it
         assert schema() == (True, True)
         assert copied() == expected
-        migrate(BEFORE)
+        migrate(before)
         assert schema() == (False, False)
     finally:
         migrate(latest())
