@@ -11,12 +11,14 @@ only those candidates are tested exactly against their footprints (great-circle 
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
 import numpy as np
-from django.db import transaction
-from django.db.models import Q
+from django.db import connection, models, transaction
+from django.db.models import F, Func, Q
+from django.db.models.expressions import RawSQL
 
 from desom import footprint as fp
 from desom.errors import UserError
@@ -27,6 +29,8 @@ DEPTH = 7
 MAX_RANGES = 256          # a region coarser than this many cell ranges is looked up at a lower depth
 MAX_POLYGON_VERTICES = 200
 MAX_POLYGON_REACH_DEG = 80.0
+TEST_BATCH = 10_000       # candidate footprints tested exactly as one array
+MAX_LISTED_CANDIDATES = 20_000   # more candidates than this are read through a subquery
 
 
 class GeometryError(UserError):
@@ -228,8 +232,41 @@ def _ranges_q(ranges) -> Q:
 
 
 def candidates(shape):
-    """Exposure ids whose cells meet the shape's covering (a subquery; no exact test yet)."""
-    return SkyCell.objects.filter(_ranges_q(cell_ranges(shape))).values("exposure_id")
+    """Exposure ids whose cells meet the shape's covering, each once (a subquery; no exact test
+    yet)."""
+    return SkyCell.objects.filter(_ranges_q(cell_ranges(shape))).values("exposure_id").distinct()
+
+
+def meeting(regions: list[str], shape) -> np.ndarray:
+    """Which of the footprints (DALI polygons) meet the shape: `intersects` for many at once.
+    A circle (the REST cone, SIA's CIRCLE) tests the footprints of each vertex count as one
+    array; the other shapes one footprint at a time."""
+    if not isinstance(shape, Circle):
+        return np.array([intersects(fp.from_dali(region), shape) for region in regions], bool)
+    meets = np.zeros(len(regions), bool)
+    if not regions:
+        return meets
+    values = np.array(" ".join(regions).split(), dtype=float)
+    sizes = np.array([region.count(" ") + 1 for region in regions])
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    for size in np.unique(sizes):
+        rows = np.flatnonzero(sizes == size)
+        vertices = values[starts[rows, None] + np.arange(size)].reshape(len(rows), size // 2, 2)
+        meets[rows] = fp.polygons_intersect_circle(vertices, shape.ra, shape.dec, shape.radius)
+    return meets
+
+
+def _among(ids: list[int]):
+    """The rows whose id is one of `ids`. On PostgreSQL one array parameter (`id = ANY(%s)`,
+    the plan IN would get): Django prepares every member of an IN list again each time the
+    query is compiled, 10-15 ms for a 5-degree cone's 2 000 ids, and a list page compiles it
+    twice (the count and the page)."""
+    if ids and connection.vendor == "postgresql":
+        # RawSQL: the list goes to psycopg as it is (an ArrayField Value would prepare each id)
+        array = RawSQL("%s::bigint[]", ([int(i) for i in ids],))
+        return Func(F("pk"), array, template="(%(expressions)s))", arg_joiner=" = ANY(",
+                    output_field=models.BooleanField())
+    return Q(pk__in=list(ids))
 
 
 def filter_region(queryset, shapes):
@@ -239,12 +276,21 @@ def filter_region(queryset, shapes):
         return queryset
     keep: set[int] = set()
     for shape in shapes:
-        rows = (queryset.filter(pk__in=candidates(shape)).exclude(s_region="")
-                .values_list("pk", "s_region"))
-        for pk, region in rows.iterator(chunk_size=2000):
-            if pk not in keep and intersects(fp.from_dali(region), shape):
-                keep.add(pk)
-    return queryset.filter(pk__in=sorted(keep))
+        # The candidates' ids first, as a list: given the subquery, PostgreSQL guesses about ten
+        # times too many rows (an exposure has ~10 sky cells) and reads the whole exposure
+        # table (1.3 s for a 5-degree cone at 1M); given the ids it looks each one up.
+        ids = list(candidates(shape).values_list("exposure_id", flat=True)[:MAX_LISTED_CANDIDATES + 1])
+        listed = len(ids) <= MAX_LISTED_CANDIDATES
+        rows = (queryset.filter(_among(ids) if listed else Q(pk__in=candidates(shape))).exclude(s_region="")
+                .order_by().values_list("pk", "s_region"))
+        # a few thousand rows at once; more through a server-side cursor (a PostgreSQL cursor
+        # WITH HOLD copies its whole result first: 8 ms for a 5-degree cone's 2 400 rows)
+        rows = iter(rows) if listed else rows.iterator(chunk_size=TEST_BATCH)
+        # a batch at a time: memory stays bounded for a region holding much of the archive
+        while batch := list(itertools.islice(rows, TEST_BATCH)):
+            met = meeting([region for _, region in batch], shape)
+            keep.update(pk for (pk, _), hit in zip(batch, met) if hit)
+    return queryset.filter(_among(sorted(keep)))
 
 
 # --- writing footprints ------------------------------------------------------------------------

@@ -108,6 +108,13 @@ class Exposure(models.Model):
 
     # End of the proprietary period; before it only staff and the run's members may see it.
     release_date = models.DateField(null=True, blank=True, db_index=True)
+    # A copy of the exposure's CellAssignment under the active DESOM-2 (NULL without one), so
+    # that the quality-label filter is an index scan of this table, not a semi-join over every
+    # assignment. Written only by archive.services.versions.copy_active_cells, when cells are
+    # assigned and when a DESOM-2 is activated; which label a cell carries is still decided per
+    # request by quality.CellQualityMap, so relabelling a cell rewrites no exposure.
+    desom2_cell = models.PositiveIntegerField(null=True, blank=True, editable=False,
+                                              help_text="cell under the active DESOM-2 (a copy)")
     ingested_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -119,6 +126,12 @@ class Exposure(models.Model):
             # user may see is an index-only scan, not a pass over the whole table.
             models.Index(Upper("band"), F("is_science"), F("release_date"), F("runid"), F("id"),
                          name="exposure_band_visible"),
+            # The quality-label filter (desom2_cell IN the label's cells), alone or with a band,
+            # and the visibility rule: a count is an index-only scan of the label's rows. `band`
+            # itself comes last because PostgreSQL answers UPPER(band) from an index only when
+            # the index also holds the column.
+            models.Index(F("desom2_cell"), Upper("band"), F("is_science"), F("release_date"), F("runid"),
+                         F("id"), F("band"), name="exposure_desom2_cell_visible"),
         ]
 
     def __str__(self):

@@ -15,6 +15,7 @@ What is loaded (COPY, 50 000 rows a batch, never one ORM row at a time):
 - one active DESOM-1 (25x25) and its 625-bin histo-vectors plus mean activations: Dirichlet
   draws about 300 exposure types, scaled by a lognormal source count, so near neighbours exist;
 - one active DESOM-2 (20x20) and a cell per science exposure (its type's cell, 10% elsewhere),
+  also on the exposure row (`desom2_cell`, as archive.services.versions.copy_active_cells keeps it),
   expert labels on 70% of the cells (about half Good), the rest left to the neighbours' guess;
 - users: a staff curator and a non-staff user granted 20 runs, with an access token.
 
@@ -78,6 +79,11 @@ def parse_args():
                                                  "(their figures are read from its load.json), migrate, time")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "million.json"))
     p.add_argument("--profile", action="store_true", help="also cProfile 50 find-similar requests")
+    p.add_argument("--time-activation", action="store_true",
+                   help="instead of the requests, time activating a second DESOM-2 (its cells "
+                        "copied onto every exposure), re-activating the first, and re-activating it again")
+    p.add_argument("--relabel-reach", action="store_true",
+                   help="only count the cells whose quality label one relabel changes (no database), print it")
     args = p.parse_args()
     if args.quick:
         args.n = min(args.n, 20_000) if "--n" in sys.argv else 20_000
@@ -308,7 +314,7 @@ def load(args, timings):
                      "layout", "object_name", "ra_deg", "dec_deg", "sky_x", "sky_y", "sky_z", "s_region",
                      "footprint_kind", "s_fov", "mjd_obs", "date_obs", "exptime", "filter_name", "band", "airmass",
                      "instrument", "n_ccds", "runid", "n_detected", "n_sampled", "status", "warnings", "timings",
-                     "release_date", "ingested_at", "updated_at"]
+                     "release_date", "desom2_cell", "ingested_at", "updated_at"]
     vector_cols = ["exposure_id", "model_version_id", "histo", "activations", "n_detected", "created_at"]
     cell_cols = ["exposure_id", "model_version_id", "cell", "quantization", "created_at"]
     counts = {"exposures": 0, "science": 0, "proprietary": 0, "vectors": 0, "cells": 0, "sky_cells": 0}
@@ -343,7 +349,7 @@ def load(args, timings):
                     repr(fov), repr(float(c["mjd"][i])), dates[i] + "+00", repr(float(c["exptime"][i])), FILTERS[b],
                     b, "1.2", "MegaPrime", "36" if pk % 5 else "40", f"{2003 + int(c['runs'][i]) // 20}A{int(c['runs'][i]):03d}",
                     str(int(c["n_detected"][i]) if sci else 0), str(3600 if sci else 0), "ok", "[]", "{}",
-                    release[i], stamp, stamp)) + "\n")
+                    release[i], str(int(c["cell"][i])) if sci else "\\N", stamp, stamp)) + "\n")
                 counts["proprietary"] += bool(c["proprietary"][i])
             vlines, clines = [], []
             for i in np.flatnonzero(c["science"]):
@@ -370,6 +376,10 @@ def load(args, timings):
         t0 = time.perf_counter()
         cur.execute("VACUUM ANALYZE")
         timings["vacuum_analyze_s"] = round(time.perf_counter() - t0, 1)
+        # the loaded copy of each exposure's cell is what versions.copy_active_cells would write
+        cur.execute("SELECT count(*) FROM archive_exposure e LEFT JOIN archive_cellassignment a ON a.exposure_id = e.id "
+                    "AND a.model_version_id = %s WHERE e.desom2_cell IS DISTINCT FROM a.cell", [desom2.pk])
+        counts["desom2_cell_differing_from_assignment"] = cur.fetchone()[0]
     # labels: 70% of the cells by an expert, about half Good, a few mixed
     rng = np.random.default_rng(args.seed + 2)
     n_cells = MAP2[0] * MAP2[1]
@@ -384,6 +394,78 @@ def load(args, timings):
     RunAccess.objects.bulk_create([RunAccess(user=user, runid=r) for r in runids])
     _, secret = tokens.issue_token(user, name="bench")
     return counts, fp_check, secret
+
+
+def relabel_reach(seed: int, share: float, trials: int = 200) -> dict:
+    """What storing each exposure's effective label (instead of its cell) would cost per
+    relabel: how many cells' labels (CellQualityMap's rule: the expert's, else a confident
+    neighbours' guess) change when one cell is relabelled, on this benchmark's label layout
+    with `share` of the cells labelled (0.7 is the loaded one). Each changed cell's members
+    would be rewritten; with a cell column a relabel rewrites nothing."""
+    from archive.models import ModelVersion, QUALITY_LABELS
+    from archive.services import quality
+
+    desom2 = ModelVersion(kind=ModelVersion.DESOM2, config={"map_rows": MAP2[0], "map_cols": MAP2[1]})
+    n_cells = MAP2[0] * MAP2[1]
+    rng = np.random.default_rng(seed + 2)
+    kinds = ["Good"] * 7 + [lab for lab in QUALITY_LABELS if lab != "Good"] + ["mixed"]
+    labels = {int(c): kinds[rng.integers(len(kinds))] for c in rng.choice(n_cells, int(share * n_cells), replace=False)}
+
+    def effective(texts):
+        qmap = quality.CellQualityMap(texts, *quality.label_probabilities(desom2, labels=texts))
+        return [qmap.label(c)[0] for c in range(n_cells)]
+
+    before = effective(labels)
+    changed = []
+    for _ in range(trials):
+        relabelled = labels | {int(rng.integers(n_cells)): kinds[rng.integers(len(kinds))]}
+        changed.append(sum(a != b for a, b in zip(before, effective(relabelled))))
+    return {"labelled_share": share, "trials": trials, "cells_changed_mean": round(float(np.mean(changed)), 2),
+            "cells_changed_p90": int(np.percentile(changed, 90)), "cells_changed_max": int(max(changed)),
+            "exposures_per_cell_at_1m": round(1_000_000 * (1 - CALIBRATION_SHARE) / n_cells)}
+
+
+def time_activation() -> dict:
+    """activate_version for a second DESOM-2 whose cells differ from the loaded one's for every
+    exposure, then the loaded one again, then once more (nothing to change); after each, how
+    many exposures' copy (desom2_cell) differs from their assignment under the active version.
+    The second version and its cells are deleted afterwards."""
+    from django.db import connection
+
+    from archive.models import ModelVersion
+    from archive.services import versions
+
+    out = {"load_average_before": [round(x, 2) for x in os.getloadavg()]}
+    loaded = versions.active_version(ModelVersion.DESOM2)
+    other = ModelVersion.objects.create(version_id="bench-desom2-other", kind=ModelVersion.DESOM2,
+                                        checkpoint_path="none", trained_on=loaded.trained_on, config=loaded.config)
+    t0 = time.perf_counter()
+    with connection.cursor() as cur:
+        cur.execute("INSERT INTO archive_cellassignment (exposure_id, model_version_id, cell, quantization, created_at) "
+                    "SELECT exposure_id, %s, (cell * 7 + 3) %% %s, quantization, created_at FROM archive_cellassignment "
+                    "WHERE model_version_id = %s", [other.pk, MAP2[0] * MAP2[1], loaded.pk])
+        cur.execute("ANALYZE archive_cellassignment")
+    out["insert_other_versions_cells_s"] = round(time.perf_counter() - t0, 1)
+
+    def differing(version) -> int:
+        with connection.cursor() as cur:
+            cur.execute("SELECT count(*) FROM archive_exposure e LEFT JOIN archive_cellassignment a "
+                        "ON a.exposure_id = e.id AND a.model_version_id = %s WHERE e.desom2_cell IS DISTINCT FROM a.cell",
+                        [version.pk])
+            return cur.fetchone()[0]
+
+    for name, version in (("activate_other", other), ("reactivate_loaded", loaded), ("reactivate_unchanged", loaded)):
+        version.refresh_from_db()
+        t0 = time.perf_counter()
+        versions.activate_version(version)
+        out[f"{name}_s"] = round(time.perf_counter() - t0, 1)
+        out[f"{name}_copies_differing_after"] = differing(version)
+        log(f"{name}: {out[f'{name}_s']} s")
+    other.delete()
+    with connection.cursor() as cur:
+        cur.execute("VACUUM ANALYZE")
+    out["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    return out
 
 
 def build_indexes(env):
@@ -426,6 +508,13 @@ def time_requests(client, urls, warmup, headers=None, check=None, budget_s=None,
 
 def main() -> int:
     args = parse_args()
+    if args.relabel_reach:
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+        import django
+
+        django.setup()
+        print(json.dumps([relabel_reach(args.seed, share) for share in (0.05, 0.2, 0.7)], indent=2))
+        return 0
     load_before = os.getloadavg()
     log(f"load average before: {load_before}")
     reuse = Path(args.reuse).resolve() if args.reuse else None
@@ -481,6 +570,12 @@ def main() -> int:
             t0 = time.perf_counter()
             call_command("migrate", verbosity=0)
             result["migrate_on_reuse_s"] = round(time.perf_counter() - t0, 1)
+            # A migration that rewrote rows leaves their pages not all-visible (no index-only
+            # scans) until autovacuum has passed, as it has on a server that has run a while.
+            t0 = time.perf_counter()
+            with connection.cursor() as cur:
+                cur.execute("VACUUM ANALYZE")
+            result["vacuum_analyze_after_migrate_s"] = round(time.perf_counter() - t0, 1)
         with connection.cursor() as cur:
             cur.execute("SELECT pg_database_size(current_database())")
             result["database_bytes"] = cur.fetchone()[0]
@@ -490,7 +585,10 @@ def main() -> int:
             result["largest_tables_bytes"] = dict(cur.fetchall())
         index_files = sorted((workdir / "data" / "indexes").glob("*.faiss"))
         result["index_files_bytes"] = {p.name: p.stat().st_size for p in index_files}
-        result["timings"] = run_requests(args, secret)
+        if args.time_activation:
+            result["activation"] = time_activation()
+        else:
+            result["timings"] = run_requests(args, secret)
         result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     finally:
         from django.db import connections
@@ -503,7 +601,7 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     log(f"wrote {out}")
-    print(json.dumps(result["timings"], indent=2))
+    print(json.dumps(result.get("timings", result.get("activation")), indent=2))
     return 0
 
 

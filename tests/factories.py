@@ -11,6 +11,7 @@ from django.contrib.auth import get_user_model
 
 from archive import vectors
 from archive.models import CellAssignment, CellLabel, Exposure, ExposureVector, ModelVersion
+from archive.services import versions
 
 _numbers = itertools.count(9_000_001)
 PAST = dt.date(2000, 1, 1)
@@ -36,7 +37,12 @@ def model_version(kind: str = ModelVersion.DESOM2, *, rows: int = 4, cols: int =
 
 
 def assign(exposure_row: Exposure, cell: int, desom2: ModelVersion) -> CellAssignment:
-    return CellAssignment.objects.create(exposure=exposure_row, model_version=desom2, cell=cell)
+    """A cell assignment as assign_cells writes it: under the active DESOM-2 it is also copied
+    onto the exposure (Exposure.desom2_cell)."""
+    row = CellAssignment.objects.create(exposure=exposure_row, model_version=desom2, cell=cell)
+    if desom2.is_active:
+        versions.copy_active_cells(desom2, first_id=exposure_row.pk, last_id=exposure_row.pk)
+    return row
 
 
 def label(cell: int, text: str, desom2: ModelVersion) -> CellLabel:

@@ -26,7 +26,11 @@ class CappedCountPaginator(Paginator):
     @cached_property
     def count(self) -> int:
         cap = count_cap()
-        counted = self.object_list[:cap + 1].count()
+        # Without its ORDER BY: how many of the first cap + 1 rows exist does not depend on their
+        # order, and an ordered LIMIT makes PostgreSQL sort every match first (675 ms for a
+        # label and a band at 1M) where an unordered one stops at the cap, from an index alone.
+        rows = self.object_list.order_by() if hasattr(self.object_list, "order_by") else self.object_list
+        counted = rows[:cap + 1].count()
         self.count_exact = counted <= cap
         return min(counted, cap)
 

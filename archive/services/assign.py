@@ -1,6 +1,7 @@
 """Assignment: bring every science exposure up to the active models. Vectors are recomputed
 for exposures that have none under the active DESOM-1; cells for those that have none under
-the active DESOM-2 (which must have been trained on that DESOM-1's histo-vectors)."""
+the active DESOM-2 (which must have been trained on that DESOM-1's histo-vectors), and copied
+onto the exposures (Exposure.desom2_cell, see versions.copy_active_cells)."""
 from __future__ import annotations
 
 import logging
@@ -103,6 +104,10 @@ def assign_cells(*, desom2: ModelVersion | None = None, recompute: bool = False,
     total = rows.count()
     if not total:
         return 0
+    # Under the active DESOM-2 the cells are also copied onto the exposures (the label filter's
+    # column), in the transaction that writes them.
+    active2 = versions.active_version(ModelVersion.DESOM2)
+    copy_to_exposures = active2 is not None and active2.pk == desom2.pk
     checkpoint = versions.load_checkpoint_for(desom2)
     predictor = DesomPredictor(checkpoint)
     # A DESOM-2 trained on "histo+stats" reads each exposure's stored source statistics too; one
@@ -135,6 +140,8 @@ def assign_cells(*, desom2: ModelVersion | None = None, recompute: bool = False,
             if recompute:
                 CellAssignment.objects.filter(model_version=desom2, exposure_id__in=part_ids.tolist()).delete()
             CellAssignment.objects.bulk_create(cells, ignore_conflicts=True)
+            if copy_to_exposures:
+                versions.copy_active_cells(active2, first_id=int(part_ids[0]), last_id=last)
         written += len(cells)
         bar.update(len(cells))
     bar.close()

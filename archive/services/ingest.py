@@ -260,6 +260,7 @@ class _RunWriter:
             # The file at this path was replaced: its old vectors and cells no longer describe it.
             ExposureVector.objects.filter(exposure=by_path).delete()
             CellAssignment.objects.filter(exposure=by_path).delete()
+            by_path.desom2_cell = None   # the copy of the cell just deleted (versions.copy_active_cells)
             for name, value in fields.items():
                 setattr(by_path, name, value)
             by_path.expnum = expnum

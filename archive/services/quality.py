@@ -50,14 +50,24 @@ def label_cell(cell: int, label: str, *, user=None, note: str = "", desom2: Mode
                                     labelled_by=user if user is not None and user.is_authenticated else None)
 
 
+def _newest_labels(desom2: ModelVersion):
+    """The newest CellLabel row of each labelled cell (a relabel adds a row)."""
+    newest = CellLabel.objects.filter(model_version=desom2).values("cell").annotate(last=Max("id")).values("last")
+    return CellLabel.objects.filter(pk__in=newest)
+
+
 def current_cell_labels(desom2: ModelVersion | None = None) -> dict[int, CellLabel]:
-    """The newest label of every labelled cell (mixed cells included), in two queries."""
+    """The newest label of every labelled cell (mixed cells included), with who set it."""
     desom2 = desom2 or versions.active_version(ModelVersion.DESOM2)
     if desom2 is None:
         return {}
-    newest = (CellLabel.objects.filter(model_version=desom2).values("cell")
-              .annotate(last=Max("id")).values_list("last", flat=True))
-    return {row.cell: row for row in CellLabel.objects.filter(pk__in=list(newest)).select_related("labelled_by")}
+    return {row.cell: row for row in _newest_labels(desom2).select_related("labelled_by")}
+
+
+def current_label_texts(desom2: ModelVersion) -> dict[int, str]:
+    """Just the text of each labelled cell's newest label: what the label rule reads, in one
+    query without a model row per cell (6 ms -> 1.5 ms for 280 labelled cells)."""
+    return dict(_newest_labels(desom2).order_by().values_list("cell", "label"))
 
 
 def label_history(cell: int, desom2: ModelVersion | None = None) -> list[CellLabel]:
@@ -73,9 +83,11 @@ def cells_of(exposure_ids, desom2: ModelVersion | None = None) -> dict[int, int]
                 .values_list("exposure_id", "cell"))
 
 
-def effective_label(label: CellLabel | None) -> str | None:
-    """An expert's label row as a quality label: `mixed` (deliberately unlabelled) counts as none."""
-    return None if label is None or label.label == MIXED_LABEL else label.label
+def effective_label(label: CellLabel | str | None) -> str | None:
+    """An expert's label (a row or its text) as a quality label: `mixed` (deliberately
+    unlabelled) counts as none."""
+    text = label.label if isinstance(label, CellLabel) else label
+    return None if text is None or text == MIXED_LABEL else text
 
 
 # Where a cell's quality label came from (QualityVerdict.label_source uses the same words).
@@ -90,7 +102,7 @@ class CellQualityMap:
     guess when it is confident enough. The one implementation of that rule: the pre-download
     verdict, the REST and page `label` filter and SIA's QUALITY all read it, so they agree."""
 
-    labels: dict[int, CellLabel]
+    labels: dict[int, str]          # the text of each labelled cell's newest expert label
     classes: list[str]
     probabilities: np.ndarray | None
 
@@ -99,7 +111,7 @@ class CellQualityMap:
         desom2 = desom2 or versions.active_version(ModelVersion.DESOM2)
         if desom2 is None:
             return cls({}, [], None)
-        labels = current_cell_labels(desom2)
+        labels = current_label_texts(desom2)
         classes, probabilities = label_probabilities(desom2, labels=labels)
         return cls(labels, classes, probabilities)
 
@@ -132,6 +144,10 @@ def filter_by_quality_label(queryset, wanted, desom2: ModelVersion | None = None
     if desom2 is None:
         return queryset.none()
     cells = CellQualityMap.of(desom2).cells_labelled(wanted)
+    if desom2.is_active:
+        # The exposures' copy of their active cell (versions.copy_active_cells): an index scan
+        # of the exposure table instead of a semi-join over every assignment.
+        return queryset.filter(is_science=True, desom2_cell__in=cells)
     return queryset.filter(is_science=True, pk__in=CellAssignment.objects.filter(
         model_version=desom2, cell__in=cells).values("exposure_id"))
 
@@ -139,7 +155,7 @@ def filter_by_quality_label(queryset, wanted, desom2: ModelVersion | None = None
 # --- probabilistic labels (paper 5.3) --------------------------------------------------------
 
 def label_probabilities(desom2: ModelVersion | None = None, *, radius: float = 1.5,
-                        labels: dict[int, CellLabel] | None = None) -> tuple[list[str], np.ndarray]:
+                        labels: dict[int, CellLabel | str] | None = None) -> tuple[list[str], np.ndarray]:
     """Class probabilities for every cell of the DESOM-2 map from the labelled cells around it:
     each labelled cell votes for its label with a Gaussian weight of its grid distance, so a cell
     with no label takes its neighbours' (with a confidence that falls with distance and
@@ -149,7 +165,7 @@ def label_probabilities(desom2: ModelVersion | None = None, *, radius: float = 1
     if desom2 is None:
         return [], np.zeros((0, 0))
     rows, cols = desom2.map_shape
-    labels = current_cell_labels(desom2) if labels is None else labels
+    labels = current_label_texts(desom2) if labels is None else labels
     named = {cell: effective_label(row) for cell, row in labels.items() if effective_label(row)}
     key = (rows, cols, float(radius), tuple(sorted(named.items())))
     with _probabilities_lock:

@@ -6,10 +6,11 @@ import threading
 from pathlib import Path
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import Max, Min
 from django.utils import timezone
 
-from ..models import ModelVersion
+from ..models import CellAssignment, Exposure, ModelVersion
 from ..signals import model_version_activated
 
 _cache_lock = threading.Lock()
@@ -65,12 +66,58 @@ def register_version(checkpoint_path, *, kind: str, trained_on: ModelVersion | N
 
 
 def activate_version(version: ModelVersion) -> None:
+    """Make `version` the active one of its kind. A DESOM-2's cells are copied onto the
+    exposures in the same transaction, so no reader ever sees the new version with the old
+    version's cells (a quality-label filter would then answer for the wrong map)."""
     with transaction.atomic():
         ModelVersion.objects.filter(kind=version.kind, is_active=True).exclude(pk=version.pk).update(is_active=False)
         version.is_active = True
         version.activated_at = timezone.now()
         version.save(update_fields=["is_active", "activated_at"])
+        if version.kind == ModelVersion.DESOM2:
+            copy_active_cells(version)
         transaction.on_commit(lambda: model_version_activated.send(sender=None, version=version))
+
+
+# Exposure ids per UPDATE when copying cells: each statement's work (and its memory for the
+# join) stays bounded at any archive size.
+CELL_COPY_CHUNK = 50_000
+
+
+def copy_active_cells(desom2: ModelVersion, *, first_id: int | None = None, last_id: int | None = None,
+                      chunk: int = CELL_COPY_CHUNK) -> int:
+    """Set Exposure.desom2_cell to each exposure's cell under `desom2`, NULL where it has none,
+    for the exposures with ids in [first_id, last_id] (default: all). The one writer of that
+    copy. Bulk SQL a chunk of ids at a time; rows that already hold the right value are not
+    rewritten, so a re-run or the re-activation of an unchanged version writes nothing.
+    Returns how many exposures changed."""
+    if not (desom2.is_active and desom2.kind == ModelVersion.DESOM2):
+        raise ValueError(f"{desom2} is not the active DESOM-2: only its cells are copied onto exposures")
+    if first_id is None or last_id is None:
+        bounds = Exposure.objects.aggregate(lo=Min("id"), hi=Max("id"))
+        if bounds["lo"] is None:
+            return 0
+        first_id = bounds["lo"] if first_id is None else first_id
+        last_id = bounds["hi"] if last_id is None else last_id
+    exposure = connection.ops.quote_name(Exposure._meta.db_table)
+    assignment = connection.ops.quote_name(CellAssignment._meta.db_table)
+    # UPDATE ... FROM (PostgreSQL, SQLite >= 3.33): one join per chunk, not a query per row.
+    set_cells = (f"UPDATE {exposure} SET desom2_cell = a.cell FROM {assignment} AS a "
+                 f"WHERE a.exposure_id = {exposure}.id AND a.model_version_id = %s "
+                 f"AND a.exposure_id BETWEEN %s AND %s AND {exposure}.id BETWEEN %s AND %s "
+                 f"AND ({exposure}.desom2_cell IS NULL OR {exposure}.desom2_cell <> a.cell)")
+    clear_cells = (f"UPDATE {exposure} SET desom2_cell = NULL WHERE id BETWEEN %s AND %s "
+                   f"AND desom2_cell IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {assignment} AS a "
+                   f"WHERE a.exposure_id = {exposure}.id AND a.model_version_id = %s)")
+    changed = 0
+    with transaction.atomic(), connection.cursor() as cursor:
+        for lo in range(int(first_id), int(last_id) + 1, chunk):
+            hi = min(lo + chunk - 1, int(last_id))
+            cursor.execute(set_cells, [desom2.pk, lo, hi, lo, hi])
+            changed += max(cursor.rowcount, 0)
+            cursor.execute(clear_cells, [lo, hi, desom2.pk])
+            changed += max(cursor.rowcount, 0)
+    return changed
 
 
 def active_version(kind: str) -> ModelVersion | None:

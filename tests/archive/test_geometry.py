@@ -96,3 +96,33 @@ def test_stored_rows_follow_the_footprint(db):
 def test_bad_regions_are_clear_errors(text, needle):
     with pytest.raises(geometry.GeometryError, match=needle):
         geometry.parse_pos(text)
+
+
+def test_footprints_are_tested_as_arrays_with_the_full_tests_answer():
+    """`meeting` tests many footprints of different vertex counts against a circle at once; each
+    answer is the full test's (no shortcuts) for that footprint, in the rows' order."""
+    rng = np.random.default_rng(3)
+    polygons = []
+    for _ in range(150):
+        ra, dec = rng.uniform(38, 42), rng.uniform(18, 22)
+        if rng.random() < 0.5:
+            polygons.append(fp.nominal_footprint(ra, dec).polygon)
+        else:
+            polygons.append(fp.convex_hull([(ra + rng.normal(0, 0.5), dec + rng.normal(0, 0.5))
+                                            for _ in range(int(rng.integers(3, 9)))]))
+    regions = [fp.to_dali(p) for p in polygons]
+    assert len({len(p) for p in polygons}) >= 3
+    for circle in (geometry.Circle(40.0, 20.0, 1.0), geometry.Circle(41.5, 18.5, 0.2), geometry.Circle(40.0, 20.0, 0.01)):
+        parsed = [fp.from_dali(r) for r in regions]
+        expected = [fp._polygon_meets_circle(p, circle.ra, circle.dec, circle.radius) for p in parsed]
+        assert geometry.meeting(regions, circle).tolist() == expected
+        assert 0 < sum(expected) < len(expected)
+    assert geometry.meeting([], geometry.Circle(0, 0, 1)).tolist() == []
+
+
+def test_many_candidates_are_read_through_a_subquery_with_the_same_answer(sky, monkeypatch):
+    shapes = [geometry.Circle(40.0, 20.0, 5.0), geometry.Circle(200.0, -30.0, 30.0), geometry.Range(30.0, 50.0, 15.0, 25.0)]
+    listed = [_indexed(s) for s in shapes]
+    assert all(len(found) > 2 for found in listed)
+    monkeypatch.setattr(geometry, "MAX_LISTED_CANDIDATES", 2)
+    assert [_indexed(s) for s in shapes] == listed == [_brute(sky, s) for s in shapes]
