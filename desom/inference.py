@@ -15,12 +15,16 @@ sum to 1, the BMU has the largest weight, and ``tau`` (``activation_temperature`
 sharpens the kernel.
 
 Speed (benchmarks/bench_desom_speed.py, 2 shared cores): the DESOM-1 encoder runs in float32
-with channels-last memory, and by default (``compile="auto"``) through torch.compile once the
-predictor has encoded COMPILE_MIN_SAMPLES cutouts (a one-off compile of 20-60 s on 2 busy
-cores, paid once per process; then about 1.3-1.6x the eager path, with BMUs equal to eager
-float32 for 99.9% of cutouts). ``compile=False`` or DESOM_COMPILE=0 keeps it eager; without a
-C++ compiler, or when the compile fails, the predictor runs eager (with a warning for a
-failure). The default precision (``precision="auto"``) is the precision the model was
+with channels-last memory, each ReLU moved after its max-pool (identical output, a quarter of
+the work), over each batch in cache-sized chunks of CPU_ENCODER_CHUNK cutouts (about 1.8x the
+whole-batch path on 2 AVX2 cores), and by default (``compile="auto"``) through torch.compile
+once the predictor has encoded COMPILE_MIN_SAMPLES cutouts (a one-off compile of 20-60 s on 2
+busy cores, paid once per process; BMUs equal to eager float32 for 99.9% of cutouts).
+``compile=False`` or DESOM_COMPILE=0 keeps it eager; without a C++ compiler, or when the compile
+fails, the predictor runs eager (with a warning for a failure). int8 quantization of the
+encoder was measured and rejected: 4.3x eager float32 but only 78-85% of BMUs agree (a trained
+25x25 map has 1% of cutouts within 0.13% of a tie between two units).
+The default precision (``precision="auto"``) is the precision the model was
 trained in: bf16 autocast for a map trained in bf16, float32 otherwise. ``precision="bf16"``
 (bf16 weights) is about 3x eager on a CPU with native bf16 but moved about 4% of the BMUs of a
 float32-trained map, so it is opt-in. Distances and outputs are always float32.
@@ -45,12 +49,34 @@ from desom.som import grid_distances, squared_distances
 PRECISIONS = ("auto", "float32", "bf16", "bf16-autocast")
 COMPILE_CHOICES = ("auto", True, False)
 # compile="auto" compiles a DESOM-1 encoder once the predictor has encoded this many samples.
-# The compile costs 20-60 s on 2 busy cores and then saves about a third of each batch's time
-# (benchmarks/README.md, "DESOM-1 speed"), so it pays for itself after roughly 100 000 cutouts:
-# a predictor kept for a bulk pass (an ingest worker's, over tens of exposures of thousands of
-# cutouts) compiles after the first ten or so exposures; a small run (the demo's 200 exposures
-# of a few hundred cutouts over 2 workers) or a request-time predictor never pays it.
+# The compile costs 20-60 s on 2 busy cores; on the whole-batch path it saved about a third of
+# each batch's time, on the chunked path (CPU_ENCODER_CHUNK) only 1-8% (benchmarks/README.md,
+# "DESOM-1 speed", issue 20), so it now pays back only after about a million cutouts. A
+# predictor kept for a bulk pass (an ingest worker's) compiles after the first ten or so
+# exposures; a small run (the demo's) or a request-time predictor never pays it.
 COMPILE_MIN_SAMPLES = 32_768
+# On the CPU a DESOM-1 encoder runs over each batch in chunks of this many cutouts: its first
+# feature map is 128 KiB a cutout, so a 1024-cutout batch streams 128 MiB through memory at every
+# layer while 64 cutouts' maps stay in cache (benchmarks/README.md, "DESOM-1 speed": about 1.8x
+# on 2 cores, eager or compiled).
+CPU_ENCODER_CHUNK = 64
+
+
+def pool_before_relu(features: torch.nn.Sequential) -> torch.nn.Sequential:
+    """The same layers with each ReLU moved after the max-pool that follows it: max-pooling
+    commutes with ReLU (both monotone), so the output is identical, and the ReLU then touches a
+    quarter of the values."""
+    layers = list(features)
+    out, i = [], 0
+    while i < len(layers):
+        if (i + 1 < len(layers) and isinstance(layers[i], torch.nn.ReLU)
+                and isinstance(layers[i + 1], torch.nn.MaxPool2d)):
+            out += [layers[i + 1], torch.nn.ReLU(inplace=True)]
+            i += 2
+        else:
+            out.append(layers[i])
+            i += 1
+    return torch.nn.Sequential(*out)
 
 
 def compile_unavailable() -> str | None:
@@ -146,7 +172,7 @@ class DesomPredictor:
     def __init__(self, model_or_checkpoint, batch_size: int = 1024, device=None,
                  precision: str = "auto", channels_last: bool | None = None,
                  activation_temperature: float = 1.0, expected_kind: str | None = None,
-                 compile: bool | str = "auto"):
+                 compile: bool | str = "auto", encoder_chunk: int | None = None):
         from desom.checkpoint import Checkpoint, load_checkpoint
 
         source = model_or_checkpoint
@@ -188,8 +214,17 @@ class DesomPredictor:
         self.encoder = copy.deepcopy(model.encoder).to(self.device).eval()
         for p in self.encoder.parameters():
             p.requires_grad_(False)
+        if self.kind == "desom1":
+            self.encoder.features = pool_before_relu(self.encoder.features)
         if self.channels_last and self.kind == "desom1":
             self.encoder = self.encoder.to(memory_format=torch.channels_last)
+        # encoder_chunk: None (auto) is CPU_ENCODER_CHUNK for a DESOM-1 on the CPU, else whole
+        # batches; 0 is whole batches.
+        if encoder_chunk is None:
+            encoder_chunk = CPU_ENCODER_CHUNK if (self.kind == "desom1" and self.device.type == "cpu") else 0
+        if encoder_chunk < 0:
+            raise ValueError(f"encoder_chunk must be >= 0, got {encoder_chunk}")
+        self.encoder_chunk = int(encoder_chunk)
         if self.precision == "bf16":
             # bf16 weights and activations throughout the encoder: cheaper than autocast, which
             # re-casts the weights on every call.
@@ -305,6 +340,12 @@ class DesomPredictor:
         return self._run_encoder(x).float()
 
     def _run_encoder(self, x: torch.Tensor) -> torch.Tensor:
+        chunk = self.encoder_chunk
+        if chunk and x.shape[0] > chunk:
+            return torch.cat([self._run_encoder_once(x[s:s + chunk]) for s in range(0, x.shape[0], chunk)])
+        return self._run_encoder_once(x)
+
+    def _run_encoder_once(self, x: torch.Tensor) -> torch.Tensor:
         if self.precision == "bf16-autocast":
             with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
                 return self.encoder(x)

@@ -85,6 +85,27 @@ def test_bf16_channels_last_path_agrees_with_float32(trained, precision):
     np.testing.assert_allclose(fast.activations.sum(1), 1.0, atol=1e-5)
 
 
+def test_encoder_chunks_and_pool_before_relu_change_nothing(trained):
+    from desom.inference import CPU_ENCODER_CHUNK, pool_before_relu
+
+    model, x = trained
+    feats = model.encoder.features
+    moved = pool_before_relu(feats)
+    kinds = [type(m).__name__ for m in moved]
+    assert kinds == ["Conv2d", "MaxPool2d", "ReLU"] * 3
+    t = torch.from_numpy(x[:50, None])
+    with torch.no_grad():
+        np.testing.assert_array_equal(moved(t).numpy(), feats(t).numpy())   # exact, not close
+    whole = DesomPredictor(model, batch_size=300, precision="float32", compile=False, encoder_chunk=0)
+    chunked = DesomPredictor(model, batch_size=300, precision="float32", compile=False, encoder_chunk=7)
+    assert DesomPredictor(model, compile=False).encoder_chunk == CPU_ENCODER_CHUNK
+    a, b = whole.predict(x, return_latent=True), chunked.predict(x, return_latent=True)
+    np.testing.assert_array_equal(a.bmu, b.bmu)
+    np.testing.assert_allclose(a.latent, b.latent, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="encoder_chunk"):
+        DesomPredictor(model, encoder_chunk=-1)
+
+
 def test_predictor_is_a_frozen_copy(trained):
     model, x = trained
     pred = DesomPredictor(model, precision="float32")
