@@ -78,7 +78,7 @@ def parse_args():
     p.add_argument("--reuse", default=None, help="reuse a --keep'd workdir: skip the load and index build "
                                                  "(their figures are read from its load.json), migrate, time")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "million.json"))
-    p.add_argument("--profile", action="store_true", help="also cProfile 50 find-similar requests")
+    p.add_argument("--profile", action="store_true", help="also cProfile 50 find-similar, label + band and cone requests each")
     p.add_argument("--time-activation", action="store_true",
                    help="instead of the requests, time activating a second DESOM-2 (its cells "
                         "copied onto every exposure), re-activating the first, and re-activating it again")
@@ -648,6 +648,8 @@ def run_requests(args, secret):
         log(f"{name}: {timings[name]}")
     if args.profile:
         timings["profile_similar"] = profile(tokened, [f"/api/exposures/{pk}/similar/?k=10" for pk in public[:50]], auth)
+        for name in ("search_label_band", "search_cone"):
+            timings[f"profile_{name}"] = profile(tokened, [kinds[name]() for _ in range(50)], auth)
     return timings
 
 

@@ -42,6 +42,7 @@ def assign(exposure_row: Exposure, cell: int, desom2: ModelVersion) -> CellAssig
     row = CellAssignment.objects.create(exposure=exposure_row, model_version=desom2, cell=cell)
     if desom2.is_active:
         versions.copy_active_cells(desom2, first_id=exposure_row.pk, last_id=exposure_row.pk)
+        exposure_row.desom2_cell = cell
     return row
 
 

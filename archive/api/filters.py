@@ -3,8 +3,8 @@ exposure time and an RA/Dec cone."""
 import django_filters
 
 from .. import geometry
-from ..models import Exposure, ModelVersion
-from ..services import quality, versions
+from ..models import Exposure
+from ..services import quality
 
 MAX_CONE_RADIUS_DEG = 30.0
 MAX_DB_INT = 2 ** 63 - 1
@@ -35,10 +35,7 @@ class ExposureFilter(django_filters.FilterSet):
         fields = ["runid", "obstype"]
 
     def filter_cell(self, queryset, name, value):
-        desom2 = versions.active_version(ModelVersion.DESOM2)
-        if desom2 is None:
-            return queryset.none()
-        return queryset.filter(cells__model_version=desom2, cells__cell=int(value))
+        return quality.in_cells(queryset, [value])
 
     def filter_label(self, queryset, name, value):
         return quality.filter_by_quality_label(queryset, [value])

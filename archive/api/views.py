@@ -160,7 +160,7 @@ class CellViewSet(viewsets.ViewSet):
     def retrieve(self, request, pk=None):
         desom2 = self._desom2()
         cell = self._cell(desom2, pk)
-        members = selectors.visible_exposures(request.user).filter(cells__model_version=desom2, cells__cell=cell)
+        members = quality.in_cells(selectors.visible_exposures(request.user), [cell], desom2)
         paginator = ArchivePagination()
         page = paginator.paginate_queryset(members.order_by("expnum"), request, view=self)
         history = quality.label_history(cell, desom2)

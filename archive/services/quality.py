@@ -83,6 +83,14 @@ def cells_of(exposure_ids, desom2: ModelVersion | None = None) -> dict[int, int]
                 .values_list("exposure_id", "cell"))
 
 
+def _active_cells(exposures: list, desom2: ModelVersion) -> dict[int, int]:
+    """Each exposure's cell under `desom2`: read from the rows' own copy of the active cell
+    when they carry it (no query), else from the assignments."""
+    if desom2.is_active and all("desom2_cell" not in e.get_deferred_fields() for e in exposures):
+        return {e.pk: e.desom2_cell for e in exposures if e.desom2_cell is not None}
+    return cells_of([e.pk for e in exposures], desom2)
+
+
 def effective_label(label: CellLabel | str | None) -> str | None:
     """An expert's label (a row or its text) as a quality label: `mixed` (deliberately
     unlabelled) counts as none."""
@@ -137,19 +145,29 @@ class CellQualityMap:
         return [c for c in range(n_cells) if (self.label(c)[0] or "").lower() in wanted]
 
 
-def filter_by_quality_label(queryset, wanted, desom2: ModelVersion | None = None):
-    """Exposures of `queryset` whose quality label (see CellQualityMap) is one of `wanted`.
-    Calibration frames carry no label, as in their verdicts."""
+def in_cells(queryset, cells, desom2: ModelVersion | None = None):
+    """Exposures of `queryset` placed in one of `cells` by `desom2` (default: the active one).
+    The one rule for "the members of these cells": the cell filters of the REST API, SIA and the
+    pages, the label filter and the cell views all read it."""
     desom2 = desom2 or versions.active_version(ModelVersion.DESOM2)
     if desom2 is None:
         return queryset.none()
-    cells = CellQualityMap.of(desom2).cells_labelled(wanted)
+    cells = [int(c) for c in cells]
     if desom2.is_active:
         # The exposures' copy of their active cell (versions.copy_active_cells): an index scan
         # of the exposure table instead of a semi-join over every assignment.
         return queryset.filter(is_science=True, desom2_cell__in=cells)
     return queryset.filter(is_science=True, pk__in=CellAssignment.objects.filter(
         model_version=desom2, cell__in=cells).values("exposure_id"))
+
+
+def filter_by_quality_label(queryset, wanted, desom2: ModelVersion | None = None):
+    """Exposures of `queryset` whose quality label (see CellQualityMap) is one of `wanted`.
+    Calibration frames carry no label, as in their verdicts."""
+    desom2 = desom2 or versions.active_version(ModelVersion.DESOM2)
+    if desom2 is None:
+        return queryset.none()
+    return in_cells(queryset, CellQualityMap.of(desom2).cells_labelled(wanted), desom2)
 
 
 # --- probabilistic labels (paper 5.3) --------------------------------------------------------
@@ -337,7 +355,7 @@ def quality_verdicts(exposures) -> list[QualityVerdict]:
     exposures = list(exposures)
     ids = [e.pk for e in exposures]
     desom2 = versions.active_version(ModelVersion.DESOM2)
-    cells = cells_of(ids, desom2) if desom2 else {}
+    cells = _active_cells(exposures, desom2) if desom2 else {}
     quality_map = CellQualityMap.of(desom2) if desom2 else CellQualityMap({}, [], None)
     flags_by_exposure = defaultdict(list)
     for row in ExposureFlag.objects.filter(exposure_id__in=ids, flag__is_active=True).select_related("flag"):

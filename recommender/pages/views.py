@@ -296,7 +296,7 @@ def cell_detail(request, cell):
                 return redirect(reverse("pages:cell", args=[cell]))
     if form is None and selectors.is_staff(request.user):
         form = CellLabelForm()
-    members = selectors.visible_exposures(request.user).filter(cells__model_version=desom2, cells__cell=cell)
+    members = quality.in_cells(selectors.visible_exposures(request.user), [cell], desom2)
     ids = sorted(members.values_list("pk", flat=True))
     # Nine at random, reproducibly: the seed travels in the "more" link so page 2 is the next nine.
     try:

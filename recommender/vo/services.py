@@ -240,7 +240,7 @@ def build_queryset(params: dict[str, list[str]], user) -> tuple:
             rows, cols = desom2.map_shape
             if params.get("CELL"):
                 cells = [_int_value(v, "CELL", 0, rows * cols - 1) for v in params["CELL"]]
-                queryset = queryset.filter(cells__model_version=desom2, cells__cell__in=cells)
+                queryset = quality.in_cells(queryset, cells, desom2)
             if params.get("QUALITY"):
                 queryset = quality.filter_by_quality_label(queryset, params["QUALITY"], desom2)
 
