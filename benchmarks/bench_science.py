@@ -473,6 +473,48 @@ def ablate_inputs(run: StudyRun) -> None:
     run.save()
 
 
+def measure_separability(run: StudyRun) -> None:
+    """How much of Good/Bad each DESOM-2 input holds at all: a supervised classifier given every
+    fit exposure's truth (which no unsupervised map is given), scored on the balanced validation
+    sample. Not a method for the archive: a ceiling, so that a miss can be told apart from
+    information the descriptors never had (the kinds still called Good by a classifier that was
+    shown them are beyond any map built on the same inputs)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from desom.normalise import HistoNormaliser
+
+    data, study, c = run.data, run.study, run.choice
+    x, sigma = sm.desom2_inputs(run.histos[c["recipe"]], c["representation"])
+    histo = HistoNormaliser(c["normaliser"], smooth_sigma=sigma).fit(x[study.fit]).transform(x)
+    stats = study.scaler.transform(data["features"])
+    inputs = {"stats": stats, "histo": histo, "both": np.hstack([histo, stats])}
+    classifiers = {
+        "logistic": lambda: make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000)),
+        "boosted_trees": lambda: HistGradientBoostingClassifier(max_iter=200, random_state=run.a.seed),
+    }
+    scored = study.val_eval
+    truth = study.good[scored]
+    out = {}
+    for name, z in inputs.items():
+        for cname, make in classifiers.items():
+            model = make().fit(z[study.fit], study.good[study.fit])
+            said_good = model.predict(z[scored]).astype(bool)
+            pred = np.array([said_good])
+            scores = seed_mean_scores(truth, {"c": (pred, np.ones_like(pred))}, 200, run.a.seed)["c"]
+            kinds = kind_confusion(study.kinds, scored, pred, np.ones_like(pred))
+            out[f"{name}/{cname}"] = {"accuracy": scores["accuracy"], "ci95": scores["ci95"]["accuracy"],
+                                      "precision": scores["precision"], "recall": scores["recall"],
+                                      "called_good": {k: round(v["share_in_good_cells"], 3) for k, v in kinds.items()}}
+            log(f"  supervised {name:5s} {cname:13s}: acc {scores['accuracy']:.3f} "
+                f"[{scores['ci95']['accuracy'][0]:.3f}, {scores['ci95']['accuracy'][1]:.3f}]; called Good: "
+                + ", ".join(f"{k} {v['share_in_good_cells']:.2f}" for k, v in kinds.items() if k != "good"))
+    run.result["selection"]["supervised_ceiling_validation"] = out
+    run.save()
+
+
 def measure_shot_noise(run: StudyRun) -> None:
     """The chosen recipe's histo-vectors from a share of each exposure's cutouts, hard counts
     against soft assignment, with the reliability ratio (two halves of one exposure against two
@@ -622,6 +664,7 @@ def main(argv=None) -> int:
     train_desom1_per_recipe(run)
     choose_on_validation(run)
     ablate_inputs(run)
+    measure_separability(run)
     measure_shot_noise(run)
     main_run = score_test_once(run)
     score_find_similar(run, main_run)
