@@ -103,6 +103,7 @@ class CCDInfo:
     shape: tuple        # (ny, nx) of the stored array, overscan included
     bitpix: int
     compressed: bool
+    data_offset: int = -1   # byte offset of the data in the file, from the scan (uncompressed files)
 
 
 @dataclass
@@ -498,12 +499,15 @@ def _overscan_bias(overscan, bsec, dsec, smooth_rows):
     from scipy.ndimage import median_filter
 
     n_rows = dsec[0].stop - dsec[0].start
+    # NaN only where BLANK pixels were: without them the plain median is the same and several
+    # times faster (nanmedian along rows goes through masked arrays).
+    median = np.nanmedian if np.isnan(overscan).any() else np.median
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)   # an all-BLANK overscan is handled
-        level = float(np.nanmedian(overscan)) if overscan.size else float("nan")
+        level = float(median(overscan)) if overscan.size else float("nan")
         if not np.isfinite(level):
             return float("nan"), None
-        per_row = np.nanmedian(overscan, axis=1)
+        per_row = median(overscan, axis=1)
     rows0 = bsec[0].start
     covered = dsec[0].start >= rows0 and dsec[0].stop <= bsec[0].stop
     if overscan.shape[1] >= 3 and overscan.shape[0] >= 2 and covered:
@@ -616,7 +620,8 @@ class ExposureReader:
                         f"this archive reads (at most {MAX_CCD_PIXELS} pixels)", label)
                 ccds.append(CCDInfo(index=i, extname=name if i else "PRIMARY", shape=shape,
                                     bitpix=_int(hdu.header, "BITPIX") or 0,
-                                    compressed=isinstance(hdu, fits.CompImageHDU)))
+                                    compressed=isinstance(hdu, fits.CompImageHDU),
+                                    data_offset=int(info["datLoc"])))
             else:
                 tables.append((label, type(hdu).__name__))
         if self.compression == "gzip" and not _gzip_length_ok(self.path, end):
@@ -673,7 +678,9 @@ class ExposureReader:
                 dtype = _BITPIX_DTYPES.get(info.bitpix)
                 if dtype is None:
                     raise ExposureReadError(self.path, f"unsupported BITPIX {info.bitpix}", label)
-                offset = self._hdul.fileinfo(info.index)["datLoc"]
+                # The offset the scan found: HDUList.fileinfo here re-serialised every header
+                # again for each CCD read (5 ms a CCD, a fifth of a small CCD's imaging).
+                offset = info.data_offset if info.data_offset >= 0 else self._hdul.fileinfo(info.index)["datLoc"]
                 # A private map of this HDU only: released with the array, so resident pages
                 # never accumulate across the 36-40 CCDs of a 1.4 GB file.
                 return np.memmap(self.path, dtype=dtype, mode="r", offset=offset, shape=info.shape)
