@@ -61,6 +61,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     # Authorization: Token <secret> on every route (API, downloads, previews, figures, VO).
     "archive.authentication.TokenAuthenticationMiddleware",
+    # Values a request reads several times (the active models, the cells' labels), once a request.
+    "archive.memo.RequestMemoMiddleware",
     "config.middleware.PrivateAnswersMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",

@@ -17,6 +17,7 @@ from desom.errors import UserError
 
 from ..models import (MIXED_LABEL, CellAssignment, CellLabel, Exposure, ExposureFlag, ModelVersion,
                       PrototypeFlag)
+from .. import memo
 from ..text import check_text
 from . import versions
 from .training import histo_matrix
@@ -46,8 +47,10 @@ def label_cell(cell: int, label: str, *, user=None, note: str = "", desom2: Mode
     check_text(note or "", "a note", free_text=True, error=QualityError)
     if len(label) > MAX_LABEL_LENGTH:
         raise QualityError(f"a label has at most {MAX_LABEL_LENGTH} characters")
-    return CellLabel.objects.create(model_version=desom2, cell=int(cell), label=label, note=note or "",
-                                    labelled_by=user if user is not None and user.is_authenticated else None)
+    row = CellLabel.objects.create(model_version=desom2, cell=int(cell), label=label, note=note or "",
+                                   labelled_by=user if user is not None and user.is_authenticated else None)
+    memo.forget()
+    return row
 
 
 def _newest_labels(desom2: ModelVersion):
@@ -116,9 +119,14 @@ class CellQualityMap:
 
     @classmethod
     def of(cls, desom2: ModelVersion | None = None) -> "CellQualityMap":
+        """The map of `desom2` (default: the active DESOM-2), read once per request."""
         desom2 = desom2 or versions.active_version(ModelVersion.DESOM2)
         if desom2 is None:
             return cls({}, [], None)
+        return memo.remembered(("cell_quality_map", desom2.pk), lambda: cls._read(desom2))
+
+    @classmethod
+    def _read(cls, desom2: ModelVersion) -> "CellQualityMap":
         labels = current_label_texts(desom2)
         classes, probabilities = label_probabilities(desom2, labels=labels)
         return cls(labels, classes, probabilities)

@@ -10,6 +10,7 @@ from django.db import connection, transaction
 from django.db.models import Max, Min
 from django.utils import timezone
 
+from .. import memo
 from ..models import CellAssignment, Exposure, ModelVersion
 from ..signals import model_version_activated
 
@@ -74,6 +75,7 @@ def activate_version(version: ModelVersion) -> None:
         version.is_active = True
         version.activated_at = timezone.now()
         version.save(update_fields=["is_active", "activated_at"])
+        memo.forget()
         if version.kind == ModelVersion.DESOM2:
             copy_active_cells(version)
         transaction.on_commit(lambda: model_version_activated.send(sender=None, version=version))
@@ -121,7 +123,9 @@ def copy_active_cells(desom2: ModelVersion, *, first_id: int | None = None, last
 
 
 def active_version(kind: str) -> ModelVersion | None:
-    return ModelVersion.objects.filter(kind=kind, is_active=True).first()
+    """The active version of `kind` (read once per request: archive.memo)."""
+    return memo.remembered(("active_version", kind),
+                           lambda: ModelVersion.objects.filter(kind=kind, is_active=True).first())
 
 
 def load_checkpoint_for(version: ModelVersion):
