@@ -171,6 +171,14 @@ class Study:
         self.scaler_train = sm.FeatureScaler().fit(data["features"][self.train])
         self.histos = {}
 
+    def coherence_column(self, fit_rows: np.ndarray) -> np.ndarray:
+        """(n, 1) the exposures' coherent ellipticity, median-filled and standardised on the
+        fitting rows like the five statistics (set by StudyRun as `coherence`)."""
+        c = np.log10(self.coherence + 1e-3)     # spans 0.001-0.7: a log keeps trails from dominating
+        fill = np.nanmedian(c[fit_rows])
+        c = np.where(np.isfinite(c), c, fill)
+        return ((c - c[fit_rows].mean()) / max(c[fit_rows].std(), 1e-9))[:, None].astype(np.float32)
+
     def splits(self) -> dict:
         return {"n": self.n, "test": len(self.test), "train": len(self.train), "validation": len(self.val),
                 "fit": len(self.fit), "labelled_for_selection": len(self.labelled_fit),
@@ -189,7 +197,9 @@ class Study:
         rows = np.concatenate([fit_rows, scored[~np.isin(scored, fit_rows)]])
         side = map_side(len(fit_rows), members)
         feats = scaler.transform(self.data["features"])
-        if inputs == "both":
+        if inputs == "both+coherence":
+            feats = np.hstack([feats, self.coherence_column(fit_rows)])
+        if inputs.startswith("both"):
             feats = feats * np.float32(stats_weight)
         if histos is not None:
             x, sigma = sm.desom2_inputs(histos, representation)
@@ -200,10 +210,10 @@ class Study:
                 model = _fit_stats_desom2(feats[fit_rows], side, s, self.a.desom2_iterations)
                 cells, latent = _stats_cells(model, feats[rows])
             else:
-                extra_fit = feats[fit_rows] if inputs == "both" else None
+                extra_fit = feats[fit_rows] if inputs.startswith("both") else None
                 model, norm = sm.fit_desom2(x[fit_rows], side, normaliser, s, self.a.desom2_iterations,
                                             smooth_sigma=sigma, extra_train=extra_fit)
-                cells, latent, _ = sm.desom2_cells(model, norm, x[rows], feats[rows] if inputs == "both" else None)
+                cells, latent, _ = sm.desom2_cells(model, norm, x[rows], feats[rows] if inputs.startswith("both") else None)
             gates.append(model.training_gate)
             if len(model.training_gate["attempts"]) > 1:
                 log(f"    DESOM-2 seed {s} collapsed and was restarted: {model.training_gate['attempts']}")
@@ -371,6 +381,7 @@ class StudyRun:
         self.cache = self.survey / "study"
         self.cache.mkdir(exist_ok=True)
         self.study = Study(self.data, a, self.cache)
+        self.study.coherence = sm.exposure_coherence(self.data, self.cache, log=log)
         self.recipes = [r for r in a.recipes.split(",") if r]
         self.histos: dict = {}
         self.choice: dict = {}
@@ -485,6 +496,13 @@ def ablate_inputs(run: StudyRun) -> None:
     both = {k: v for k, v in ablation.items() if k.startswith("both")}
     # the weight of the statistics for the test split's "histo + statistics" row, chosen here
     run.choice["stats_weight"] = max(both.values(), key=lambda v: v["accuracy"])["stats_weight"] if both else 1.0
+    # the shared ellipticity of the bright sources as a sixth exposure descriptor (diagnostic)
+    s = run.validation_summary(run.histos[c["recipe"]], c["representation"], c["normaliser"], c["members_per_cell"],
+                               inputs="both+coherence", stats_weight=run.choice["stats_weight"])
+    ablation["both + coherent ellipticity"] = {k: s["desom"][k] for k in ("accuracy", "precision", "recall",
+                                                                          "coverage", "ci95")}
+    ablation["both + coherent ellipticity"]["stats_weight"] = run.choice["stats_weight"]
+    log(f"  inputs both + coherent ellipticity: {brief(s['desom'])}")
     run.result["selection"]["ablation_validation"] = ablation
     run.result["selection"]["stats_weight_chosen"] = run.choice["stats_weight"]
     run.save()
@@ -507,7 +525,9 @@ def measure_separability(run: StudyRun) -> None:
     x, sigma = sm.desom2_inputs(run.histos[c["recipe"]], c["representation"])
     histo = HistoNormaliser(c["normaliser"], smooth_sigma=sigma).fit(x[study.fit]).transform(x)
     stats = study.scaler.transform(data["features"])
-    inputs = {"stats": stats, "histo": histo, "both": np.hstack([histo, stats])}
+    coherence = study.coherence_column(study.fit)
+    inputs = {"stats": stats, "histo": histo, "both": np.hstack([histo, stats]),
+              "stats+coherence": np.hstack([stats, coherence]), "both+coherence": np.hstack([histo, stats, coherence])}
     classifiers = {
         "logistic": lambda: make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000)),
         "boosted_trees": lambda: HistGradientBoostingClassifier(max_iter=200, random_state=run.a.seed),
@@ -529,6 +549,14 @@ def measure_separability(run: StudyRun) -> None:
                 f"[{scores['ci95']['accuracy'][0]:.3f}, {scores['ci95']['accuracy'][1]:.3f}]; called Good: "
                 + ", ".join(f"{k} {v['share_in_good_cells']:.2f}" for k, v in kinds.items() if k != "good"))
     run.result["selection"]["supervised_ceiling_validation"] = out
+    good_fit = study.fit[study.good[study.fit]]
+    edge = float(np.nanpercentile(study.coherence[good_fit], 99))
+    run.result["selection"]["coherent_ellipticity_fit"] = {
+        "good_p99": edge,
+        "median_by_kind": {str(k): float(np.nanmedian(study.coherence[study.fit][study.kinds[study.fit] == k]))
+                           for k in np.unique(study.kinds[study.fit])},
+        "share_above_good_p99_by_kind": {str(k): float(np.mean(study.coherence[study.fit][study.kinds[study.fit] == k] > edge))
+                                         for k in np.unique(study.kinds[study.fit])}}
     run.save()
 
 

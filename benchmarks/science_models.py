@@ -170,6 +170,35 @@ def infer_histos(model, data: dict, recipe: str, cache: Path, exposures_per_call
 # ---------------------------------------------------------------------------------------------
 # DESOM-2 and the baseline
 # ---------------------------------------------------------------------------------------------
+BRIGHT_SHARE = 0.25   # the brightest quarter of an exposure's stamps enter its coherent ellipticity
+
+
+def exposure_coherence(data: dict, cache: Path, log=print) -> np.ndarray:
+    """(n,) each exposure's coherent ellipticity (desom.baseline.coherent_ellipticity) over the
+    brightest quarter of its sampled stamps, background plane removed; NaN where too few.
+    Computed once and cached in the study folder."""
+    from desom.baseline import coherent_ellipticity, stamp_shapes
+
+    path = Path(cache) / "coherence.npy"
+    if path.exists():
+        return np.load(path)
+    t0 = time.perf_counter()
+    off = data["offsets"]
+    out = np.full(len(off) - 1, np.nan)
+    for i in range(len(off) - 1):
+        rows = slice(int(off[i]), int(off[i + 1]))
+        stamps = np.asarray(data["stamps"][rows], np.float32) - plane_stamps(data["plane"][rows])
+        if len(stamps) == 0:
+            continue
+        centre = stamps[:, 14:19, 14:19].sum(axis=(1, 2))
+        bright = centre >= np.quantile(centre, 1.0 - BRIGHT_SHARE)
+        shapes = stamp_shapes(stamps[bright], float(np.median(data["noise"][rows])))
+        out[i] = coherent_ellipticity(shapes["e1"], shapes["e2"])
+    np.save(path, out)
+    log(f"coherent ellipticity of {len(out)} exposures in {time.perf_counter() - t0:.0f} s")
+    return out
+
+
 def desom2_inputs(histos: dict, representation: str, map_shape=(25, 25)) -> tuple[np.ndarray, float]:
     """The histo-vectors DESOM-2 sees: 'hard' counts, 'grid' (soft assignment on the map, via
     the normaliser's smooth_sigma, returned as the second value) or 'latent' soft activations."""

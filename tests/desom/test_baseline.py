@@ -3,7 +3,7 @@ k-means clusterer."""
 import numpy as np
 import pytest
 
-from desom.baseline import (FEATURE_NAMES, BaselineClusterer, SourceStatistics,
+from desom.baseline import (FEATURE_NAMES, BaselineClusterer, SourceStatistics, coherent_ellipticity,
                             background_structure, stamp_shapes)
 
 SIZE = 32
@@ -147,3 +147,25 @@ def test_clusterer_separates_groups_and_fills_missing_values():
         BaselineClusterer(200).fit(x)
     with pytest.raises(ValueError, match=r"\(n, 5\)"):
         model.predict(x[:, :3])
+
+
+def _noisy(stamps, seed):
+    return stamps + np.random.default_rng(seed).normal(0.0, 1.0, stamps.shape)
+
+
+def test_a_shared_trail_is_coherent_where_randomly_oriented_shapes_are_not():
+    rng = np.random.default_rng(3)
+    # Galaxies: strongly elongated, every which way; stars trailed by a fraction of the seeing,
+    # all along 30 degrees; round stars. Their median elongations overlap, their shared
+    # ellipticity does not.
+    galaxies = np.stack([gaussian(3.5, elongation=1.6, angle_deg=a, amplitude=300.0) for a in rng.uniform(0, 180, 600)])
+    trailed = np.stack([gaussian(3.5, elongation=1.15, angle_deg=30.0, amplitude=300.0) for _ in range(60)])
+    round_ = np.stack([gaussian(3.5, amplitude=300.0) for _ in range(60)])
+    shape = {name: stamp_shapes(_noisy(s, i), noise=1.0) for i, (name, s) in
+             enumerate([("galaxies", galaxies), ("trailed", trailed), ("round", round_)])}
+    coherence = {name: coherent_ellipticity(s["e1"], s["e2"]) for name, s in shape.items()}
+    assert np.nanmedian(shape["galaxies"]["elongation"]) > np.nanmedian(shape["trailed"]["elongation"])
+    assert coherence["trailed"] > 0.05 > 0.03 > max(coherence["galaxies"], coherence["round"])
+    # the direction: a 30-degree trail has e2 / e1 = tan(60 degrees)
+    assert np.nanmedian(shape["trailed"]["e2"]) / np.nanmedian(shape["trailed"]["e1"]) == pytest.approx(np.sqrt(3), rel=0.2)
+    assert np.isnan(coherent_ellipticity(shape["trailed"]["e1"][:5], shape["trailed"]["e2"][:5]))
