@@ -1,0 +1,97 @@
+"""How separable Good and Bad are from the exposure statistics at all (issue 16): the five
+statistics of the plain baseline, and the same with the bright sources' coherent ellipticity
+(`desom.baseline.coherent_ellipticity`), each given to a supervised classifier (boosted trees)
+that sees every label, scored by 5-fold cross-validation. No unsupervised map built on the same
+statistics can do better than this ceiling, so it tells a method's miss from information the
+statistics never held. Also: each kind's coherent ellipticity against the Good exposures'.
+
+Reads the science survey's shards as they are written, so it runs on a survey still being built:
+
+    .venv/bin/python -m benchmarks.bench_separability [--survey var/science/survey36-2000-s16]
+
+Writes benchmarks/results/separability.json. Not part of the test suite.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_shards(survey: Path, max_exposures: int | None = None) -> dict:
+    """Features, truth and each exposure's coherent ellipticity from the finished shards."""
+    from benchmarks import science_models as sm
+
+    features, truth, coherence = [], [], []
+    for path in sorted((survey / "shards").glob("shard-*.npz")):
+        with np.load(path) as z:
+            shard = {k: z[k] for k in ("stamps", "plane", "noise", "counts", "features")}
+            truth += json.loads(str(z["truth"]))
+        shard["offsets"] = np.r_[0, np.cumsum(shard["counts"])]
+        with tempfile.TemporaryDirectory() as tmp:
+            coherence.append(sm.exposure_coherence(shard, Path(tmp), log=lambda _: None))
+        features.append(shard["features"])
+        if max_exposures and len(truth) >= max_exposures:
+            break
+    return {"features": np.concatenate(features), "coherence": np.concatenate(coherence), "truth": truth}
+
+
+def main(argv=None) -> int:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    from desom.evaluation import is_good
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--survey", default=str(ROOT / "var" / "science" / "survey36-2000-s16"))
+    ap.add_argument("--max-exposures", type=int, default=None)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "separability.json"))
+    a = ap.parse_args(argv)
+    started, load_before = time.perf_counter(), os.getloadavg()
+    data = load_shards(Path(a.survey), a.max_exposures)
+    kinds = np.array([t["kind"] for t in data["truth"]])
+    good = is_good(np.array([t["good_bad"] for t in data["truth"]]))
+    coherence = data["coherence"]
+    names = [str(k) for k in np.unique(kinds)]
+    good_values = coherence[kinds == "good"]
+    edge = float(np.nanmax(good_values))
+    result = {"benchmark": "separability", "command": " ".join(["python -m benchmarks.bench_separability",
+                                                                *(sys.argv[1:] if argv is None else argv)]),
+              "survey": a.survey, "exposures": int(len(kinds)),
+              "kinds": {k: int((kinds == k).sum()) for k in names},
+              "load_average_before": load_before,
+              "coherent_ellipticity": {
+                  "good_p50_p99_max": [float(v) for v in np.nanpercentile(good_values, [50, 99, 100])],
+                  "by_kind": {k: {"median": float(np.nanmedian(coherence[kinds == k])),
+                                  "min": float(np.nanmin(coherence[kinds == k])),
+                                  "share_above_good_max": float(np.mean(coherence[kinds == k] > edge))}
+                              for k in names}},
+              "supervised_ceiling": {}}
+    cv = StratifiedKFold(5, shuffle=True, random_state=0)
+    inputs = {"five statistics": data["features"],
+              "five statistics + coherent ellipticity": np.c_[data["features"], np.log10(coherence + 1e-3)]}
+    for name, x in inputs.items():
+        said_good = cross_val_predict(HistGradientBoostingClassifier(max_iter=200, random_state=0), x, good,
+                                      cv=cv).astype(bool)
+        balanced = 0.5 * (said_good[good].mean() + (~said_good[~good]).mean())
+        result["supervised_ceiling"][name] = {
+            "balanced_accuracy": float(balanced),
+            "called_good_by_kind": {k: float(said_good[kinds == k].mean()) for k in names}}
+        print(f"{name}: balanced accuracy {balanced:.3f}")
+    result["wall_seconds"] = round(time.perf_counter() - started, 1)
+    result["load_average_after"] = os.getloadavg()
+    Path(a.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result["coherent_ellipticity"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
