@@ -171,13 +171,16 @@ class Study:
         self.scaler_train = sm.FeatureScaler().fit(data["features"][self.train])
         self.histos = {}
 
-    def coherence_column(self, fit_rows: np.ndarray) -> np.ndarray:
-        """(n, 1) the exposures' coherent ellipticity, median-filled and standardised on the
-        fitting rows like the five statistics (set by StudyRun as `coherence`)."""
-        c = np.log10(self.coherence + 1e-3)     # spans 0.001-0.7: a log keeps trails from dominating
-        fill = np.nanmedian(c[fit_rows])
-        c = np.where(np.isfinite(c), c, fill)
-        return ((c - c[fit_rows].mean()) / max(c[fit_rows].std(), 1e-9))[:, None].astype(np.float32)
+    def coherent_columns(self, fit_rows: np.ndarray) -> np.ndarray:
+        """(n, 2) the exposures' coherent ellipticity and coherent sky slope (set by StudyRun),
+        as logs (they span decades: a log keeps strong trails and gradients from dominating),
+        median-filled and standardised on the fitting rows like the five statistics."""
+        columns = []
+        for values, floor in ((self.coherence, 1e-3), (self.sky_slope, 1e-4)):
+            c = np.log10(values + floor)
+            c = np.where(np.isfinite(c), c, np.nanmedian(c[fit_rows]))
+            columns.append((c - c[fit_rows].mean()) / max(c[fit_rows].std(), 1e-9))
+        return np.stack(columns, axis=1).astype(np.float32)
 
     def splits(self) -> dict:
         return {"n": self.n, "test": len(self.test), "train": len(self.train), "validation": len(self.val),
@@ -197,8 +200,8 @@ class Study:
         rows = np.concatenate([fit_rows, scored[~np.isin(scored, fit_rows)]])
         side = map_side(len(fit_rows), members)
         feats = scaler.transform(self.data["features"])
-        if inputs == "both+coherence":
-            feats = np.hstack([feats, self.coherence_column(fit_rows)])
+        if inputs == "both+coherent":
+            feats = np.hstack([feats, self.coherent_columns(fit_rows)])
         if inputs.startswith("both"):
             feats = feats * np.float32(stats_weight)
         if histos is not None:
@@ -382,6 +385,7 @@ class StudyRun:
         self.cache.mkdir(exist_ok=True)
         self.study = Study(self.data, a, self.cache)
         self.study.coherence = sm.exposure_coherence(self.data, self.cache, log=log)
+        self.study.sky_slope = sm.exposure_sky_slope(self.data)
         self.recipes = [r for r in a.recipes.split(",") if r]
         self.histos: dict = {}
         self.choice: dict = {}
@@ -496,13 +500,13 @@ def ablate_inputs(run: StudyRun) -> None:
     both = {k: v for k, v in ablation.items() if k.startswith("both")}
     # the weight of the statistics for the test split's "histo + statistics" row, chosen here
     run.choice["stats_weight"] = max(both.values(), key=lambda v: v["accuracy"])["stats_weight"] if both else 1.0
-    # the shared ellipticity of the bright sources as a sixth exposure descriptor (diagnostic)
+    # the coherent ellipticity and sky slope as a sixth and seventh exposure descriptor
     s = run.validation_summary(run.histos[c["recipe"]], c["representation"], c["normaliser"], c["members_per_cell"],
-                               inputs="both+coherence", stats_weight=run.choice["stats_weight"])
-    ablation["both + coherent ellipticity"] = {k: s["desom"][k] for k in ("accuracy", "precision", "recall",
-                                                                          "coverage", "ci95")}
-    ablation["both + coherent ellipticity"]["stats_weight"] = run.choice["stats_weight"]
-    log(f"  inputs both + coherent ellipticity: {brief(s['desom'])}")
+                               inputs="both+coherent", stats_weight=run.choice["stats_weight"])
+    name = "both + coherent ellipticity and sky slope"
+    ablation[name] = {k: s["desom"][k] for k in ("accuracy", "precision", "recall", "coverage", "ci95")}
+    ablation[name]["stats_weight"] = run.choice["stats_weight"]
+    log(f"  inputs {name}: {brief(s['desom'])}")
     run.result["selection"]["ablation_validation"] = ablation
     run.result["selection"]["stats_weight_chosen"] = run.choice["stats_weight"]
     run.save()
@@ -525,9 +529,9 @@ def measure_separability(run: StudyRun) -> None:
     x, sigma = sm.desom2_inputs(run.histos[c["recipe"]], c["representation"])
     histo = HistoNormaliser(c["normaliser"], smooth_sigma=sigma).fit(x[study.fit]).transform(x)
     stats = study.scaler.transform(data["features"])
-    coherence = study.coherence_column(study.fit)
+    coherent = study.coherent_columns(study.fit)
     inputs = {"stats": stats, "histo": histo, "both": np.hstack([histo, stats]),
-              "stats+coherence": np.hstack([stats, coherence]), "both+coherence": np.hstack([histo, stats, coherence])}
+              "stats+coherent": np.hstack([stats, coherent]), "both+coherent": np.hstack([histo, stats, coherent])}
     classifiers = {
         "logistic": lambda: make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000)),
         "boosted_trees": lambda: HistGradientBoostingClassifier(max_iter=200, random_state=run.a.seed),
@@ -550,13 +554,14 @@ def measure_separability(run: StudyRun) -> None:
                 + ", ".join(f"{k} {v['share_in_good_cells']:.2f}" for k, v in kinds.items() if k != "good"))
     run.result["selection"]["supervised_ceiling_validation"] = out
     good_fit = study.fit[study.good[study.fit]]
-    edge = float(np.nanpercentile(study.coherence[good_fit], 99))
-    run.result["selection"]["coherent_ellipticity_fit"] = {
-        "good_p99": edge,
-        "median_by_kind": {str(k): float(np.nanmedian(study.coherence[study.fit][study.kinds[study.fit] == k]))
-                           for k in np.unique(study.kinds[study.fit])},
-        "share_above_good_p99_by_kind": {str(k): float(np.mean(study.coherence[study.fit][study.kinds[study.fit] == k] > edge))
-                                         for k in np.unique(study.kinds[study.fit])}}
+    for name, values in (("coherent_ellipticity_fit", study.coherence), ("coherent_sky_slope_fit", study.sky_slope)):
+        edge = float(np.nanmax(values[good_fit]))
+        fit_kinds = study.kinds[study.fit]
+        run.result["selection"][name] = {
+            "good_max": edge,
+            "median_by_kind": {str(k): float(np.nanmedian(values[study.fit][fit_kinds == k])) for k in np.unique(fit_kinds)},
+            "share_above_good_max_by_kind": {str(k): float(np.mean(values[study.fit][fit_kinds == k] > edge))
+                                             for k in np.unique(fit_kinds)}}
     run.save()
 
 

@@ -1,6 +1,7 @@
 """How separable Good and Bad are from the exposure statistics at all (issue 16): the five
 statistics of the plain baseline, and the same with the bright sources' coherent ellipticity
-(`desom.baseline.coherent_ellipticity`), each given to a supervised classifier (boosted trees)
+(`desom.baseline.coherent_ellipticity`) and the sky's coherent slope under the sources
+(`desom.baseline.coherent_sky_slope`), each given to a supervised classifier (boosted trees)
 that sees every label, scored by 5-fold cross-validation. No unsupervised map built on the same
 statistics can do better than this ceiling, so it tells a method's miss from information the
 statistics never held. Also: each kind's coherent ellipticity against the Good exposures'.
@@ -30,7 +31,7 @@ def load_shards(survey: Path, max_exposures: int | None = None) -> dict:
     """Features, truth and each exposure's coherent ellipticity from the finished shards."""
     from benchmarks import science_models as sm
 
-    features, truth, coherence = [], [], []
+    features, truth, coherence, slope = [], [], [], []
     for path in sorted((survey / "shards").glob("shard-*.npz")):
         with np.load(path) as z:
             shard = {k: z[k] for k in ("stamps", "plane", "noise", "counts", "features")}
@@ -38,10 +39,12 @@ def load_shards(survey: Path, max_exposures: int | None = None) -> dict:
         shard["offsets"] = np.r_[0, np.cumsum(shard["counts"])]
         with tempfile.TemporaryDirectory() as tmp:
             coherence.append(sm.exposure_coherence(shard, Path(tmp), log=lambda _: None))
+        slope.append(sm.exposure_sky_slope(shard))
         features.append(shard["features"])
         if max_exposures and len(truth) >= max_exposures:
             break
-    return {"features": np.concatenate(features), "coherence": np.concatenate(coherence), "truth": truth}
+    return {"features": np.concatenate(features), "coherence": np.concatenate(coherence),
+            "sky_slope": np.concatenate(slope), "truth": truth}
 
 
 def main(argv=None) -> int:
@@ -75,9 +78,17 @@ def main(argv=None) -> int:
                                   "share_above_good_max": float(np.mean(coherence[kinds == k] > edge))}
                               for k in names}},
               "supervised_ceiling": {}}
+    slope = data["sky_slope"]
+    slope_edge = float(np.nanmax(slope[kinds == "good"]))
+    result["coherent_sky_slope"] = {
+        "good_p50_p99_max": [float(v) for v in np.nanpercentile(slope[kinds == "good"], [50, 99, 100])],
+        "by_kind": {k: {"median": float(np.nanmedian(slope[kinds == k])),
+                        "share_above_good_max": float(np.mean(slope[kinds == k] > slope_edge))} for k in names}}
     cv = StratifiedKFold(5, shuffle=True, random_state=0)
     inputs = {"five statistics": data["features"],
-              "five statistics + coherent ellipticity": np.c_[data["features"], np.log10(coherence + 1e-3)]}
+              "five statistics + coherent ellipticity": np.c_[data["features"], np.log10(coherence + 1e-3)],
+              "five statistics + coherent ellipticity + coherent sky slope":
+                  np.c_[data["features"], np.log10(coherence + 1e-3), np.log10(slope + 1e-4)]}
     for name, x in inputs.items():
         said_good = cross_val_predict(HistGradientBoostingClassifier(max_iter=200, random_state=0), x, good,
                                       cv=cv).astype(bool)
@@ -89,7 +100,7 @@ def main(argv=None) -> int:
     result["wall_seconds"] = round(time.perf_counter() - started, 1)
     result["load_average_after"] = os.getloadavg()
     Path(a.out).write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result["coherent_ellipticity"], indent=1))
+    print(json.dumps({k: result[k] for k in ("coherent_ellipticity", "coherent_sky_slope")}, indent=1))
     return 0
 
 

@@ -199,6 +199,20 @@ def exposure_coherence(data: dict, cache: Path, log=print) -> np.ndarray:
     return out
 
 
+def exposure_sky_slope(data: dict) -> np.ndarray:
+    """(n,) each exposure's coherent sky slope (desom.baseline.coherent_sky_slope) from the
+    background planes stored under its stamps; NaN where too few."""
+    from desom.baseline import coherent_sky_slope
+
+    off = data["offsets"]
+    out = np.full(len(off) - 1, np.nan)
+    for i in range(len(off) - 1):
+        rows = slice(int(off[i]), int(off[i + 1]))
+        plane = np.asarray(data["plane"][rows])
+        out[i] = coherent_sky_slope(plane[:, 1], plane[:, 2], data["noise"][rows])
+    return out
+
+
 def desom2_inputs(histos: dict, representation: str, map_shape=(25, 25)) -> tuple[np.ndarray, float]:
     """The histo-vectors DESOM-2 sees: 'hard' counts, 'grid' (soft assignment on the map, via
     the normaliser's smooth_sigma, returned as the second value) or 'latent' soft activations."""

@@ -3,7 +3,7 @@ k-means clusterer."""
 import numpy as np
 import pytest
 
-from desom.baseline import (FEATURE_NAMES, BaselineClusterer, SourceStatistics, coherent_ellipticity,
+from desom.baseline import (FEATURE_NAMES, BaselineClusterer, SourceStatistics, coherent_ellipticity, coherent_sky_slope,
                             background_structure, stamp_shapes)
 
 SIZE = 32
@@ -169,3 +169,16 @@ def test_a_shared_trail_is_coherent_where_randomly_oriented_shapes_are_not():
     # the direction: a 30-degree trail has e2 / e1 = tan(60 degrees)
     assert np.nanmedian(shape["trailed"]["e2"]) / np.nanmedian(shape["trailed"]["e1"]) == pytest.approx(np.sqrt(3), rel=0.2)
     assert np.isnan(coherent_ellipticity(shape["trailed"]["e1"][:5], shape["trailed"]["e2"][:5]))
+
+
+def test_a_gradient_tilts_the_sky_the_same_way_under_every_source():
+    rng = np.random.default_rng(5)
+    n, noise = 500, np.full(500, 10.0)
+    # each source's fitted local slope: noise of 0.002 sky-sigma per pixel in any direction
+    flat_x, flat_y = rng.normal(0, 0.02, n), rng.normal(0, 0.02, n)
+    tilt = 0.02                                  # ADU per pixel, along x: 0.064 sigma across a stamp
+    flat = coherent_sky_slope(flat_x, flat_y, noise)
+    tilted = coherent_sky_slope(flat_x + tilt, flat_y, noise)
+    assert flat < 0.01 < 0.04 < tilted
+    assert tilted == pytest.approx(tilt / 10.0 * SIZE, rel=0.3)
+    assert np.isnan(coherent_sky_slope(flat_x[:5], flat_y[:5], noise[:5]))
