@@ -82,6 +82,9 @@ def parse_args():
     p.add_argument("--time-activation", action="store_true",
                    help="instead of the requests, time activating a second DESOM-2 (its cells "
                         "copied onto every exposure), re-activating the first, and re-activating it again")
+    p.add_argument("--cone-pgsphere", action="store_true",
+                   help="instead of the requests, compare the archive's cone (geometry.filter_region) with a "
+                        "pgSphere GiST query over the same footprints: time and identical answers")
     p.add_argument("--relabel-reach", action="store_true",
                    help="only count the cells whose quality label one relabel changes (no database), print it")
     args = p.parse_args()
@@ -425,6 +428,46 @@ def relabel_reach(seed: int, share: float, trials: int = 200) -> dict:
             "exposures_per_cell_at_1m": round(1_000_000 * (1 - CALIBRATION_SHARE) / n_cells)}
 
 
+def compare_cone_pgsphere(seed: int, cones: int = 15) -> dict:
+    """The archive's cone (sky cells, then the exact footprint test in numpy) against one
+    pgSphere query over the GiST index of the footprints that TAP installs
+    (recommender.vo.tap: desom_spoly), on the same random cones: median times and whether the
+    two answers are the same set of exposures."""
+    from django.db import connection
+
+    from archive import geometry
+    from archive.models import Exposure
+    from recommender.vo import tap
+
+    if not tap.install():
+        return {"skipped": "pgSphere is not available on this server"}
+    with connection.cursor() as cur:
+        cur.execute("ANALYZE archive_exposure")
+    rng = np.random.default_rng(seed + 11)
+    out = {"cones_per_radius": cones}
+    for radius in (1.0, 2.0, 5.0):
+        sphere_ms, archive_ms, same, sizes = [], [], 0, []
+        for _ in range(cones):
+            ra, dec = float(rng.uniform(0, 360)), float(np.degrees(np.arcsin(rng.uniform(-1, 1))))
+            t = time.perf_counter()
+            with connection.cursor() as cur:
+                cur.execute("SELECT id FROM archive_exposure WHERE desom_spoly(NULLIF(s_region, '')) "
+                            "&& scircle(spoint(radians(%s), radians(%s)), radians(%s))", [ra, dec, radius])
+                sphere = {row[0] for row in cur.fetchall()}
+            sphere_ms.append((time.perf_counter() - t) * 1000)
+            t = time.perf_counter()
+            ours = set(geometry.filter_region(Exposure.objects.all(), [geometry.Circle(ra, dec, radius)])
+                       .values_list("pk", flat=True))
+            archive_ms.append((time.perf_counter() - t) * 1000)
+            same += sphere == ours
+            sizes.append(len(ours))
+        out[f"radius_{radius:g}"] = {"pgsphere_median_ms": float(np.median(sphere_ms)),
+                                     "filter_region_median_ms": float(np.median(archive_ms)),
+                                     "identical_answers": same, "median_matches": float(np.median(sizes))}
+        log(f"cone radius {radius}: {out[f'radius_{radius:g}']}")
+    return out
+
+
 def time_activation() -> dict:
     """activate_version for a second DESOM-2 whose cells differ from the loaded one's for every
     exposure, then the loaded one again, then once more (nothing to change); after each, how
@@ -587,6 +630,8 @@ def main() -> int:
         result["index_files_bytes"] = {p.name: p.stat().st_size for p in index_files}
         if args.time_activation:
             result["activation"] = time_activation()
+        elif args.cone_pgsphere:
+            result["cone_pgsphere"] = compare_cone_pgsphere(args.seed)
         else:
             result["timings"] = run_requests(args, secret)
         result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
