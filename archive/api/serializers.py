@@ -1,3 +1,5 @@
+import copy
+
 from django.urls import reverse
 from rest_framework import serializers
 
@@ -40,41 +42,62 @@ _PLAIN_FIELDS = {serializers.CharField: str, serializers.IntegerField: int, seri
                  serializers.BooleanField: bool}
 
 
+# DRF fields whose representation of a value depends on the value alone (never on the
+# request or the serializer they are bound to), so one copy can serve every request.
+_VALUE_ONLY_FIELDS = (serializers.IntegerField, serializers.FloatField, serializers.CharField,
+                      serializers.BooleanField, serializers.DateTimeField, serializers.DateField,
+                      serializers.TimeField, serializers.ChoiceField, serializers.DecimalField,
+                      serializers.UUIDField)
+
+
 class PlannedRowsMixin:
     """DRF's to_representation with its per-field dispatch planned once per class: a plain
-    column is read and converted directly, any other field goes through its own
-    get_attribute and to_representation, and method fields call the method. The output is
-    DRF's (tests/archive/test_api_serialisation.py compares them); DRF's generic loop and
-    building the fields on every request were most of the time of a 50-row list page."""
+    column is read and converted directly, a date or a choice goes through an unbound copy of
+    its field's to_representation, and method fields call the method on this serializer. A
+    class with any other kind of field (a relation, a hyperlink: they read the request) is not
+    planned and runs DRF's own loop. The output is DRF's (tests/archive/test_api_serialisation.py
+    compares them); DRF's generic loop and building the fields on every request were most of
+    the time of a 50-row list page."""
 
-    def _row_plan(self) -> list[tuple]:
+    def _row_plan(self) -> list[tuple] | None:
         cls = type(self)
-        plan = cls.__dict__.get("_planned_rows")
-        if plan is None:
+        if "_planned_rows" not in cls.__dict__:
             plan = []
             for field in self.fields.values():
                 if field.write_only:
                     continue
                 if isinstance(field, serializers.SerializerMethodField):
                     plan.append((field.field_name, "method", field.method_name))
-                elif type(field) in _PLAIN_FIELDS and len(field.source_attrs) == 1:
+                elif len(field.source_attrs) != 1:
+                    plan = None
+                    break
+                elif type(field) in _PLAIN_FIELDS:
                     plan.append((field.field_name, "plain", (field.source_attrs[0], _PLAIN_FIELDS[type(field)])))
+                elif isinstance(field, _VALUE_ONLY_FIELDS):
+                    # a fresh, unbound copy: the bound field would keep this request's serializer
+                    plan.append((field.field_name, "value", (field.source_attrs[0], copy.deepcopy(field))))
                 else:
-                    plan.append((field.field_name, "field", field))
+                    plan = None
+                    break
             cls._planned_rows = plan
-        return plan
+        return cls.__dict__["_planned_rows"]
 
     def to_representation(self, instance):
+        plan = self._row_plan()
+        if plan is None:
+            return super().to_representation(instance)
         row = {}
-        for name, how, what in self._row_plan():
-            if how == "plain":
-                value = getattr(instance, what[0])
-                row[name] = None if value is None else what[1](value)
-            elif how == "method":
+        for name, how, what in plan:
+            if how == "method":
                 row[name] = getattr(self, what)(instance)
+                continue
+            value = getattr(instance, what[0])
+            if value is None:
+                row[name] = None
+            elif how == "plain":
+                row[name] = what[1](value)
             else:
-                value = what.get_attribute(instance)
-                row[name] = None if value is None else what.to_representation(value)
+                row[name] = what[1].to_representation(value)
         return row
 
 

@@ -82,3 +82,19 @@ def test_cell_filter_reads_the_active_cells_and_an_inactive_version_its_assignme
     assert set(quality.in_cells(Exposure.objects.all(), [4], older).values_list("pk", flat=True)) == {member.pk}
     assert set(quality.in_cells(Exposure.objects.all(), [4]).values_list("pk", flat=True)) == expected
     assert client.get("/api/exposures/?cell=99").json()["count"] == 0
+
+
+def test_a_serializer_with_a_field_that_reads_the_request_is_not_planned(archive_rows):
+    class WithRelation(serializers.PlannedRowsMixin, drf.ModelSerializer):
+        trained_on = drf.SlugRelatedField(slug_field="version_id", read_only=True)
+
+        class Meta:
+            model = ModelVersion
+            fields = ["version_id", "kind", "is_active", "trained_on", "created_at"]
+
+    desom1, desom2 = archive_rows
+    rows = [desom1, desom2]
+    planned = WithRelation(rows, many=True).data
+    assert WithRelation.__dict__["_planned_rows"] is None
+    assert [dict(r) for r in planned] == _drf_rows(WithRelation, rows, {})
+    assert planned[1]["trained_on"] == desom1.version_id
