@@ -38,7 +38,8 @@ def _explained_by_part(version, features):
 
     checkpoint = versions.load_checkpoint_for(version)
     ids, histos = histo_matrix(version.trained_on)
-    stats = source_statistics_of(version.trained_on, ids) if features == "histo+stats" else None
+    names = checkpoint.normaliser.statistics_names
+    stats = source_statistics_of(version.trained_on, ids, names) if names else None
     z = checkpoint.normaliser.transform(histos, statistics=stats)
     with torch.no_grad():
         r = checkpoint.model.decode(checkpoint.model.encode(torch.as_tensor(z))).numpy()

@@ -40,7 +40,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from desom.baseline import FEATURE_NAMES, BaselineClusterer  # noqa: E402
+from desom.baseline import COHERENT_FLOORS, FEATURE_NAMES, STATISTIC_NAMES, BaselineClusterer, FeatureScaler  # noqa: E402
 from desom.evaluation import cell_predictions, is_good, same_kind_precision_at_k  # noqa: E402
 
 from benchmarks import science_models as sm  # noqa: E402
@@ -51,6 +51,8 @@ VALIDATION_SHARE = 0.3          # of the training exposures
 LABELLED_SHARE = 0.3            # of the survey, drawn from the exposures the models were fitted on
 MEMBERS_PER_CELL = (8, 12, 20)  # DESOM-2 map sizes tried: side = sqrt(exposures / members)
 RESULTS = ROOT / "benchmarks" / "results"
+# What DESOM-2 reads: the histo-vector, statistics alone (5, or 7 with the coherent pair), or both.
+INPUTS = ("histo", "stats", "stats+coherent", "both", "both+coherent")
 PAPER = {"accuracy": 0.958, "precision": 0.929, "recall": 0.991}
 TARGET = {"accuracy": 0.93, "precision": 0.90, "recall": 0.97, "margin_over_baseline": 0.05,
           "max_bad_kind_in_good_cells": 0.25}
@@ -167,20 +169,17 @@ class Study:
         self.labelled_train = np.sort(lab_rng.choice(self.train, int(round(share * len(self.train))), replace=False))
         self.val_eval = balanced_sample(self.val, self.good, args.seed + 2)
         self.test_eval = balanced_sample(self.test, self.good, args.seed + 3)
-        self.scaler = sm.FeatureScaler().fit(data["features"][self.fit])
-        self.scaler_train = sm.FeatureScaler().fit(data["features"][self.train])
+        self.scaler = FeatureScaler().fit(data["features"][self.fit])
+        self.scaler_train = FeatureScaler().fit(data["features"][self.train])
+        self.coherent = np.full((self.n, 2), np.nan)   # the COHERENT_NAMES, set by StudyRun
         self.histos = {}
 
-    def coherent_columns(self, fit_rows: np.ndarray) -> np.ndarray:
-        """(n, 2) the exposures' coherent ellipticity and coherent sky slope (set by StudyRun),
-        as logs (they span decades: a log keeps strong trails and gradients from dominating),
-        median-filled and standardised on the fitting rows like the five statistics."""
-        columns = []
-        for values, floor in ((self.coherence, 1e-3), (self.sky_slope, 1e-4)):
-            c = np.log10(values + floor)
-            c = np.where(np.isfinite(c), c, np.nanmedian(c[fit_rows]))
-            columns.append((c - c[fit_rows].mean()) / max(c[fit_rows].std(), 1e-9))
-        return np.stack(columns, axis=1).astype(np.float32)
+    def statistics_for(self, inputs: str) -> np.ndarray:
+        """The raw statistics an input reads: the five (FEATURE_NAMES), or with "coherent" in
+        its name all seven (STATISTIC_NAMES; the coherent pair set by StudyRun)."""
+        if "coherent" in inputs:
+            return np.hstack([self.data["features"], self.coherent])
+        return self.data["features"]
 
     def splits(self) -> dict:
         return {"n": self.n, "test": len(self.test), "train": len(self.train), "validation": len(self.val),
@@ -190,60 +189,61 @@ class Study:
 
     def run(self, stage: str, histos: dict | None, representation: str, normaliser: str, members: float,
             seeds, inputs: str = "histo", stats_weight: float = 1.0) -> dict:
-        """Fit DESOM-2 (inputs: histo | stats | both) and k-means on the stage's fitting
-        exposures, name cells with its labelled ones, predict its scored exposures. With both,
+        """Fit DESOM-2 (inputs: INPUTS) and the two k-means baselines on the stage's fitting
+        exposures, name cells with its labelled ones, predict its scored exposures. With "both",
         the standardised statistics are multiplied by `stats_weight` (their share of DESOM-2's
-        input variance; 1 gives them about 87% of it beside a 625-bin histo-vector)."""
+        input beside a 625-bin histo-vector), as the archive's HistoNormaliser does."""
+        if inputs not in INPUTS:
+            raise ValueError(f"unknown inputs {inputs!r}; expected one of {INPUTS}")
         fit_rows, labelled, scored = ((self.fit, self.labelled_fit, self.val_eval) if stage == "validation"
                                       else (self.train, self.labelled_train, self.test_eval))
-        scaler = self.scaler if stage == "validation" else self.scaler_train
         rows = np.concatenate([fit_rows, scored[~np.isin(scored, fit_rows)]])
         side = map_side(len(fit_rows), members)
-        feats = scaler.transform(self.data["features"])
-        if inputs == "both+coherent":
-            feats = np.hstack([feats, self.coherent_columns(fit_rows)])
-        if inputs.startswith("both"):
-            feats = feats * np.float32(stats_weight)
+        raw = self.statistics_for(inputs)
         if histos is not None:
             x, sigma = sm.desom2_inputs(histos, representation)
-        preds, base_preds, latents, cells_seed, gates = [], [], [], [], []
+        preds, latents, cells_seed, gates = [], [], [], []
+        base_preds = {"baseline": [], "baseline_coherent": []}
+        at = {r: i for i, r in enumerate(rows)}
+        idx = np.array([at[r] for r in scored])
+        truth_rows = np.where(self.good[rows], "Good", "Bad")
+        labelled_rows = np.isin(rows, labelled)
         t0 = time.perf_counter()
         for s in seeds:
-            if inputs == "stats":
-                model = _fit_stats_desom2(feats[fit_rows], side, s, self.a.desom2_iterations)
-                cells, latent = _stats_cells(model, feats[rows])
+            if inputs.startswith("stats"):
+                scaled = FeatureScaler().fit(raw[fit_rows]).transform(raw)
+                model = _fit_stats_desom2(scaled[fit_rows], side, s, self.a.desom2_iterations)
+                cells, latent = _stats_cells(model, scaled[rows])
             else:
-                extra_fit = feats[fit_rows] if inputs.startswith("both") else None
+                stats = raw if inputs.startswith("both") else None
                 model, norm = sm.fit_desom2(x[fit_rows], side, normaliser, s, self.a.desom2_iterations,
-                                            smooth_sigma=sigma, extra_train=extra_fit)
-                cells, latent, _ = sm.desom2_cells(model, norm, x[rows], feats[rows] if inputs.startswith("both") else None)
+                                            smooth_sigma=sigma, stats_weight=stats_weight,
+                                            stats_train=None if stats is None else stats[fit_rows])
+                cells, latent, _ = sm.desom2_cells(model, norm, x[rows], None if stats is None else stats[rows])
             gates.append(model.training_gate)
             if len(model.training_gate["attempts"]) > 1:
                 log(f"    DESOM-2 seed {s} collapsed and was restarted: {model.training_gate['attempts']}")
             cell_of = np.full(self.n, -1)
             cell_of[rows] = cells
-            known, pred = cell_predictions(cell_of[rows], np.where(self.good[rows], "Good", "Bad"),
-                                           np.isin(rows, labelled))
-            at = {r: i for i, r in enumerate(rows)}
-            idx = np.array([at[r] for r in scored])
+            known, pred = cell_predictions(cell_of[rows], truth_rows, labelled_rows)
             preds.append((pred[idx], known[idx]))
             cells_seed.append(cell_of)
             latents.append((rows, latent))
-            # The baseline: k-means with as many clusters as the map uses on the fitting rows.
+            # The baselines: k-means with as many clusters as the map uses on the fitting rows,
+            # over the five statistics (the plain baseline) and over the seven.
             k = max(2, len(np.unique(cell_of[fit_rows])))
-            base = BaselineClusterer(k, seed=s).fit(self.data["features"][fit_rows])
-            bcell = np.full(self.n, -1)
-            bcell[rows] = base.predict(self.data["features"][rows])
-            bknown, bpred = cell_predictions(bcell[rows], np.where(self.good[rows], "Good", "Bad"),
-                                             np.isin(rows, labelled))
-            base_preds.append((bpred[idx], bknown[idx]))
+            for name, columns in (("baseline", self.statistics_for("stats")),
+                                  ("baseline_coherent", self.statistics_for("stats+coherent"))):
+                base = BaselineClusterer(k, seed=s).fit(columns[fit_rows])
+                bknown, bpred = cell_predictions(base.predict(columns[rows]), truth_rows, labelled_rows)
+                base_preds[name].append((bpred[idx], bknown[idx]))
         out = {"stage": stage, "representation": representation, "normaliser": normaliser,
                "members_per_cell": members, "map_side": side, "inputs": inputs, "stats_weight": stats_weight,
                "seeds": list(seeds),
                "training_gates": [{"seed": g["seed"], "attempts": g["attempts"]} for g in gates],
                "seconds": round(time.perf_counter() - t0, 1)}
-        out["_preds"] = {"desom": (np.array([p for p, _ in preds]), np.array([k for _, k in preds])),
-                         "baseline": (np.array([p for p, _ in base_preds]), np.array([k for _, k in base_preds]))}
+        stacked = lambda pairs: (np.array([p for p, _ in pairs]), np.array([k for _, k in pairs]))  # noqa: E731
+        out["_preds"] = {"desom": stacked(preds)} | {name: stacked(v) for name, v in base_preds.items()}
         out["_cells"] = cells_seed
         out["_latent"] = latents
         out["_scored"] = scored
@@ -384,8 +384,7 @@ class StudyRun:
         self.cache = self.survey / "study"
         self.cache.mkdir(exist_ok=True)
         self.study = Study(self.data, a, self.cache)
-        self.study.coherence = sm.exposure_coherence(self.data, self.cache, log=log)
-        self.study.sky_slope = sm.exposure_sky_slope(self.data)
+        self.study.coherent = sm.exposure_coherent_statistics(self.data, self.cache, log=log)
         self.recipes = [r for r in a.recipes.split(",") if r]
         self.histos: dict = {}
         self.choice: dict = {}
@@ -485,30 +484,33 @@ def choose_on_validation(run: StudyRun) -> None:
 
 
 def ablate_inputs(run: StudyRun) -> None:
-    """DESOM-2 on the histo-vector, on the five statistics, and on both, on validation."""
+    """What DESOM-2 reads, on validation: the histo-vector alone, the statistics alone (five, and
+    seven with the coherent pair), and both at each weight of the statistics. The pipeline's
+    inputs and weight are chosen here among those that read the histo-vector; the rows without
+    it are the ablation that shows the deep part's own share."""
     c = run.choice
     ablation = {}
     weights = [float(w) for w in run.a.stats_weights.split(",") if w]
-    rows = [("histo", 1.0), ("stats", 1.0)] + [("both", w) for w in weights]
+    rows = [("histo", 1.0), ("stats", 1.0), ("stats+coherent", 1.0)]
+    rows += [(inputs, w) for inputs in ("both", "both+coherent") for w in weights]
     for inputs, weight in rows:
         s = run.validation_summary(run.histos[c["recipe"]], c["representation"], c["normaliser"],
                                    c["members_per_cell"], inputs=inputs, stats_weight=weight)
-        name = inputs if inputs != "both" or weight == 1.0 else f"both, statistics x {weight:g}"
-        ablation[name] = {k: s["desom"][k] for k in ("accuracy", "precision", "recall", "coverage", "ci95")}
-        ablation[name]["stats_weight"] = weight
-        log(f"  inputs {name:22s}: {brief(s['desom'])}")
-    both = {k: v for k, v in ablation.items() if k.startswith("both")}
-    # the weight of the statistics for the test split's "histo + statistics" row, chosen here
-    run.choice["stats_weight"] = max(both.values(), key=lambda v: v["accuracy"])["stats_weight"] if both else 1.0
-    # the coherent ellipticity and sky slope as a sixth and seventh exposure descriptor
-    s = run.validation_summary(run.histos[c["recipe"]], c["representation"], c["normaliser"], c["members_per_cell"],
-                               inputs="both+coherent", stats_weight=run.choice["stats_weight"])
-    name = "both + coherent ellipticity and sky slope"
-    ablation[name] = {k: s["desom"][k] for k in ("accuracy", "precision", "recall", "coverage", "ci95")}
-    ablation[name]["stats_weight"] = run.choice["stats_weight"]
-    log(f"  inputs {name}: {brief(s['desom'])}")
-    run.result["selection"]["ablation_validation"] = ablation
-    run.result["selection"]["stats_weight_chosen"] = run.choice["stats_weight"]
+        name = inputs if not inputs.startswith("both") else f"{inputs}, statistics x {weight:g}"
+        ablation[name] = {k: s["desom"][k] for k in ("accuracy", "accuracy_effective", "precision", "recall",
+                                                     "coverage", "ci95")}
+        ablation[name] |= {"inputs": inputs, "stats_weight": weight}
+        log(f"  inputs {name:34s}: {brief(s['desom'])}")
+        run.result["selection"]["ablation_validation"] = ablation
+        run.save()
+    key = lambda v: (v["accuracy_effective"], v["accuracy"])  # noqa: E731
+    best = max((v for v in ablation.values() if v["inputs"] == "histo" or v["inputs"].startswith("both")), key=key)
+    run.choice["inputs"], run.choice["stats_weight"] = best["inputs"], best["stats_weight"]
+    both = [v for v in ablation.values() if v["inputs"] == "both"]
+    # the five statistics' weight for the test split's "histo + five statistics" row
+    run.choice["stats_weight_five"] = max(both, key=key)["stats_weight"] if both else 1.0
+    run.result["selection"]["inputs_chosen"] = {k: run.choice[k] for k in ("inputs", "stats_weight", "stats_weight_five")}
+    log(f"inputs chosen on validation: {run.result['selection']['inputs_chosen']}")
     run.save()
 
 
@@ -529,9 +531,10 @@ def measure_separability(run: StudyRun) -> None:
     x, sigma = sm.desom2_inputs(run.histos[c["recipe"]], c["representation"])
     histo = HistoNormaliser(c["normaliser"], smooth_sigma=sigma).fit(x[study.fit]).transform(x)
     stats = study.scaler.transform(data["features"])
-    coherent = study.coherent_columns(study.fit)
+    seven = FeatureScaler().fit(study.statistics_for("stats+coherent")[study.fit]) \
+        .transform(study.statistics_for("stats+coherent"))
     inputs = {"stats": stats, "histo": histo, "both": np.hstack([histo, stats]),
-              "stats+coherent": np.hstack([stats, coherent]), "both+coherent": np.hstack([histo, stats, coherent])}
+              "stats+coherent": seven, "both+coherent": np.hstack([histo, seven])}
     classifiers = {
         "logistic": lambda: make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000)),
         "boosted_trees": lambda: HistGradientBoostingClassifier(max_iter=200, random_state=run.a.seed),
@@ -554,7 +557,8 @@ def measure_separability(run: StudyRun) -> None:
                 + ", ".join(f"{k} {v['share_in_good_cells']:.2f}" for k, v in kinds.items() if k != "good"))
     run.result["selection"]["supervised_ceiling_validation"] = out
     good_fit = study.fit[study.good[study.fit]]
-    for name, values in (("coherent_ellipticity_fit", study.coherence), ("coherent_sky_slope_fit", study.sky_slope)):
+    physical = 10.0 ** study.coherent - np.array(COHERENT_FLOORS)   # the statistics without their log
+    for name, values in (("coherent_ellipticity_fit", physical[:, 0]), ("coherent_sky_slope_fit", physical[:, 1])):
         edge = float(np.nanmax(values[good_fit]))
         fit_kinds = study.kinds[study.fit]
         run.result["selection"][name] = {
@@ -612,43 +616,53 @@ def _all_test_predictions(study: Study, run_cells) -> tuple[np.ndarray, np.ndarr
 
 
 def score_test_once(run: StudyRun) -> dict:
-    """Stage 5: the test split, once, for the chosen configuration and the reference rows (the
-    paper's recipe and today's stamps when they were trained, DESOM-2 on histo + statistics).
+    """Stage 5: the test split, once, for the chosen configuration (its inputs too), beside the
+    ablation (the histo-vector alone, the statistics alone, histo + the five statistics), the
+    paper's recipe and today's stamps when they were trained, and the two k-means baselines.
     Returns the chosen configuration's run (its latent space feeds find-similar)."""
     study, c, final_seeds = run.study, run.choice, [0, 1, 2]
-    log("test split: the chosen configuration, the paper's recipe and today's stamps, 3 seeds")
+    inputs = c.get("inputs", "histo")
+    log(f"test split: the chosen configuration ({inputs}), its ablation and the baselines, 3 seeds")
     main_run = study.run("test", run.histos[c["recipe"]], c["representation"], c["normaliser"],
-                         c["members_per_cell"], final_seeds)
+                         c["members_per_cell"], final_seeds, inputs=inputs, stats_weight=c.get("stats_weight", 1.0))
     runs = {"desom": main_run}
-    rows_info = {"desom": c}
+    rows_info = {"desom": dict(c)}
+    stats_only = "stats+coherent" if "coherent" in inputs else "stats"
+    ablation = {"desom_histo_only": ("histo", 1.0), "desom_stats_only": (stats_only, 1.0),
+                "desom_plus_stats": ("both", c.get("stats_weight_five", 1.0))}
+    for name, (row_inputs, weight) in ablation.items():
+        if row_inputs == inputs and weight == c.get("stats_weight", 1.0):
+            continue   # the chosen configuration itself
+        runs[name] = study.run("test", run.histos[c["recipe"]], c["representation"], c["normaliser"],
+                               c["members_per_cell"], final_seeds, inputs=row_inputs, stats_weight=weight)
+        rows_info[name] = dict(c, inputs=row_inputs, stats_weight=weight)
     references = {"paper": ("paper_recipe", "hard", "minmax"), "today": ("today", "hard", "hellinger")}
     for recipe, (name, rep, norm) in references.items():
         if recipe in run.histos:
             runs[name] = study.run("test", run.histos[recipe], rep, norm, c["members_per_cell"], final_seeds)
             rows_info[name] = {"recipe": recipe, "representation": rep, "normaliser": norm,
-                               "members_per_cell": c["members_per_cell"]}
-    runs["desom_plus_stats"] = study.run("test", run.histos[c["recipe"]], c["representation"], c["normaliser"],
-                                         c["members_per_cell"], final_seeds, inputs="both",
-                                         stats_weight=c.get("stats_weight", 1.0))
-    rows_info["desom_plus_stats"] = dict(c, inputs="both (histo + the five statistics)")
-    preds = {"desom": main_run["_preds"]["desom"], "baseline": main_run["_preds"]["baseline"]}
+                               "members_per_cell": c["members_per_cell"], "inputs": "histo"}
+    preds = {name: main_run["_preds"][name] for name in ("desom", "baseline", "baseline_coherent")}
     preds |= {name: r["_preds"]["desom"] for name, r in runs.items() if name != "desom"}
     scores = seed_mean_scores(study.good[study.test_eval], preds, run.a.n_boot, run.a.seed)
     for name in list(scores):
         if name in rows_info:
             scores[name]["configuration"] = rows_info[name]
     # Where each kind lands, over every test exposure (not only the balanced sample).
-    for name in ("desom", "paper_recipe"):
+    for name in ("desom", "desom_histo_only", "paper_recipe"):
         if name in runs:
             p, k = _all_test_predictions(study, runs[name]["_cells"])
             scores[name]["confusion_by_kind"] = kind_confusion(study.kinds, study.test, p, k)
-    scores["baseline"]["configuration"] = {"method": "k-means over the five statistics", "features": FEATURE_NAMES}
-    scores["baseline"]["confusion_by_kind"] = _baseline_confusion(study, main_run, final_seeds)
+    for name, stats_inputs, names in (("baseline", "stats", FEATURE_NAMES),
+                                      ("baseline_coherent", "stats+coherent", STATISTIC_NAMES)):
+        scores[name]["configuration"] = {"method": f"k-means over {len(names)} statistics", "features": names}
+        scores[name]["confusion_by_kind"] = _baseline_confusion(study, main_run, final_seeds,
+                                                                study.statistics_for(stats_inputs))
     scores["map_side"] = main_run["map_side"]
     run.result["test"] = scores
     for name in preds:
         log(f"  {name:17s} {brief(scores[name])}")
-    log(f"  desom - baseline: {scores['differences'].get('baseline-desom', scores['differences'].get('desom-baseline'))}")
+    log(f"  desom - baseline: {scores['differences'].get('baseline-desom')}")
     run.save()
     return main_run
 
@@ -665,6 +679,15 @@ def score_find_similar(run: StudyRun, main_run: dict) -> None:
     hv = HistoNormaliser(c["normaliser"], smooth_sigma=sigma).fit(x[study.train]).transform(x[rows])
     hell = HistoNormaliser("hellinger", smooth_sigma=sigma).fit(x[study.train]).transform(x[rows])
     feats = study.scaler_train.transform(data["features"][rows])
+    seven = study.statistics_for("stats+coherent")
+    feats7 = FeatureScaler().fit(seven[study.train]).transform(seven[rows])
+    inputs = c.get("inputs", "histo")
+    stats = study.statistics_for(inputs) if inputs.startswith("both") else None
+    names = () if stats is None else (STATISTIC_NAMES if "coherent" in inputs else FEATURE_NAMES)
+    desom2_input = HistoNormaliser(c["normaliser"], smooth_sigma=sigma, statistics=names,
+                                   statistics_weight=c.get("stats_weight", 1.0)) \
+        .fit(x[study.train], statistics=None if stats is None else stats[study.train]) \
+        .transform(x[rows], statistics=None if stats is None else stats[rows])
     lat_rows, latent = main_run["_latent"][0]
     order = {r: i for i, r in enumerate(lat_rows)}
     latent = latent[[order[r] for r in rows]]
@@ -672,8 +695,10 @@ def score_find_similar(run: StudyRun, main_run: dict) -> None:
     run.result["similar"] = {
         "histo_chosen_normaliser": same_kind_precision_at_k(hv, kinds, test_mask, k=10),
         "histo_hellinger": same_kind_precision_at_k(hell, kinds, test_mask, k=10),
+        "desom2_input": same_kind_precision_at_k(desom2_input, kinds, test_mask, k=10),
         "desom2_latent": same_kind_precision_at_k(latent, kinds, test_mask, k=10),
         "baseline_features": same_kind_precision_at_k(feats, kinds, test_mask, k=10),
+        "baseline_features_coherent": same_kind_precision_at_k(feats7, kinds, test_mask, k=10),
     }
     for name, v in run.result["similar"].items():
         log(f"  find-similar p@10 {name}: {v['precision']:.3f} (chance {v['chance']:.3f})")
@@ -686,6 +711,7 @@ def verdict(result: dict) -> dict:
     worst = max((v["share_in_good_cells"] for k, v in d["confusion_by_kind"].items() if k != "good"), default=float("nan"))
     diff = scores["differences"].get("baseline-desom")
     margin_ci = [-diff["ci95"][1], -diff["ci95"][0]] if diff else None
+    histo_only = scores.get("desom_histo_only", d if d["configuration"].get("inputs", "histo") == "histo" else None)
     return {
         "accuracy": d["accuracy"] >= TARGET["accuracy"],
         "precision": d["precision"] >= TARGET["precision"],
@@ -697,6 +723,12 @@ def verdict(result: dict) -> dict:
         "worst_bad_kind_in_good_cells": worst,
         "bad_kinds_ok": worst <= TARGET["max_bad_kind_in_good_cells"],
         "find_similar_at_least_baseline": result["similar"]["histo_chosen_normaliser"]["precision"]
+        >= result["similar"]["baseline_features"]["precision"],
+        # beyond the issue's targets: against k-means over all seven statistics, and the
+        # histo-vector alone against the plain baseline (the deep part's own share)
+        "beats_baseline_coherent_by": round(d["accuracy"] - scores["baseline_coherent"]["accuracy"], 4),
+        "histo_only_beats_baseline_by": None if histo_only is None else round(histo_only["accuracy"] - b["accuracy"], 4),
+        "find_similar_desom2_input_at_least_baseline": result["similar"]["desom2_input"]["precision"]
         >= result["similar"]["baseline_features"]["precision"],
     }
 
@@ -727,14 +759,14 @@ def main(argv=None) -> int:
     return 0
 
 
-def _baseline_confusion(study: Study, run: dict, seeds) -> dict:
-    """The baseline's kind confusion over every test exposure, from the same k-means fits."""
+def _baseline_confusion(study: Study, run: dict, seeds, features: np.ndarray) -> dict:
+    """A k-means baseline's kind confusion over every test exposure, refitted as in Study.run."""
     rows = np.concatenate([study.train, study.test])
     p, k = [], []
     for s, cell_of in zip(seeds, run["_cells"]):
         n_clusters = max(2, len(np.unique(cell_of[study.train])))
-        base = BaselineClusterer(n_clusters, seed=s).fit(study.data["features"][study.train])
-        bcell = base.predict(study.data["features"][rows])
+        base = BaselineClusterer(n_clusters, seed=s).fit(features[study.train])
+        bcell = base.predict(features[rows])
         known, pred = cell_predictions(bcell, np.where(study.good[rows], "Good", "Bad"),
                                        np.isin(rows, study.labelled_train))
         sel = np.isin(rows, study.test)      # rows end with study.test, in its order

@@ -30,23 +30,25 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_shards(survey: Path, max_exposures: int | None = None) -> dict:
-    """Features, truth and each exposure's coherent ellipticity from the finished shards."""
+    """Features, truth and each exposure's coherent statistics from the finished shards."""
     from benchmarks import science_models as sm
+    from desom.baseline import COHERENT_FLOORS
 
-    features, truth, coherence, slope = [], [], [], []
+    features, truth, coherent = [], [], []
     for path in sorted((survey / "shards").glob("shard-*.npz")):
         with np.load(path) as z:
             shard = {k: z[k] for k in ("stamps", "plane", "noise", "counts", "features")}
             truth += json.loads(str(z["truth"]))
         shard["offsets"] = np.r_[0, np.cumsum(shard["counts"])]
         with tempfile.TemporaryDirectory() as tmp:
-            coherence.append(sm.exposure_coherence(shard, Path(tmp), log=lambda _: None))
-        slope.append(sm.exposure_sky_slope(shard))
+            coherent.append(sm.exposure_coherent_statistics(shard, Path(tmp), log=lambda _: None))
         features.append(shard["features"])
         if max_exposures and len(truth) >= max_exposures:
             break
-    return {"features": np.concatenate(features), "coherence": np.concatenate(coherence),
-            "sky_slope": np.concatenate(slope), "truth": truth}
+    coherent = np.concatenate(coherent)   # the logs of desom.baseline.COHERENT_NAMES
+    return {"features": np.concatenate(features), "coherent": coherent,
+            "coherence": 10.0 ** coherent[:, 0] - COHERENT_FLOORS[0],
+            "sky_slope": 10.0 ** coherent[:, 1] - COHERENT_FLOORS[1], "truth": truth}
 
 
 def unsupervised(x: np.ndarray, good: np.ndarray, kinds: np.ndarray, seeds=range(5), per_cell: int = 12) -> dict:
@@ -120,9 +122,8 @@ def main(argv=None) -> int:
                         "share_above_good_max": float(np.mean(slope[kinds == k] > slope_edge))} for k in names}}
     cv = StratifiedKFold(5, shuffle=True, random_state=0)
     inputs = {"five statistics": data["features"],
-              "five statistics + coherent ellipticity": np.c_[data["features"], np.log10(coherence + 1e-3)],
-              "five statistics + coherent ellipticity + coherent sky slope":
-                  np.c_[data["features"], np.log10(coherence + 1e-3), np.log10(slope + 1e-4)]}
+              "five statistics + coherent ellipticity": np.c_[data["features"], data["coherent"][:, 0]],
+              "five statistics + coherent ellipticity + coherent sky slope": np.c_[data["features"], data["coherent"]]}
     for name, x in inputs.items():
         said_good = cross_val_predict(HistGradientBoostingClassifier(max_iter=200, random_state=0), x, good,
                                       cv=cv).astype(bool)

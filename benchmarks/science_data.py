@@ -41,32 +41,6 @@ SHARD = 20              # exposures per shard file
 FLOAT16_MAX = 65000.0   # stamps are clamped here: float16 holds 65504
 
 
-def _plane_design(size: int = STAMP):
-    yy, xx = np.indices((size, size), dtype=np.float64)
-    c = (size - 1) / 2.0
-    return xx - c, yy - c
-
-
-_DX, _DY = _plane_design()
-
-
-def plane_fit(back_stamps: np.ndarray) -> np.ndarray:
-    """(N, 3) least-squares plane (centre value, x slope, y slope) of each (N, S, S) stamp; the
-    design is centred, so the three coefficients are independent sums."""
-    b = np.asarray(back_stamps, np.float64)
-    c = b.mean(axis=(1, 2))
-    gx = (b * _DX).sum(axis=(1, 2)) / (_DX ** 2).sum()
-    gy = (b * _DY).sum(axis=(1, 2)) / (_DY ** 2).sum()
-    return np.stack([c, gx, gy], axis=1).astype(np.float32)
-
-
-def plane_stamps(plane: np.ndarray) -> np.ndarray:
-    """(N, S, S) float32 background planes from plane_fit's coefficients."""
-    p = np.asarray(plane, np.float32)
-    return (p[:, 0, None, None] + p[:, 1, None, None] * _DX.astype(np.float32)
-            + p[:, 2, None, None] * _DY.astype(np.float32))
-
-
 class _Collector:
     """Keeps the raw stamps of the sampled sources and the baseline's statistics."""
 
@@ -81,21 +55,18 @@ class _Collector:
         self.stats.on_detection(ccd, result, inside)
 
     def on_sample(self, ccd, result, x, y, weight):
-        from desom.cutouts import extract_stamps
+        from desom.baseline import sampled_stamps
 
-        sky = float(result.background) if np.isfinite(result.background) else 0.0
-        noise = float(result.background_rms) if result.background_rms and np.isfinite(result.background_rms) else 1.0
-        data = extract_stamps(ccd.data, x, y, STAMP)
-        sub = extract_stamps(result.subtracted, x, y, STAMP)
-        raw = data - np.float32(sky)
+        raw, plane, noise = sampled_stamps(ccd, result, x, y)
         self.stamps.append(np.clip(raw, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16))
-        self.planes.append(plane_fit(data - sub - np.float32(sky)))
+        self.planes.append(plane)
         n = len(x)
-        self.noise.append(np.full(n, noise, np.float32))
+        self.noise.append(noise)
         self.weight.append(np.full(n, weight, np.float32))
         self.ccd.append(np.full(n, ccd.index, np.int16))
-        self.ccd_sky.append(sky)
-        self.ccd_noise.append(noise)
+        self.ccd_sky.append(float(result.background) if np.isfinite(result.background) else 0.0)
+        rms = result.background_rms
+        self.ccd_noise.append(float(rms) if rms and np.isfinite(rms) else 1.0)
 
 
 def _empty(shape, dtype):

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.science_data import plane_stamps
-from desom.baseline import FeatureScaler  # noqa: F401  (the study's scaler is the archive's)
+from desom.baseline import plane_stamps
 
 # How each recipe turns the kept raw stamps (pixel - CCD sky) into DESOM-1 inputs.
 RECIPES = {
@@ -170,46 +169,23 @@ def infer_histos(model, data: dict, recipe: str, cache: Path, exposures_per_call
 # ---------------------------------------------------------------------------------------------
 # DESOM-2 and the baseline
 # ---------------------------------------------------------------------------------------------
-BRIGHT_SHARE = 0.25   # the brightest quarter of an exposure's stamps enter its coherent ellipticity
+def exposure_coherent_statistics(data: dict, cache: Path, log=print) -> np.ndarray:
+    """(n, 2) each exposure's COHERENT_NAMES (desom.baseline.coherent_statistics, the archive's
+    own measurement) from its stored stamps and planes; NaN where too few. Computed once and
+    cached in the study folder."""
+    from desom.baseline import coherent_statistics
 
-
-def exposure_coherence(data: dict, cache: Path, log=print) -> np.ndarray:
-    """(n,) each exposure's coherent ellipticity (desom.baseline.coherent_ellipticity) over the
-    brightest quarter of its sampled stamps, background plane removed; NaN where too few.
-    Computed once and cached in the study folder."""
-    from desom.baseline import coherent_ellipticity, stamp_shapes
-
-    path = Path(cache) / "coherence.npy"
+    path = Path(cache) / "coherent-statistics.npy"
     if path.exists():
         return np.load(path)
     t0 = time.perf_counter()
     off = data["offsets"]
-    out = np.full(len(off) - 1, np.nan)
+    out = np.full((len(off) - 1, 2), np.nan)
     for i in range(len(off) - 1):
         rows = slice(int(off[i]), int(off[i + 1]))
-        stamps = np.asarray(data["stamps"][rows], np.float32) - plane_stamps(data["plane"][rows])
-        if len(stamps) == 0:
-            continue
-        centre = stamps[:, 14:19, 14:19].sum(axis=(1, 2))
-        bright = centre >= np.quantile(centre, 1.0 - BRIGHT_SHARE)
-        shapes = stamp_shapes(stamps[bright], float(np.median(data["noise"][rows])))
-        out[i] = coherent_ellipticity(shapes["e1"], shapes["e2"])
+        out[i] = coherent_statistics(data["stamps"][rows], data["plane"][rows], data["noise"][rows])
     np.save(path, out)
-    log(f"coherent ellipticity of {len(out)} exposures in {time.perf_counter() - t0:.0f} s")
-    return out
-
-
-def exposure_sky_slope(data: dict) -> np.ndarray:
-    """(n,) each exposure's coherent sky slope (desom.baseline.coherent_sky_slope) from the
-    background planes stored under its stamps; NaN where too few."""
-    from desom.baseline import coherent_sky_slope
-
-    off = data["offsets"]
-    out = np.full(len(off) - 1, np.nan)
-    for i in range(len(off) - 1):
-        rows = slice(int(off[i]), int(off[i + 1]))
-        plane = np.asarray(data["plane"][rows])
-        out[i] = coherent_sky_slope(plane[:, 1], plane[:, 2], data["noise"][rows])
+    log(f"coherent statistics of {len(out)} exposures in {time.perf_counter() - t0:.0f} s")
     return out
 
 
@@ -227,14 +203,18 @@ def desom2_inputs(histos: dict, representation: str, map_shape=(25, 25)) -> tupl
 
 
 def fit_desom2(x_train: np.ndarray, side: int, normaliser: str, seed: int, iterations: int,
-               smooth_sigma: float = 0.0, extra_train: np.ndarray | None = None):
-    """DESOM-2 on normalised histo-vectors (and optional standardised extra columns)."""
+               smooth_sigma: float = 0.0, stats_train: np.ndarray | None = None, stats_weight: float = 1.0):
+    """DESOM-2 on normalised histo-vectors, with the source statistics (5 or 7 raw columns,
+    desom.baseline.FEATURE_NAMES or STATISTIC_NAMES) beside them when given: the archive's own
+    HistoNormaliser builds the input, as train_desom2 does."""
+    from desom.baseline import FEATURE_NAMES, STATISTIC_NAMES
     from desom.normalise import HistoNormaliser
 
-    norm = HistoNormaliser(normaliser, smooth_sigma=smooth_sigma).fit(x_train)
-    z = norm.transform(x_train)
-    if extra_train is not None:
-        z = np.hstack([z, extra_train])
+    names = () if stats_train is None else (FEATURE_NAMES if stats_train.shape[1] == len(FEATURE_NAMES)
+                                            else STATISTIC_NAMES)
+    norm = HistoNormaliser(normaliser, smooth_sigma=smooth_sigma, statistics=names,
+                           statistics_weight=stats_weight).fit(x_train, statistics=stats_train)
+    z = norm.transform(x_train, statistics=stats_train)
     return train_gated_desom2(z, side, seed, iterations), norm
 
 
@@ -264,13 +244,11 @@ def train_gated_desom2(z: np.ndarray, side: int, seed: int, iterations: int, **a
     return model
 
 
-def desom2_cells(model, norm, x: np.ndarray, extra: np.ndarray | None = None):
+def desom2_cells(model, norm, x: np.ndarray, stats: np.ndarray | None = None):
     from desom.inference import DesomPredictor
 
-    z = norm.transform(x)
-    if extra is not None:
-        z = np.hstack([z, extra]).astype(np.float32)
-    pred = DesomPredictor(model).predict(z.astype(np.float32), return_latent=True, return_activations=False)
+    z = norm.transform(x, statistics=stats)
+    pred = DesomPredictor(model).predict(z, return_latent=True, return_activations=False)
     return pred.bmu, pred.latent, z
 
 

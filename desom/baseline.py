@@ -13,11 +13,23 @@ sources):
     background_structure mean over CCDs of the (90th - 10th percentile) spread of 64x64-pixel
                          block medians of the sky, relative to its median level
 
+Beside them, two statistics of what the sources share in direction (COHERENT_NAMES, measured
+on the sampled sources' stamps with the sky kept: ``coherent_statistics``):
+
+    log_coherent_ellipticity log10(0.001 + |(median e1, median e2)|) of the brightest quarter:
+                         a trail elongates every star the same way, noise and galaxies do not
+    log_coherent_sky_slope   log10(0.0001 + |(median x, median y) slope|) of the sky under the
+                         sources, in noise units per stamp: a gradient tilts it the same way
+
+The "plain baseline" of the science study is k-means over the first five; the seven together
+are STATISTIC_NAMES, which DESOM-2 can read beside the histo-vector (features
+"histo+stats+coherent").
+
 A statistic that cannot be measured (an exposure with no sources, every CCD dead) is NaN;
 ``FeatureScaler`` fills it with the training median before standardising, for k-means
 (``BaselineClusterer``) and for DESOM-2 when it reads the statistics beside the histo-vector
 (``desom.normalise.HistoNormaliser(statistics=True)``). Stored as JSON, an exposure's statistics
-are a dict keyed by FEATURE_NAMES with null for NaN (``statistics_to_dict`` / ``statistics_matrix``).
+are a dict keyed by STATISTIC_NAMES with null for NaN (``statistics_to_dict`` / ``statistics_matrix``).
 """
 from __future__ import annotations
 
@@ -26,6 +38,13 @@ import numpy as np
 from desom.cutouts import extract_stamps
 
 FEATURE_NAMES = ("log_density", "fwhm_px", "elongation", "donut", "background_structure")
+# Two exposure-level statistics beside the plain five: what the sources share in direction.
+# Logs, like log_density: they span decades, and a log keeps strong trails and gradients from
+# dominating a standardised column. The floors sit below the Good exposures' spread.
+COHERENT_NAMES = ("log_coherent_ellipticity", "log_coherent_sky_slope")
+COHERENT_FLOORS = (1e-3, 1e-4)
+STATISTIC_NAMES = FEATURE_NAMES + COHERENT_NAMES
+BRIGHT_SHARE = 0.25      # the brightest quarter of the sampled stamps enter the coherent ellipticity
 N_BRIGHT = 40            # brightest sources per CCD that enter the shape statistics
 STAMP = 32
 MOMENT_RADIUS = 12.0     # px: holds trails and the larger donuts of the simulated survey
@@ -136,6 +155,66 @@ def coherent_sky_slope(slope_x, slope_y, noise) -> float:
                              np.asarray(slope_y, np.float64).ravel() / noise) * STAMP
 
 
+def _plane_design(size: int = STAMP):
+    yy, xx = np.indices((size, size), dtype=np.float64)
+    c = (size - 1) / 2.0
+    return xx - c, yy - c
+
+
+_DX, _DY = _plane_design()
+
+
+def plane_fit(back_stamps: np.ndarray) -> np.ndarray:
+    """(N, 3) least-squares plane (centre value, x slope, y slope) of each (N, 32, 32) stamp;
+    the design is centred, so the three coefficients are independent sums."""
+    b = np.asarray(back_stamps, np.float64)
+    c = b.mean(axis=(1, 2))
+    gx = (b * _DX).sum(axis=(1, 2)) / (_DX ** 2).sum()
+    gy = (b * _DY).sum(axis=(1, 2)) / (_DY ** 2).sum()
+    return np.stack([c, gx, gy], axis=1).astype(np.float32)
+
+
+def plane_stamps(plane: np.ndarray) -> np.ndarray:
+    """(N, 32, 32) float32 background planes from plane_fit's coefficients."""
+    p = np.asarray(plane, np.float32)
+    return (p[:, 0, None, None] + p[:, 1, None, None] * _DX.astype(np.float32)
+            + p[:, 2, None, None] * _DY.astype(np.float32))
+
+
+def sampled_stamps(ccd, result, x, y) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What the coherent statistics read of a CCD's sampled sources: (stamps, planes, noise).
+    stamps (N, 32, 32) float32: the pixels minus the CCD's sky level (the median of sep's
+    background map), so the sky's structure is kept; planes (N, 3): sep's background under each
+    stamp, minus the same level, as a plane (plane_fit); noise (N,): the CCD's sky noise."""
+    sky = float(result.background) if np.isfinite(result.background) else 0.0
+    rms = result.background_rms
+    noise = float(rms) if rms and np.isfinite(rms) else 1.0
+    data = extract_stamps(ccd.data, x, y, STAMP)
+    subtracted = extract_stamps(result.subtracted, x, y, STAMP)
+    sky32 = np.float32(sky)
+    return data - sky32, plane_fit(data - subtracted - sky32), np.full(len(x), noise, np.float32)
+
+
+def coherent_statistics(stamps, planes, noise) -> np.ndarray:
+    """(2,) an exposure's COHERENT_NAMES from its sampled stamps (as sampled_stamps gives them):
+    the coherent ellipticity of the brightest quarter (by the flux of the central 5x5 pixels,
+    background plane removed) and the coherent sky slope of the planes under every stamp, each
+    as log10(value + its COHERENT_FLOORS floor). NaN where there are too few sources."""
+    stamps = np.asarray(stamps, np.float32)
+    planes = np.asarray(planes, np.float32)
+    noise = np.asarray(noise, np.float64).ravel()
+    if len(stamps) == 0:
+        return np.full(2, np.nan)
+    sub = stamps - plane_stamps(planes)
+    c = STAMP // 2
+    centre = sub[:, c - 2:c + 3, c - 2:c + 3].sum(axis=(1, 2))
+    bright = centre >= np.quantile(centre, 1.0 - BRIGHT_SHARE)
+    shapes = stamp_shapes(sub[bright], float(np.median(noise)))
+    ellipticity = coherent_ellipticity(shapes["e1"], shapes["e2"])
+    slope = coherent_sky_slope(planes[:, 1], planes[:, 2], noise)
+    return np.log10(np.array([ellipticity, slope]) + np.array(COHERENT_FLOORS))
+
+
 def background_structure(image: np.ndarray, block: int = BLOCK) -> float:
     """(90th - 10th percentile) of the block medians of a CCD's sky, over their median level.
     Gradients, fringes and scattered light raise it; a flat sky with stars keeps it small."""
@@ -170,6 +249,7 @@ class SourceStatistics:
         self.area_px = 0
         self.shapes = {"fwhm_px": [], "elongation": [], "donut": []}
         self.structure = []
+        self.samples = []      # (stamps, planes, noise) of each CCD's sampled sources
 
     def on_detection(self, ccd, result, inside) -> None:
         ny, nx = ccd.data.shape
@@ -191,6 +271,22 @@ class SourceStatistics:
         for key in self.shapes:
             self.shapes[key].append(shapes[key])
 
+    def on_sample(self, ccd, result, x, y, weight) -> None:
+        """Keeps the sampled sources' stamps for the coherent statistics (pass as on_sample)."""
+        if len(x):
+            self.samples.append(sampled_stamps(ccd, result, x, y))
+
+    def coherent(self) -> np.ndarray:
+        """The COHERENT_NAMES values of the exposure (NaN where unmeasurable)."""
+        if not self.samples:
+            return np.full(len(COHERENT_NAMES), np.nan)
+        stamps, planes, noise = (np.concatenate(part) for part in zip(*self.samples))
+        return coherent_statistics(stamps, planes, noise)
+
+    def statistics(self) -> np.ndarray:
+        """Every STATISTIC_NAMES value: the five features, then the coherent ones."""
+        return np.concatenate([self.features(), self.coherent()])
+
     def features(self) -> np.ndarray:
         """The FEATURE_NAMES values of the exposure (float64, NaN where unmeasurable)."""
         def median(key):
@@ -206,24 +302,31 @@ class SourceStatistics:
 
 
 def statistics_to_dict(values) -> dict:
-    """The FEATURE_NAMES values as a JSON-friendly dict: NaN (unmeasurable) becomes None."""
+    """The FEATURE_NAMES values (five) or every STATISTIC_NAMES value (seven) as a JSON-friendly
+    dict: NaN (unmeasurable) becomes None."""
     values = np.asarray(values, np.float64).ravel()
-    if values.shape != (len(FEATURE_NAMES),):
-        raise ValueError(f"expected {len(FEATURE_NAMES)} statistics, got {values.shape[0]}")
-    return {name: (float(v) if np.isfinite(v) else None) for name, v in zip(FEATURE_NAMES, values)}
+    if values.shape[0] not in (len(FEATURE_NAMES), len(STATISTIC_NAMES)):
+        raise ValueError(f"expected {len(FEATURE_NAMES)} or {len(STATISTIC_NAMES)} statistics, got {values.shape[0]}")
+    return {name: (float(v) if np.isfinite(v) else None) for name, v in zip(STATISTIC_NAMES, values)}
 
 
-def statistics_matrix(rows) -> np.ndarray:
-    """(n, 5) float64 from stored statistics dicts; None (a row never measured) or a missing or
-    null value becomes NaN, which FeatureScaler fills with its training median."""
-    out = np.full((len(rows), len(FEATURE_NAMES)), np.nan)
+def statistics_matrix(rows, names=FEATURE_NAMES) -> np.ndarray:
+    """(n, len(names)) float64 from stored statistics dicts; None (a row never measured) or a
+    missing or null value becomes NaN, which FeatureScaler fills with its training median."""
+    out = np.full((len(rows), len(names)), np.nan)
     for i, row in enumerate(rows):
         if row:
-            for j, name in enumerate(FEATURE_NAMES):
+            for j, name in enumerate(names):
                 value = row.get(name)
                 if value is not None:
                     out[i, j] = float(value)
     return out
+
+
+def unmeasured(row, names) -> bool:
+    """True when a stored statistics dict lacks one of `names` altogether: the exposure was
+    measured before the archive measured that statistic (null is measured: unmeasurable)."""
+    return row is None or any(name not in row for name in names)
 
 
 class FeatureScaler:
@@ -307,8 +410,10 @@ class BaselineClusterer:
 
     def _check(self, features) -> np.ndarray:
         x = np.asarray(features, np.float64)
-        if x.ndim != 2 or x.shape[1] != len(FEATURE_NAMES):
-            raise ValueError(f"features must be (n, {len(FEATURE_NAMES)}), got {x.shape}")
+        if x.ndim != 2 or x.shape[1] not in (len(FEATURE_NAMES), len(STATISTIC_NAMES)):
+            raise ValueError(f"features must be (n, {len(FEATURE_NAMES)}) or (n, {len(STATISTIC_NAMES)}), got {x.shape}")
+        if hasattr(self, "scaler_") and x.shape[1] != self.scaler_.n_features:
+            raise ValueError(f"features have {x.shape[1]} columns, the clusterer was fitted on {self.scaler_.n_features}")
         return x
 
     def _scaled(self, x) -> np.ndarray:

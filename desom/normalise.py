@@ -22,12 +22,14 @@ normalised per node so the vector's sum (the number of sources) is kept. On an o
 neighbouring prototypes look alike, so this tames the shot noise of an exposure's few thousand
 sources over 625 bins (benchmarks/bench_science.py measures it).
 
-``statistics=True`` (features "histo+stats"): DESOM-2 reads the exposure's five source
-statistics (``desom.baseline.FEATURE_NAMES``) beside its histo-vector. The normaliser then
-carries a ``desom.baseline.FeatureScaler`` fitted with it (median fill, standardisation) and
-``transform(histos, statistics=...)`` returns [normalised histo | scaled statistics]; a missing
-statistic (NaN) takes the training median. The held-out study measured +0.04 balanced accuracy
-over the histo-vector alone (benchmarks/README.md, "Science").
+Statistics beside the histo-vector (FEATURES): "histo+stats" reads the exposure's five source
+statistics (``desom.baseline.FEATURE_NAMES``), "histo+stats+coherent" those and the two coherent
+ones (``desom.baseline.STATISTIC_NAMES``). The normaliser then carries a
+``desom.baseline.FeatureScaler`` fitted with it (median fill, standardisation) and
+``transform(histos, statistics=...)`` returns [normalised histo | weight x scaled statistics]; a
+missing statistic (NaN) takes the training median. ``statistics_weight`` sets the statistics'
+share of DESOM-2's input beside 625 bins; the science study chooses it on its validation split
+(benchmarks/README.md, "Science").
 """
 from __future__ import annotations
 
@@ -35,12 +37,13 @@ import math
 
 import numpy as np
 
-from desom.baseline import FEATURE_NAMES, FeatureScaler
+from desom.baseline import FEATURE_NAMES, STATISTIC_NAMES, FeatureScaler
 
 METHODS = ("minmax", "authors", "hellinger", "sqrt_counts")
 CHUNK = 8192   # rows per block in fit and transform: float64 temporaries of 40 MB at 625 bins
-# What DESOM-2 reads: the histo-vector alone, or with the five source statistics beside it.
-FEATURES = ("histo", "histo+stats")
+# What DESOM-2 reads: the histo-vector alone, or with source statistics beside it.
+FEATURE_STATISTICS = {"histo": (), "histo+stats": FEATURE_NAMES, "histo+stats+coherent": STATISTIC_NAMES}
+FEATURES = tuple(FEATURE_STATISTICS)
 
 
 def map_smoothing_kernel(map_shape, sigma: float) -> np.ndarray:
@@ -58,7 +61,7 @@ def map_smoothing_kernel(map_shape, sigma: float) -> np.ndarray:
 
 class HistoNormaliser:
     def __init__(self, method: str = "minmax", smooth_sigma: float = 0.0, map_shape=None,
-                 statistics: bool = False):
+                 statistics: bool | tuple = False, statistics_weight: float = 1.0):
         if method not in METHODS:
             raise ValueError(f"unknown normaliser method {method!r}; expected one of {METHODS}")
         if not (smooth_sigma >= 0 and math.isfinite(smooth_sigma)):
@@ -69,19 +72,30 @@ class HistoNormaliser:
         self._kernel = None
         self.offset: np.ndarray | None = None   # per-bin value subtracted (min or mean)
         self.scale: np.ndarray | None = None    # per-bin divisor (max-min or std), never 0
-        self.uses_statistics = bool(statistics)
+        # True: the five FEATURE_NAMES; or the names themselves, one of FEATURE_STATISTICS' sets.
+        names = FEATURE_NAMES if statistics is True else tuple(statistics or ())
+        if names and names not in FEATURE_STATISTICS.values():
+            raise ValueError(f"unknown statistics {names}; expected one of {[v for v in FEATURE_STATISTICS.values() if v]}")
+        if not (statistics_weight > 0 and math.isfinite(statistics_weight)):
+            raise ValueError(f"statistics_weight must be positive, got {statistics_weight}")
+        self.statistics_names: tuple = names
+        self.statistics_weight = float(statistics_weight)
         self.statistics: FeatureScaler | None = None   # fitted with the histo part when used
 
     @classmethod
     def for_features(cls, features: str, method: str = "minmax", **kwargs) -> "HistoNormaliser":
-        """A normaliser for one of FEATURES ("histo" or "histo+stats")."""
+        """A normaliser for one of FEATURES ("histo", "histo+stats", "histo+stats+coherent")."""
         if features not in FEATURES:
             raise ValueError(f"unknown DESOM-2 features {features!r}; expected one of {FEATURES}")
-        return cls(method, statistics=features == "histo+stats", **kwargs)
+        return cls(method, statistics=FEATURE_STATISTICS[features], **kwargs)
+
+    @property
+    def uses_statistics(self) -> bool:
+        return bool(self.statistics_names)
 
     @property
     def features(self) -> str:
-        return "histo+stats" if self.uses_statistics else "histo"
+        return next(k for k, v in FEATURE_STATISTICS.items() if v == self.statistics_names)
 
     @property
     def fitted(self) -> bool:
@@ -96,10 +110,10 @@ class HistoNormaliser:
         """Columns of the DESOM-2 input: the bins, plus the statistics when used."""
         if self.offset is None:
             return None
-        return self.n_bins + (len(FEATURE_NAMES) if self.uses_statistics else 0)
+        return self.n_bins + len(self.statistics_names)
 
     def _check_statistics(self, statistics, n_rows: int):
-        """The (n_rows, 5) statistics matrix this normaliser needs, or None when it reads none."""
+        """The (n_rows, len(statistics_names)) matrix this normaliser needs, or None when it reads none."""
         if not self.uses_statistics:
             if statistics is not None:
                 raise ValueError("this normaliser reads histo-vectors only (features 'histo'); "
@@ -107,13 +121,13 @@ class HistoNormaliser:
             return None
         if statistics is None:
             raise ValueError("this normaliser reads the source statistics beside the histo-vectors "
-                             "(features 'histo+stats'): pass statistics=")
+                             f"(features {self.features!r}): pass statistics=")
         stats = np.asarray(statistics, np.float64)
         if stats.ndim == 1:
             stats = stats[None, :]
-        if stats.shape != (n_rows, len(FEATURE_NAMES)):
-            raise ValueError(f"statistics must be ({n_rows}, {len(FEATURE_NAMES)}) ({', '.join(FEATURE_NAMES)}), "
-                             f"got {stats.shape}")
+        names = self.statistics_names
+        if stats.shape != (n_rows, len(names)):
+            raise ValueError(f"statistics must be ({n_rows}, {len(names)}) ({', '.join(names)}), got {stats.shape}")
         return stats
 
     def _check(self, X, fitting: bool) -> np.ndarray:
@@ -174,7 +188,7 @@ class HistoNormaliser:
 
     def fit(self, X, chunk: int = CHUNK, *, statistics=None) -> "HistoNormaliser":
         """Fit on X (N, bins), read in blocks of `chunk` rows (any array-like that slices,
-        e.g. a memory-mapped one), and on the (N, 5) source statistics when it uses them
+        e.g. a memory-mapped one), and on the (N, len(statistics_names)) source statistics when it uses them
         (NaN where unmeasured)."""
         X = _as_matrix(X)
         if X.shape[0] < 1:
@@ -213,7 +227,7 @@ class HistoNormaliser:
     def transform(self, X, out: np.ndarray | None = None, chunk: int = CHUNK, *, statistics=None) -> np.ndarray:
         """The DESOM-2 input of X: float32, shape (n_vectors, n_outputs), computed in blocks of
         `chunk` rows. The normalised bins; then, with statistics (required when the normaliser
-        uses them), the scaled statistics (n_vectors, 5) in the last columns.
+        uses them), the weighted scaled statistics in the last columns.
         out: where to write it (a float32 array of that shape; for histo only, X itself
         normalises in place). Not clipped: a new vector beyond the training range maps outside
         [0, 1]."""
@@ -230,7 +244,7 @@ class HistoNormaliser:
         for start in range(0, X.shape[0], chunk):
             out[start:start + chunk, :bins] = self._transform_block(X[start:start + chunk])
         if stats is not None:
-            out[:, bins:] = self.statistics.transform(stats)
+            out[:, bins:] = self.statistics.transform(stats) * np.float32(self.statistics_weight)
         return out
 
     def _transform_block(self, X) -> np.ndarray:
@@ -255,7 +269,8 @@ class HistoNormaliser:
         if self.uses_statistics:
             # The names travel with the scaler: a checkpoint read by a library whose statistics
             # differ is refused rather than fed the wrong columns.
-            out["statistics"] = {"names": list(FEATURE_NAMES), **self.statistics.to_dict()}
+            out["statistics"] = {"names": list(self.statistics_names), "weight": self.statistics_weight,
+                                 **self.statistics.to_dict()}
         return out
 
     @classmethod
@@ -275,19 +290,23 @@ class HistoNormaliser:
         norm.offset, norm.scale = offset, scale
         stats = d.get("statistics")
         if stats is not None:
-            if list(stats.get("names") or []) != list(FEATURE_NAMES):
-                raise ValueError(f"the normaliser's statistics {stats.get('names')} are not this library's "
-                                 f"{list(FEATURE_NAMES)}")
-            norm.uses_statistics = True
+            names = tuple(stats.get("names") or ())
+            if names not in FEATURE_STATISTICS.values() or not names:
+                raise ValueError(f"the normaliser's statistics {stats.get('names')} are none of this library's "
+                                 f"{[list(v) for v in FEATURE_STATISTICS.values() if v]}")
+            weight = float(stats.get("weight", 1.0))
+            if not (weight > 0 and math.isfinite(weight)):
+                raise ValueError(f"the normaliser's statistics weight must be positive, got {weight}")
+            norm.statistics_names, norm.statistics_weight = names, weight
             norm.statistics = FeatureScaler.from_dict(stats)
-            if norm.statistics.n_features != len(FEATURE_NAMES):
+            if norm.statistics.n_features != len(names):
                 raise ValueError(f"the normaliser's scaler holds {norm.statistics.n_features} statistics, "
-                                 f"not {len(FEATURE_NAMES)}")
+                                 f"not {len(names)}")
         return norm
 
     def __repr__(self) -> str:
         smooth = f", smooth_sigma={self.smooth_sigma:g}" if self.smooth_sigma else ""
-        stats = ", statistics=True" if self.uses_statistics else ""
+        stats = f", features={self.features!r}" if self.uses_statistics else ""
         return f"HistoNormaliser(method={self.method!r}{smooth}{stats}, n_bins={self.n_bins})"
 
 

@@ -168,7 +168,7 @@ class ExposureSummary:
     map_shape: tuple | None = None
     detector: str | None = None
     footprint: object | None = None           # desom.footprint.ExposureFootprint, from the WCS
-    # The five source statistics of desom.baseline (FEATURE_NAMES -> float, None where
+    # The source statistics of desom.baseline (STATISTIC_NAMES -> float, None where
     # unmeasurable), from the same detections; None for a calibration frame or when not asked.
     source_statistics: dict | None = None
 
@@ -330,7 +330,7 @@ def _iter_ccds(reader, config: ImagingConfig, timings: dict, on_detection=None, 
 
 def summarise_exposure(path, predictor=None, config: ImagingConfig = ImagingConfig(),
                        source_statistics: bool = True) -> ExposureSummary:
-    """Summarise one exposure: metadata, per-CCD detections, the five source statistics of
+    """Summarise one exposure: metadata, per-CCD detections, the source statistics of
     desom.baseline (source_statistics; DESOM-2 may read them beside the histo-vector) and, with
     a DESOM-1 predictor, the histo-vector and mean activations. Raises ExposureReadError for an
     unreadable file; problems of single CCDs are warnings in the summary."""
@@ -378,8 +378,14 @@ def summarise_exposure(path, predictor=None, config: ImagingConfig = ImagingConf
                 t0 = time.perf_counter()
                 statistics.on_detection(ccd, result, inside)
                 timings["statistics"] = timings.get("statistics", 0.0) + time.perf_counter() - t0
+
+            def measure_sampled(ccd, result, x, y, weight):
+                t0 = time.perf_counter()
+                statistics.on_sample(ccd, result, x, y, weight)
+                timings["statistics"] = timings.get("statistics", 0.0) + time.perf_counter() - t0
         all_cutouts, all_weights = [], []
-        for record, cutouts in _iter_ccds(reader, config, timings, on_detection=measure):
+        for record, cutouts in _iter_ccds(reader, config, timings, on_detection=measure,
+                                          on_sample=measure_sampled if statistics is not None else None):
             summary.ccds.append(record)
             summary.warnings.extend(record.warnings)
             if cutouts.shape[0]:
@@ -389,7 +395,7 @@ def summarise_exposure(path, predictor=None, config: ImagingConfig = ImagingConf
     if statistics is not None:
         from desom.baseline import statistics_to_dict
 
-        summary.source_statistics = statistics_to_dict(statistics.features())
+        summary.source_statistics = statistics_to_dict(statistics.statistics())
     summary.n_detected = int(sum(r.n_detected for r in summary.ccds))
     summary.n_sampled = int(sum(r.n_sampled for r in summary.ccds))
     summary.weight = summary.n_detected / summary.n_sampled if summary.n_sampled else 0.0

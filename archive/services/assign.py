@@ -110,7 +110,7 @@ def assign_cells(*, desom2: ModelVersion | None = None, recompute: bool = False,
     copy_to_exposures = active2 is not None and active2.pk == desom2.pk
     checkpoint = versions.load_checkpoint_for(desom2)
     predictor = DesomPredictor(checkpoint)
-    # A DESOM-2 trained on "histo+stats" reads each exposure's stored source statistics too; one
+    # A DESOM-2 trained with statistics reads each exposure's stored source statistics too; one
     # never measured takes the training medians, as an unmeasurable value does.
     with_statistics = checkpoint.normaliser.uses_statistics
     columns = ("exposure_id", "histo") + (("exposure__source_statistics",) if with_statistics else ())
@@ -127,10 +127,11 @@ def assign_cells(*, desom2: ModelVersion | None = None, recompute: bool = False,
         last = int(part_ids[-1])
         statistics = None
         if with_statistics:
-            from desom.baseline import statistics_matrix
+            from desom.baseline import statistics_matrix, unmeasured as never_measured
 
-            statistics = statistics_matrix([row[2] for row in page])
-            unmeasured += sum(row[2] is None for row in page)
+            names = checkpoint.normaliser.statistics_names
+            statistics = statistics_matrix([row[2] for row in page], names)
+            unmeasured += sum(never_measured(row[2], names) for row in page)
         prediction = predictor.predict(checkpoint.normaliser.transform(histos, statistics=statistics),
                                        return_latent=True)
         cells = [CellAssignment(exposure_id=int(e), model_version=desom2, cell=int(c), quantization=float(q),

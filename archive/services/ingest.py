@@ -19,6 +19,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from tqdm import tqdm
 
@@ -375,15 +376,19 @@ class StatisticsReport:
 
 def measure_missing_statistics(*, workers: int = 2, scheduler: str | None = None, batch_size: int = 25,
                                imaging_config=None, progress: bool = True) -> StatisticsReport:
-    """The five source statistics of every science exposure ingested before the archive measured
-    them (source_statistics NULL), from its file, by the ingest's own imaging on the workers
+    """The source statistics of every science exposure ingested before the archive measured them
+    (source_statistics NULL) or before it measured the coherent pair (desom.baseline.COHERENT_NAMES
+    absent), from its file, by the ingest's own imaging on the workers
     (without DESOM-1: the statistics need only the detections). A file that cannot be read, or
     that changed since it was ingested (another checksum), is reported and the rest go on; a
     rerun picks up what is still missing. Pass the detector the exposures were ingested with."""
     started = time.perf_counter()
     scheduler = scheduler if scheduler is not None else (settings.DASK_SCHEDULER or None)
+    from desom.baseline import COHERENT_NAMES
+
+    never = Q(source_statistics__isnull=True) | ~Q(source_statistics__has_key=COHERENT_NAMES[-1])
     todo = {path: (pk, checksum) for path, pk, checksum in
-            Exposure.objects.filter(is_science=True, source_statistics__isnull=True)
+            Exposure.objects.filter(never, is_science=True)
             .order_by("expnum").values_list("file_path", "pk", "checksum")}
     report = StatisticsReport(n_exposures=len(todo))
     config = dataclasses.replace(imaging_config or versions.imaging_config(), checksum=True)

@@ -28,6 +28,8 @@ DEFAULT_SMOOTH_SIGMA = 0.0
 # beside it scored 0.871 [0.85, 0.89] on the study's test split, against 0.827 [0.80, 0.85] for
 # the histo-vector alone (+0.044 [+0.025, +0.065], paired).
 DEFAULT_FEATURES = "histo+stats"
+# The statistics' weight beside the histo-vector (desom.normalise.HistoNormaliser).
+DEFAULT_STATISTICS_WEIGHT = 1.0
 # How sources become DESOM-1 inputs (desom.pipeline.STAMP_FIELDS): recorded in every DESOM-1 so
 # that ingest, assignment and search cut their cutouts the same way.
 DEFAULT_STAMPS = {"stamp_sky": "kept", "stretch": "asinh"}
@@ -373,14 +375,16 @@ def histo_matrix(desom1: ModelVersion, *, science_only: bool = True, exposures=N
     return ids[:filled], out[:filled]
 
 
-def source_statistics_of(desom1: ModelVersion, ids: np.ndarray, chunk_size: int = 2000) -> np.ndarray:
-    """(len(ids), 5) float64 source statistics (desom.baseline.FEATURE_NAMES, NaN where
-    unmeasurable) of the exposures `ids` among those with a vector under `desom1`, streamed from
-    the database. Raises TrainingDataError, naming the command that fixes it, when any of them
-    was never measured (ingested before the statistics were)."""
-    from desom.baseline import FEATURE_NAMES, statistics_matrix
+def source_statistics_of(desom1: ModelVersion, ids: np.ndarray, names=None, chunk_size: int = 2000) -> np.ndarray:
+    """(len(ids), len(names)) float64 source statistics (names: desom.baseline.FEATURE_NAMES by
+    default, or STATISTIC_NAMES; NaN where unmeasurable) of the exposures `ids` among those with
+    a vector under `desom1`, streamed from the database. Raises TrainingDataError, naming the
+    command that fixes it, when any of them was never measured (ingested before the archive
+    measured those statistics)."""
+    from desom.baseline import FEATURE_NAMES, statistics_matrix, unmeasured
 
-    out = np.full((len(ids), len(FEATURE_NAMES)), np.nan)
+    names = tuple(names or FEATURE_NAMES)
+    out = np.full((len(ids), len(names)), np.nan)
     seen = np.zeros(len(ids), bool)
     order = np.argsort(ids)
     sorted_ids = ids[order]
@@ -392,10 +396,10 @@ def source_statistics_of(desom1: ModelVersion, ids: np.ndarray, chunk_size: int 
             continue   # stored since the histo-vectors were read
         row = order[at]
         seen[row] = True
-        if stats is None:
+        if unmeasured(stats, names):
             missing += 1
         else:
-            out[row] = statistics_matrix([stats])[0]
+            out[row] = statistics_matrix([stats], names)[0]
     missing += int((~seen).sum())
     if missing:
         raise TrainingDataError(
@@ -406,18 +410,21 @@ def source_statistics_of(desom1: ModelVersion, ids: np.ndarray, chunk_size: int 
 
 
 def train_desom2(*, desom1: ModelVersion | None = None, overrides: dict | None = None, normaliser: str = DEFAULT_NORMALISER,
-                 smooth_sigma: float = DEFAULT_SMOOTH_SIGMA, features: str = DEFAULT_FEATURES, seed: int = 0,
+                 smooth_sigma: float = DEFAULT_SMOOTH_SIGMA, features: str = DEFAULT_FEATURES,
+                 statistics_weight: float = DEFAULT_STATISTICS_WEIGHT, seed: int = 0,
                  activate: bool = True, progress: bool = True, checkpoint_every: int | None = None,
                  fresh: bool = False, device: str | None = None) -> ModelVersion:
     """Train DESOM-2 on the stored histo-vectors of one DESOM-1 version (the active one). Unless
     overridden, the map leaves about a dozen exposures per cell (suggested_desom2_map) and the
     length and batch are DEFAULT_DESOM2's.
 
-    features: "histo+stats" (default, DEFAULT_FEATURES) puts each exposure's five stored source
-    statistics, median-filled and standardised, beside its normalised histo-vector; "histo" reads
-    the histo-vector alone. The normaliser carries the scaler, so assignment builds the same
-    input. With "histo+stats", an archive whose exposures were ingested before the statistics
-    were measured is refused (TrainingDataError naming `manage.py source_statistics`).
+    features (desom.normalise.FEATURES; default DEFAULT_FEATURES): "histo+stats" puts each
+    exposure's five stored source statistics, median-filled, standardised and multiplied by
+    statistics_weight, beside its normalised histo-vector; "histo+stats+coherent" those and the
+    two coherent statistics; "histo" reads the histo-vector alone. The normaliser carries the
+    scaler and the weight, so assignment builds the same input. With statistics, an archive whose
+    exposures were ingested before those statistics were measured is refused (TrainingDataError
+    naming `manage.py source_statistics`).
 
     smooth_sigma: spread each count over the DESOM-1 map with a Gaussian of that many nodes
     before normalising (0: the paper's raw counts); stored with the normaliser, so assignment
@@ -430,18 +437,18 @@ def train_desom2(*, desom1: ModelVersion | None = None, overrides: dict | None =
     from desom.inference import default_device
     from desom.model import DESOMConfig, build_desom
     from desom.metrics import GATE_MIN_ITERATIONS, CollapsedModelError
-    from desom.baseline import FEATURE_NAMES
     from desom.normalise import HistoNormaliser
     from desom.training import train_desom, train_until_it_reconstructs
 
     device = default_device(device)
-    norm = HistoNormaliser.for_features(features, normaliser, smooth_sigma=smooth_sigma)   # ValueError first
+    norm = HistoNormaliser.for_features(features, normaliser, smooth_sigma=smooth_sigma,   # ValueError first
+                                        statistics_weight=statistics_weight)
 
     desom1 = desom1 or versions.active_version(ModelVersion.DESOM1)
     if desom1 is None:
         raise TrainingDataError("no active DESOM-1: run train_desom1 first")
     ids, histos = histo_matrix(desom1)
-    statistics = source_statistics_of(desom1, ids) if norm.uses_statistics else None
+    statistics = source_statistics_of(desom1, ids, norm.statistics_names) if norm.uses_statistics else None
     side = suggested_desom2_map(len(ids))
     settings_ = {"map_rows": side, "map_cols": side, "checkpoint_every": DEFAULT_CHECKPOINT_EVERY,
                  **DEFAULT_DESOM2, **(overrides or {})}
@@ -465,7 +472,7 @@ def train_desom2(*, desom1: ModelVersion | None = None, overrides: dict | None =
         data = norm.transform(histos, out=histos)   # in place: one (N, bins) array in all
     else:
         data = norm.transform(histos, statistics=statistics)   # (N, bins + 5): wider, so a new array
-        missing_values = {name: int(n) for name, n in zip(FEATURE_NAMES, np.isnan(statistics).sum(axis=0)) if n}
+        missing_values = {name: int(n) for name, n in zip(norm.statistics_names, np.isnan(statistics).sum(axis=0)) if n}
         del histos
     exposures_key = hashlib.sha256(ids.tobytes()).hexdigest()
     runs = {}
@@ -494,6 +501,7 @@ def train_desom2(*, desom1: ModelVersion | None = None, overrides: dict | None =
     config, history, folder, resumed_at = runs[gate["seed"]]
     metrics = {"train_exposures": int(len(ids)), "train_seconds": round(time.perf_counter() - started, 1),
                "normaliser": normaliser, "smooth_sigma": float(smooth_sigma), "features": features,
+               "statistics_weight": norm.statistics_weight,
                "resumed_at": resumed_at,
                "seed": gate["seed"], "explained_variance": round(gate["explained_variance"], 4),
                "training_attempts": gate["attempts"], "reconstruction_gate": gate["judged"],

@@ -1,11 +1,11 @@
-"""The five source statistics in the archive: stored per exposure at ingest, read by DESOM-2
+"""The source statistics in the archive: stored per exposure at ingest, read by DESOM-2
 beside the histo-vector (train_desom2 --features histo+stats, the default), applied the same way
 when new exposures are assigned, measured afterwards for exposures ingested before they were."""
 import numpy as np
 import pytest
 
 from archive.models import CellAssignment, Exposure
-from desom.baseline import FEATURE_NAMES, statistics_matrix
+from desom.baseline import FEATURE_NAMES, STATISTIC_NAMES, statistics_matrix
 from tests.desom import fitsfactory
 
 pytestmark = pytest.mark.django_db
@@ -30,7 +30,7 @@ def test_ingest_stores_the_statistics_of_a_science_file_and_null_for_a_calibrati
     science = Exposure.objects.get(expnum=1300001)
     stored = science.source_statistics
     # PostgreSQL's jsonb keeps keys in its own order: the names are what count (readers go by name).
-    assert sorted(stored) == sorted(FEATURE_NAMES) and all(isinstance(v, float) for v in stored.values())
+    assert sorted(stored) == sorted(STATISTIC_NAMES) and all(isinstance(v, float) for v in stored.values())
     assert stored["fwhm_px"] == pytest.approx(6.0, rel=0.2)          # the injected seeing
     assert stored["log_density"] > 0 and "statistics" in science.timings
     assert Exposure.objects.get(expnum=1300002).source_statistics is None
@@ -113,3 +113,30 @@ def test_the_backfill_records_a_missing_file_and_goes_on(populated_archive):
     assert (report.measured, report.failed) == (2, 1) and report.failures[0][0] == "/nowhere/gone.fits"
     assert Exposure.objects.get(pk=gone.pk).source_statistics is None
     assert Exposure.objects.filter(is_science=True, source_statistics__isnull=True).count() == 1
+
+
+def test_statistics_measured_before_the_coherent_pair_are_remeasured_before_desom2_reads_them(populated_archive):
+    from django.core.management import call_command
+
+    from archive.services.training import TrainingDataError, train_desom2
+    from desom.baseline import COHERENT_NAMES
+
+    desom1, _ = populated_archive
+    measured = dict(Exposure.objects.filter(is_science=True).values_list("pk", "source_statistics"))
+    assert all(set(COHERENT_NAMES) <= set(v) for v in measured.values())
+    older = Exposure.objects.filter(is_science=True).order_by("expnum")[:2]
+    for exposure in older:                 # as the archive stored them before it measured the pair
+        Exposure.objects.filter(pk=exposure.pk).update(
+            source_statistics={k: v for k, v in exposure.source_statistics.items() if k in FEATURE_NAMES})
+
+    # the five are all there: DESOM-2 on them trains; on all seven it is refused, naming the fix
+    assert train_desom2(overrides=SMALL, features="histo+stats", progress=False, activate=False)
+    with pytest.raises(TrainingDataError, match=r"2 of \d+ exposures have no source statistics.*source_statistics"):
+        train_desom2(overrides=SMALL, features="histo+stats+coherent", progress=False, activate=False)
+
+    call_command("source_statistics", workers=0, detector="sep", verbosity=0)   # measures those two again
+    assert dict(Exposure.objects.filter(is_science=True).values_list("pk", "source_statistics")) == measured
+    version = train_desom2(overrides=SMALL, features="histo+stats+coherent", statistics_weight=0.4, progress=False,
+                           activate=False)
+    assert version.config["input_shape"] == [desom1.map_shape[0] * desom1.map_shape[1] + 7]
+    assert version.metrics["features"] == "histo+stats+coherent" and version.metrics["statistics_weight"] == 0.4

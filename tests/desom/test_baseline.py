@@ -182,3 +182,57 @@ def test_a_gradient_tilts_the_sky_the_same_way_under_every_source():
     assert flat < 0.01 < 0.04 < tilted
     assert tilted == pytest.approx(tilt / 10.0 * SIZE, rel=0.3)
     assert np.isnan(coherent_sky_slope(flat_x[:5], flat_y[:5], noise[:5]))
+
+
+def _sampled(stars, sky_tilt_x=0.0, sky=300.0, seed=0):
+    """What sampled_stamps gives for star stamps on a sky of level `sky` tilted along x: the
+    stamps with the CCD's level removed (the tilt kept), the sky planes under them, the noise."""
+    x = np.indices((SIZE, SIZE))[1] - (SIZE - 1) / 2.0
+    tilt = sky_tilt_x * x
+    stamps = _noisy(stars, seed) + tilt[None]
+    planes = np.tile(np.array([0.0, sky_tilt_x, 0.0], np.float32), (len(stars), 1))
+    return stamps, planes, np.ones(len(stars), np.float32)
+
+
+def test_coherent_statistics_see_a_shared_trail_and_a_tilted_sky_and_ignore_the_faint_half():
+    from desom.baseline import COHERENT_FLOORS, COHERENT_NAMES, coherent_statistics
+
+    rng = np.random.default_rng(7)
+    faint_galaxies = [gaussian(3.5, elongation=1.6, angle_deg=a, amplitude=40.0) for a in rng.uniform(0, 180, 300)]
+    round_stars = np.stack([gaussian(3.5, amplitude=600.0) for _ in range(100)] + faint_galaxies)
+    trailed_stars = np.stack([gaussian(3.5, elongation=1.2, angle_deg=60.0, amplitude=600.0) for _ in range(100)]
+                             + faint_galaxies)
+    good = dict(zip(COHERENT_NAMES, coherent_statistics(*_sampled(round_stars))))
+    trailed = dict(zip(COHERENT_NAMES, coherent_statistics(*_sampled(trailed_stars))))
+    tilted = dict(zip(COHERENT_NAMES, coherent_statistics(*_sampled(round_stars, sky_tilt_x=0.05))))
+    # logs of the shared ellipticity and slope: the trail and the gradient stand out by a decade
+    assert trailed["log_coherent_ellipticity"] > good["log_coherent_ellipticity"] + 1.0
+    assert tilted["log_coherent_sky_slope"] == pytest.approx(np.log10(0.05 * SIZE + COHERENT_FLOORS[1]), abs=0.01)
+    assert good["log_coherent_sky_slope"] == pytest.approx(np.log10(COHERENT_FLOORS[1]))
+    # the tilt is removed before the shapes are measured: it does not fake a trail
+    assert tilted["log_coherent_ellipticity"] == pytest.approx(good["log_coherent_ellipticity"], abs=0.3)
+    # too few sources: unmeasurable, not zero
+    assert np.isnan(coherent_statistics(*_sampled(round_stars[:8]))).all()
+    assert np.isnan(coherent_statistics(np.zeros((0, SIZE, SIZE)), np.zeros((0, 3)), np.zeros(0))).all()
+
+
+def test_source_statistics_measures_the_coherent_pair_from_the_sampled_stamps():
+    from desom.baseline import STATISTIC_NAMES
+
+    class Result(_Detections):
+        background = 500.0
+
+    image = np.zeros((400, 400), np.float32)
+    xs, ys = np.meshgrid(np.arange(40, 361, 40), np.arange(40, 361, 40))
+    xs, ys = xs.ravel(), ys.ravel()
+    for x, y in zip(xs, ys):
+        image[y - 16:y + 16, x - 16:x + 16] += gaussian(4.0, elongation=1.5, angle_deg=20.0).astype(np.float32)
+    det = Result(xs, ys, np.full(len(xs), 1000.0), image, 1.0)
+    stats = SourceStatistics(edge_margin=0)
+    stats.on_detection(_CCD(image + 500.0), det, np.ones(len(xs), bool))
+    assert np.isnan(stats.coherent()).all()              # nothing sampled yet
+    stats.on_sample(_CCD(image + 500.0), det, xs, ys, 1.0)
+    values = dict(zip(STATISTIC_NAMES, stats.statistics()))
+    assert values["log_coherent_ellipticity"] > np.log10(0.1)       # every star shares the trail
+    assert values["log_coherent_sky_slope"] < np.log10(0.001)       # the sky is flat
+    assert stats.statistics()[:5] == pytest.approx(stats.features(), nan_ok=True)

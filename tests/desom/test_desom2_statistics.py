@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from desom.baseline import (FEATURE_NAMES, BaselineClusterer, FeatureScaler, SourceStatistics, statistics_matrix,
+from desom.baseline import (FEATURE_NAMES, STATISTIC_NAMES, BaselineClusterer, FeatureScaler, SourceStatistics, statistics_matrix,
                             statistics_to_dict)
 from desom.normalise import HistoNormaliser
 from desom.pipeline import ImagingConfig, exposure_cutouts, summarise_exposure
@@ -92,7 +92,7 @@ def test_a_normaliser_for_other_statistics_is_refused():
     histos = np.random.default_rng(0).poisson(3.0, (10, 4)).astype(np.float32)
     d = HistoNormaliser("minmax", statistics=True).fit(histos, statistics=_stats(10)).to_dict()
     d["statistics"]["names"] = list(reversed(FEATURE_NAMES))
-    with pytest.raises(ValueError, match="not this library's"):
+    with pytest.raises(ValueError, match="none of this library's"):
         HistoNormaliser.from_dict(d)
     with pytest.raises(ValueError, match="unknown DESOM-2 features"):
         HistoNormaliser.for_features("stats")
@@ -109,14 +109,14 @@ def test_summarise_exposure_measures_the_statistics_from_its_own_detections(tmp_
     _write(soft, 6.0, header_kw=dict(expnum=1200002))
     a = summarise_exposure(sharp, None, SEP)
     b = summarise_exposure(soft, None, SEP)
-    assert list(a.source_statistics) == list(FEATURE_NAMES)
+    assert list(a.source_statistics) == list(STATISTIC_NAMES)
     # The FWHM statistic follows the injected seeing (pixels widen a sharp star a little).
     assert 3.0 <= a.source_statistics["fwhm_px"] <= 4.5
     assert b.source_statistics["fwhm_px"] == pytest.approx(6.0, rel=0.2)
     # The same values as the study's collector on the same detections (the hook, not a copy).
     collector = SourceStatistics(edge_margin=SEP.edge_margin)
-    exposure_cutouts(str(sharp), SEP, on_detection=collector.on_detection)
-    assert a.source_statistics == statistics_to_dict(collector.features())
+    exposure_cutouts(str(sharp), SEP, on_detection=collector.on_detection, on_sample=collector.on_sample)
+    assert a.source_statistics == statistics_to_dict(collector.statistics())
     assert "statistics" in a.timings
     assert summarise_exposure(sharp, None, SEP, source_statistics=False).source_statistics is None
 
@@ -134,3 +134,30 @@ def test_no_sources_gives_null_shapes_and_a_calibration_frame_none(tmp_path):
     bias = tmp_path / "1200005b.fits"
     ff.write_exposure(bias, n_ccds=2, shape=(512, 256), header_kw=dict(expnum=1200005, obstype="BIAS"))
     assert summarise_exposure(bias, None, SEP).source_statistics is None
+
+
+def test_the_seven_statistics_travel_with_their_names_and_weight(tmp_path):
+    from desom.baseline import STATISTIC_NAMES
+    from desom.checkpoint import load_checkpoint, save_checkpoint
+    from desom.model import DESOMConfig, build_desom
+
+    rng = np.random.default_rng(2)
+    histos = rng.poisson(3.0, (30, 16)).astype(np.float32)
+    stats = np.hstack([_stats(30), rng.normal(-2.0, 0.3, (30, 2))])
+    norm = HistoNormaliser.for_features("histo+stats+coherent", "hellinger", statistics_weight=0.4)
+    z = norm.fit(histos, statistics=stats).transform(histos, statistics=stats)
+    assert norm.statistics_names == STATISTIC_NAMES and z.shape == (30, 16 + 7)
+    # the weight scales the standardised statistics' columns, and nothing else
+    unweighted = HistoNormaliser.for_features("histo+stats+coherent", "hellinger").fit(histos, statistics=stats)
+    np.testing.assert_allclose(z[:, 16:], 0.4 * unweighted.transform(histos, statistics=stats)[:, 16:], rtol=1e-6)
+    np.testing.assert_array_equal(z[:, :16], unweighted.transform(histos, statistics=stats)[:, :16])
+    with pytest.raises(ValueError, match=r"statistics must be \(30, 7\)"):
+        norm.transform(histos, statistics=stats[:, :5])
+
+    config = DESOMConfig.desom2(input_shape=(23,), map_rows=2, map_cols=2, hidden_dims=(8,), latent_dim=4)
+    save_checkpoint(tmp_path / "d2.pt", build_desom(config), config, normaliser=norm)
+    loaded = load_checkpoint(tmp_path / "d2.pt").normaliser
+    assert loaded.features == "histo+stats+coherent" and loaded.statistics_weight == 0.4
+    np.testing.assert_array_equal(loaded.transform(histos, statistics=stats), z)
+    with pytest.raises(ValueError, match="statistics_weight must be positive"):
+        HistoNormaliser("hellinger", statistics=True, statistics_weight=0.0)

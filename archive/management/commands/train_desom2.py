@@ -2,7 +2,8 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from archive.services.training import (DEFAULT_CHECKPOINT_EVERY, DEFAULT_DESOM2, DEFAULT_FEATURES,
-                                       DEFAULT_NORMALISER, DEFAULT_SMOOTH_SIGMA, TrainingDataError, train_desom2)
+                                       DEFAULT_NORMALISER, DEFAULT_SMOOTH_SIGMA, DEFAULT_STATISTICS_WEIGHT,
+                                       TrainingDataError, train_desom2)
 from desom.normalise import FEATURES
 from desom.normalise import METHODS as NORMALISER_METHODS
 
@@ -20,9 +21,13 @@ class Command(BaseCommand):
                             help="map size ROWSxCOLS, e.g. 20x20 (default: about a dozen exposures per cell)")
         parser.add_argument("--normaliser", choices=list(NORMALISER_METHODS), default=DEFAULT_NORMALISER)
         parser.add_argument("--features", choices=list(FEATURES), default=DEFAULT_FEATURES,
-                            help="what DESOM-2 reads: the histo-vector with the five source statistics stored at "
-                                 f"ingest beside it (histo+stats), or the histo-vector alone (default {DEFAULT_FEATURES}, "
-                                 "the science study's choice)")
+                            help="what DESOM-2 reads: the histo-vector alone (histo), with the five source "
+                                 "statistics stored at ingest beside it (histo+stats), or with those and the two "
+                                 f"coherent ones (histo+stats+coherent); default {DEFAULT_FEATURES}, the science "
+                                 "study's choice")
+        parser.add_argument("--statistics-weight", type=float, default=DEFAULT_STATISTICS_WEIGHT, metavar="W",
+                            help="the standardised statistics are multiplied by W beside the histo-vector "
+                                 f"(default {DEFAULT_STATISTICS_WEIGHT:g}, the science study's choice)")
         parser.add_argument("--smooth", type=float, default=DEFAULT_SMOOTH_SIGMA, metavar="SIGMA",
                             help="soft assignment: spread each count over its node's neighbours on the "
                                  "DESOM-1 map with the map's own kernel at T = sqrt(2) SIGMA (0: hard counts)")
@@ -40,7 +45,8 @@ class Command(BaseCommand):
     def handle(self, *args, **opts):
         try:
             version = train_desom2(overrides=config_overrides(opts), normaliser=opts["normaliser"],
-                                   smooth_sigma=opts["smooth"], features=opts["features"], seed=opts["seed"], activate=not opts["no_activate"],
+                                   smooth_sigma=opts["smooth"], features=opts["features"],
+                                   statistics_weight=opts["statistics_weight"], seed=opts["seed"], activate=not opts["no_activate"],
                                    progress=opts["verbosity"] > 0, checkpoint_every=opts["checkpoint_every"],
                                    fresh=opts["fresh"], device=opts["device"])
         except (TrainingDataError, ValueError) as exc:   # ValueError: a bad --smooth or --set value
