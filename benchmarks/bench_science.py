@@ -293,7 +293,8 @@ def plots(result: dict, outdir: Path) -> list[str]:
     outdir.mkdir(parents=True, exist_ok=True)
     written = []
     final = result.get("test", {})
-    conf = {name: final[name]["confusion_by_kind"] for name in ("desom", "baseline", "paper_recipe")
+    conf = {name: final[name]["confusion_by_kind"]
+            for name in ("desom", "desom_histo_only", "baseline", "baseline_coherent", "paper_recipe")
             if name in final and "confusion_by_kind" in final[name]}
     if conf:
         kinds = sorted(next(iter(conf.values())), key=lambda k: (k != "good", k))
