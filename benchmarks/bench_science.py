@@ -251,7 +251,7 @@ class Study:
 
 
 def _fit_stats_desom2(x, side, seed, iterations):
-    """DESOM-2 on the five standardised statistics alone (the ablation's 'statistics only')."""
+    """DESOM-2 on the standardised statistics alone (five or seven: the ablation's "statistics only")."""
     return sm.train_gated_desom2(x, side, seed, iterations, hidden_dims=(32, 16), latent_dim=8)
 
 

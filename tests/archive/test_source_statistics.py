@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from archive.models import CellAssignment, Exposure
+from archive.services.training import DEFAULT_FEATURES
 from desom.baseline import FEATURE_NAMES, STATISTIC_NAMES, statistics_matrix
 from tests.desom import fitsfactory
 
@@ -53,9 +54,9 @@ def test_desom2_reads_the_statistics_and_assign_gives_a_new_exposure_the_same_in
 
     desom1, _ = populated_archive
     version = train_desom2(overrides=SMALL, seed=3, progress=False)       # the default features
-    assert version.metrics["features"] == version.config["extra"]["features"] == "histo+stats"
+    assert version.metrics["features"] == version.config["extra"]["features"] == DEFAULT_FEATURES == "histo+stats+coherent"
     n_bins = desom1.map_shape[0] * desom1.map_shape[1]
-    assert version.config["input_shape"] == [n_bins + len(FEATURE_NAMES)]
+    assert version.config["input_shape"] == [n_bins + len(STATISTIC_NAMES)]
     checkpoint = load_checkpoint_for(version)
     assert checkpoint.normaliser.uses_statistics
 
@@ -70,7 +71,8 @@ def test_desom2_reads_the_statistics_and_assign_gives_a_new_exposure_the_same_in
     assert new.pk in cells and new.source_statistics["fwhm_px"] is not None
 
     ids, histos = histo_matrix(desom1)
-    stats = statistics_matrix([dict(Exposure.objects.values_list("pk", "source_statistics"))[int(i)] for i in ids])
+    stats = statistics_matrix([dict(Exposure.objects.values_list("pk", "source_statistics"))[int(i)] for i in ids],
+                              STATISTIC_NAMES)
     predictor = DesomPredictor(checkpoint)
     with_stats = predictor.predict(checkpoint.normaliser.transform(histos, statistics=stats), return_latent=True)
     medians_only = predictor.predict(checkpoint.normaliser.transform(histos, statistics=np.full_like(stats, np.nan)),
@@ -99,7 +101,7 @@ def test_an_archive_without_statistics_is_refused_with_the_command_that_measures
     assert dict(Exposure.objects.filter(is_science=True).values_list("pk", "source_statistics")) == measured
     assert Exposure.objects.get(obstype="BIAS").source_statistics is None
     version = train_desom2(overrides=SMALL, progress=False, activate=False)
-    assert version.metrics["features"] == "histo+stats"
+    assert version.metrics["features"] == DEFAULT_FEATURES
 
 
 def test_the_backfill_records_a_missing_file_and_goes_on(populated_archive):

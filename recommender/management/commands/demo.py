@@ -28,10 +28,11 @@ class Command(BaseCommand):
         parser.add_argument("--desom1-batch", type=int, default=128)
         parser.add_argument("--desom2-map", default=None, help="default: about 12 exposures per cell (benchmarks/bench_science.py)")
         parser.add_argument("--desom2-iterations", type=int, default=1500)
+        from archive.services.training import DEFAULT_FEATURES
         from desom.normalise import FEATURES
 
         parser.add_argument("--features", choices=list(FEATURES), default=None,
-                            help="what DESOM-2 reads (train_desom2 --features; default: train_desom2's, histo+stats)")
+                            help=f"what DESOM-2 reads (train_desom2 --features; default: train_desom2's, {DEFAULT_FEATURES})")
         parser.add_argument("--no-serve", action="store_true", help="stop after the evaluation")
         parser.add_argument("--addrport", default="127.0.0.1:8000")
 
