@@ -1,6 +1,7 @@
 """What DESOM-2's input does on the demo: on the archive `manage.py demo` built (the same DESOM-1,
-histo-vectors and source statistics), train DESOM-2 on the histo-vector alone and on histo-vector
-+ the five source statistics, for several DESOM-2 seeds with the demo's map, length and batch;
+histo-vectors and source statistics), train DESOM-2 on each of desom.normalise.FEATURES (the
+histo-vector alone, with the five source statistics, with the seven), for several DESOM-2 seeds
+with the demo's map, length and batch and train_desom2's other defaults;
 assign; score each with the demo's evaluation (30% labelled name the cells, the rest scored,
 balanced Good/Bad, 95% bootstrap). Leaves the last model trained active.
 
@@ -20,6 +21,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from desom.normalise import FEATURES  # noqa: E402
 
 
 def _seeds(text: str) -> list[int]:
@@ -57,6 +61,7 @@ def main(argv=None):
     parser.add_argument("--survey", default=None, help="the demo's survey folder (default: the one in ARCHIVE_DATA_DIR)")
     parser.add_argument("--iterations", type=int, default=1500, help="the demo's DESOM-2 length")
     parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("--features", default=",".join(FEATURES), help="comma-separated, the first is the reference")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "demo_features.json"))
     args = parser.parse_args(argv)
 
@@ -83,7 +88,8 @@ def main(argv=None):
     out = {"command": "python -m benchmarks.bench_demo_features " + " ".join(sys.argv[1:] if argv is None else argv),
            "truth": str(truth), "n_science": n, "map": [side, side], "iterations": args.iterations,
            "load_average_start": os.getloadavg(), "runs": []}
-    for features in ("histo", "histo+stats"):
+    inputs = [f for f in args.features.split(",") if f]
+    for features in inputs:
         for seed in _seeds(args.seeds):
             t0 = time.time()
             version = train_desom2(overrides={"map_rows": side, "map_cols": side, "iterations": args.iterations,
@@ -104,18 +110,21 @@ def main(argv=None):
             out["runs"].append(row)
             print(json.dumps(row, default=float), flush=True)
     summary = {}
-    for features in ("histo", "histo+stats"):
+    for features in inputs:
         accuracy = np.array([r["heldout_accuracy"] for r in out["runs"] if r["features"] == features])
         summary[features] = {"mean": round(float(accuracy.mean()), 4), "sd": round(float(accuracy.std(ddof=1)), 4)
                              if len(accuracy) > 1 else None, "min": round(float(accuracy.min()), 4),
                              "max": round(float(accuracy.max()), 4)}
-    # Seed by seed (the same seed for both inputs): the mean difference with a bootstrap over seeds.
-    diff = np.array([b["heldout_accuracy"] - a["heldout_accuracy"] for a, b in
-                     zip([r for r in out["runs"] if r["features"] == "histo"],
-                         [r for r in out["runs"] if r["features"] == "histo+stats"])])
-    boots = np.random.default_rng(0).choice(diff, (10_000, len(diff))).mean(axis=1)
-    summary["difference"] = {"mean": round(float(diff.mean()), 4),
-                             "ci95_over_seeds": [round(float(v), 4) for v in np.percentile(boots, [2.5, 97.5])]}
+    # Seed by seed (the same seed for each input): the mean difference from the first input, with
+    # a bootstrap over seeds.
+    reference = [r for r in out["runs"] if r["features"] == inputs[0]]
+    for features in inputs[1:]:
+        diff = np.array([b["heldout_accuracy"] - a["heldout_accuracy"] for a, b in
+                         zip(reference, [r for r in out["runs"] if r["features"] == features])])
+        boots = np.random.default_rng(0).choice(diff, (10_000, len(diff))).mean(axis=1)
+        summary[f"{features} - {inputs[0]}"] = {
+            "mean": round(float(diff.mean()), 4),
+            "ci95_over_seeds": [round(float(v), 4) for v in np.percentile(boots, [2.5, 97.5])]}
     out["summary"] = summary
     out["load_average_end"] = os.getloadavg()
     Path(args.out).write_text(json.dumps(out, indent=1, default=float))
