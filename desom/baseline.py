@@ -208,7 +208,8 @@ def coherent_statistics(stamps, planes, noise) -> np.ndarray:
     sub = stamps - plane_stamps(planes)
     c = STAMP // 2
     centre = sub[:, c - 2:c + 3, c - 2:c + 3].sum(axis=(1, 2))
-    bright = centre >= np.quantile(centre, 1.0 - BRIGHT_SHARE)
+    finite = np.isfinite(centre)     # a stamp touching masked (NaN) pixels is not ranked
+    bright = finite & (centre >= np.quantile(centre[finite], 1.0 - BRIGHT_SHARE)) if finite.any() else finite
     shapes = stamp_shapes(sub[bright], float(np.median(noise)))
     ellipticity = coherent_ellipticity(shapes["e1"], shapes["e2"])
     slope = coherent_sky_slope(planes[:, 1], planes[:, 2], noise)
@@ -273,7 +274,7 @@ class SourceStatistics:
 
     def on_sample(self, ccd, result, x, y, weight) -> None:
         """Keeps the sampled sources' stamps for the coherent statistics (pass as on_sample)."""
-        if len(x):
+        if len(x) and result.subtracted is not None:
             self.samples.append(sampled_stamps(ccd, result, x, y))
 
     def coherent(self) -> np.ndarray:

@@ -211,6 +211,10 @@ def test_coherent_statistics_see_a_shared_trail_and_a_tilted_sky_and_ignore_the_
     assert good["log_coherent_sky_slope"] == pytest.approx(np.log10(COHERENT_FLOORS[1]))
     # the tilt is removed before the shapes are measured: it does not fake a trail
     assert tilted["log_coherent_ellipticity"] == pytest.approx(good["log_coherent_ellipticity"], abs=0.3)
+    # a stamp on masked (NaN) pixels is left out, not allowed to blank the exposure
+    stamps, planes, noise = _sampled(trailed_stars)
+    stamps[3, 15:18, 15:18] = np.nan
+    assert coherent_statistics(stamps, planes, noise)[0] == pytest.approx(trailed["log_coherent_ellipticity"], abs=0.05)
     # too few sources: unmeasurable, not zero
     assert np.isnan(coherent_statistics(*_sampled(round_stars[:8]))).all()
     assert np.isnan(coherent_statistics(np.zeros((0, SIZE, SIZE)), np.zeros((0, 3)), np.zeros(0))).all()
