@@ -100,10 +100,11 @@ class Exposure(models.Model):
     status = models.CharField(max_length=16, choices=STATUS_CHOICES, default=STATUS_OK)
     warnings = models.JSONField(default=list, blank=True)
     timings = models.JSONField(default=dict, blank=True)
-    # The five source statistics of desom.baseline (FEATURE_NAMES -> value, null where
-    # unmeasurable), from the ingest's own detections; DESOM-2 reads them beside the histo-vector
-    # (features "histo+stats"). NULL: not measured (a calibration frame, or ingested before they
-    # were; `manage.py source_statistics` measures those).
+    # The source statistics of desom.baseline (STATISTIC_NAMES -> value, null where
+    # unmeasurable), from the ingest's own detections and stamps; DESOM-2 reads them beside the
+    # histo-vector (features "histo+stats+coherent" or "histo+stats"). NULL, or the coherent pair
+    # absent: not measured (a calibration frame, or ingested before the archive measured them;
+    # `manage.py source_statistics` measures those).
     source_statistics = models.JSONField(null=True, blank=True, default=None)
 
     # End of the proprietary period; before it only staff and the run's members may see it.

@@ -6,9 +6,10 @@ from .ingest import add_imaging_arguments, imaging_options
 
 
 class Command(BaseCommand):
-    help = ("Measure the five source statistics (desom.baseline.FEATURE_NAMES) of the science exposures "
-            "ingested before the archive stored them, re-reading their files; DESOM-2 trained with "
-            "--features histo+stats needs them. Failures are listed and the rest go on; rerun to resume.")
+    help = ("Measure the source statistics (desom.baseline.STATISTIC_NAMES) of the science exposures "
+            "ingested before the archive stored them (or before it measured the coherent pair), re-reading "
+            "their files; DESOM-2 trained with statistics needs them. Failures are listed and the rest go on; "
+            "rerun to resume.")
 
     def add_arguments(self, parser):
         add_imaging_arguments(parser, detector_help="the detector the exposures were ingested with")
