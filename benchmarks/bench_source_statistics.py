@@ -1,7 +1,7 @@
-"""What measuring the five source statistics at ingest costs: summarise_exposure with and without
-them (source_statistics=True / False), interleaved in the same run, on full-size MegaCam CCDs
-(2048 x 4612, 2 500 sources each, written raw by benchmarks.bench_imaging) and, optionally, on
-the files of a folder (e.g. the demo's survey).
+"""What measuring the source statistics (the seven of desom.baseline.STATISTIC_NAMES) at ingest
+costs: summarise_exposure with and without them (source_statistics=True / False), interleaved
+in the same run, on full-size MegaCam CCDs (2048 x 4612, 2 500 sources each, written raw by
+benchmarks.bench_imaging) and, optionally, on the files of a folder (e.g. the demo's survey).
 
     .venv/bin/python -m benchmarks.bench_source_statistics                 # 4 full CCDs, 3 rounds
     .venv/bin/python -m benchmarks.bench_source_statistics --files var/demo-survey-200-0 --n-files 20

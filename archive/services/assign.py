@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from django.db import transaction
+
+from desom.baseline import statistics_matrix, unmeasured as never_measured
 from tqdm import tqdm
 
 from .. import vectors
@@ -113,6 +115,7 @@ def assign_cells(*, desom2: ModelVersion | None = None, recompute: bool = False,
     # A DESOM-2 trained with statistics reads each exposure's stored source statistics too; one
     # never measured takes the training medians, as an unmeasurable value does.
     with_statistics = checkpoint.normaliser.uses_statistics
+    names = checkpoint.normaliser.statistics_names
     columns = ("exposure_id", "histo") + (("exposure__source_statistics",) if with_statistics else ())
     written, last, unmeasured = 0, 0, 0
     bar = tqdm(total=total, desc="DESOM-2 cells", unit="exp", disable=not progress)
@@ -127,9 +130,6 @@ def assign_cells(*, desom2: ModelVersion | None = None, recompute: bool = False,
         last = int(part_ids[-1])
         statistics = None
         if with_statistics:
-            from desom.baseline import statistics_matrix, unmeasured as never_measured
-
-            names = checkpoint.normaliser.statistics_names
             statistics = statistics_matrix([row[2] for row in page], names)
             unmeasured += sum(never_measured(row[2], names) for row in page)
         prediction = predictor.predict(checkpoint.normaliser.transform(histos, statistics=statistics),

@@ -377,16 +377,17 @@ class StatisticsReport:
 def measure_missing_statistics(*, workers: int = 2, scheduler: str | None = None, batch_size: int = 25,
                                imaging_config=None, progress: bool = True) -> StatisticsReport:
     """The source statistics of every science exposure ingested before the archive measured them
-    (source_statistics NULL) or before it measured the coherent pair (desom.baseline.COHERENT_NAMES
-    absent), from its file, by the ingest's own imaging on the workers
+    (source_statistics NULL) or before it measured all of them (one of desom.baseline.STATISTIC_NAMES
+    absent, e.g. the coherent pair), from its file, by the ingest's own imaging on the workers
     (without DESOM-1: the statistics need only the detections). A file that cannot be read, or
     that changed since it was ingested (another checksum), is reported and the rest go on; a
     rerun picks up what is still missing. Pass the detector the exposures were ingested with."""
     started = time.perf_counter()
     scheduler = scheduler if scheduler is not None else (settings.DASK_SCHEDULER or None)
-    from desom.baseline import COHERENT_NAMES
+    from desom.baseline import STATISTIC_NAMES
 
-    never = Q(source_statistics__isnull=True) | ~Q(source_statistics__has_key=COHERENT_NAMES[-1])
+    # the database's form of desom.baseline.unmeasured: no statistics, or one of them absent
+    never = Q(source_statistics__isnull=True) | ~Q(source_statistics__has_keys=list(STATISTIC_NAMES))
     todo = {path: (pk, checksum) for path, pk, checksum in
             Exposure.objects.filter(never, is_science=True)
             .order_by("expnum").values_list("file_path", "pk", "checksum")}
