@@ -361,13 +361,15 @@ def evaluate_cells(cell_of: dict, truth_rows, key: str = "expnum", labelled_frac
     }
 
 
-def same_kind_precision_at_k(vectors, kinds, queries, k: int = 10, chunk: int = 512) -> dict:
+def same_kind_precision_at_k(vectors, kinds, queries, k: int = 10, chunk: int = 512,
+                             return_hits: bool = False) -> dict:
     """Find-similar quality: for each query exposure, the share of its k nearest others
     (Euclidean in `vectors`; pass square-rooted shares for Hellinger) that are of its kind.
 
     queries: a mask or indices of the query exposures (e.g. held-out ones); the neighbours are
     searched among every other exposure. Returns the mean, its per-kind means and the chance
-    level (the mean share of the query's kind among the others).
+    level (the mean share of the query's kind among the others); with return_hits, the
+    per-query shares too ("hits", for ``paired_difference``).
     """
     x = np.asarray(vectors, np.float64)
     kinds = np.asarray(kinds).astype(str)
@@ -391,5 +393,23 @@ def same_kind_precision_at_k(vectors, kinds, queries, k: int = 10, chunk: int = 
     share = dict(zip(names, counts))
     chance = np.array([(share[kinds[i]] - 1) / (n - 1) for i in q])
     per_kind = {str(kd): float(hits[kinds[q] == kd].mean()) for kd in np.unique(kinds[q])}
-    return {"k": int(k), "n_queries": int(q.size), "precision": float(hits.mean()),
-            "chance": float(chance.mean()), "per_kind": per_kind}
+    out = {"k": int(k), "n_queries": int(q.size), "precision": float(hits.mean()),
+           "chance": float(chance.mean()), "per_kind": per_kind}
+    if return_hits:
+        out["hits"] = hits       # per query, in the order of np.flatnonzero(queries)
+    return out
+
+
+def paired_difference(a, b, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Mean of a - b over paired per-query scores (e.g. the "hits" of two find-similar
+    searches over the same queries) with a percentile 95% bootstrap interval, resampling the
+    queries: the two methods are compared on the same draws, so their shared noise cancels."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
+        raise ValueError(f"paired scores must be two equal non-empty 1-D arrays, got {a.shape} and {b.shape}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    d = a - b
+    boot = d[np.random.default_rng(seed).integers(0, d.size, size=(n_boot, d.size))].mean(axis=1)
+    return {"difference": float(d.mean()), "ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
+            "n": int(d.size), "n_boot": int(n_boot)}

@@ -5,7 +5,7 @@ import logging
 
 from django.dispatch import receiver
 
-from archive.signals import batch_finished, exposures_deleted, exposures_ingested
+from archive.signals import batch_finished, exposures_deleted, exposures_ingested, vectors_changed
 
 from . import services
 
@@ -18,6 +18,14 @@ def add_to_indexes(sender, exposure_ids, model_version=None, **kwargs):
         services.on_exposures_ingested(exposure_ids, model_version)
     except Exception:  # the database is the truth; a broken index is rebuilt on next use
         logger.exception("could not add %d exposures to the indexes", len(exposure_ids))
+
+
+@receiver(vectors_changed)
+def follow_changed_vectors(sender, exposure_ids=None, model_version=None, **kwargs):
+    try:
+        services.on_vectors_changed(exposure_ids, model_version)
+    except Exception:  # the database is the truth; a broken index is rebuilt on next use
+        logger.exception("could not follow changed vectors in the indexes")
 
 
 @receiver(exposures_deleted)

@@ -36,10 +36,11 @@ def model_version(kind: str = ModelVersion.DESOM2, *, rows: int = 4, cols: int =
                                        config={"map_rows": rows, "map_cols": cols})
 
 
-def assign(exposure_row: Exposure, cell: int, desom2: ModelVersion) -> CellAssignment:
+def assign(exposure_row: Exposure, cell: int, desom2: ModelVersion, latent=None) -> CellAssignment:
     """A cell assignment as assign_cells writes it: under the active DESOM-2 it is also copied
-    onto the exposure (Exposure.desom2_cell)."""
-    row = CellAssignment.objects.create(exposure=exposure_row, model_version=desom2, cell=cell)
+    onto the exposure (Exposure.desom2_cell). `latent`: the exposure's DESOM-2 latent code."""
+    row = CellAssignment.objects.create(exposure=exposure_row, model_version=desom2, cell=cell,
+                                        latent=None if latent is None else vectors.to_blob(latent))
     if desom2.is_active:
         versions.copy_active_cells(desom2, first_id=exposure_row.pk, last_id=exposure_row.pk)
         exposure_row.desom2_cell = cell

@@ -143,6 +143,10 @@ def assign_cells(*, desom2: ModelVersion | None = None, recompute: bool = False,
             CellAssignment.objects.bulk_create(cells, ignore_conflicts=True)
             if copy_to_exposures:
                 versions.copy_active_cells(active2, first_id=int(part_ids[0]), last_id=last)
+            # the DESOM-2 indexes take the new latent codes once they are committed
+            page_ids = part_ids.tolist()
+            transaction.on_commit(lambda ids=page_ids: vectors_changed.send(
+                sender=None, exposure_ids=ids, model_version=desom2))
         written += len(cells)
         bar.update(len(cells))
     bar.close()
@@ -150,7 +154,6 @@ def assign_cells(*, desom2: ModelVersion | None = None, recompute: bool = False,
         logger.warning("%d exposures have no source statistics (ingested before they were measured) and were "
                        "placed with the training medians: run `manage.py source_statistics`, then assign "
                        "--recompute", unmeasured)
-    transaction.on_commit(lambda: vectors_changed.send(sender=None, exposure_ids=None))
     return written
 
 

@@ -5,7 +5,8 @@ This package needs numpy and faiss only (no Django), so benchmarks and batch job
 
 Index kinds (what an index stores, how it searches, what its values mean) are declared once
 each in ``kinds.py``: "histo" (find exposures like this one: Hellinger distance between
-histo-vectors) and "activation" (find exposures whose sources crowd into these DESOM-1 nodes);
+histo-vectors), "activation" (find exposures whose sources crowd into these DESOM-1 nodes) and
+"desom2" (find exposures like this one in DESOM-2's latent space, keyed by the DESOM-2 version);
 ``register_index_kind`` adds one.
 
 Index files are memory-mapped by default (``IndexStore(mmap=True)``): N server processes
@@ -29,6 +30,7 @@ from .kinds import (
     ACTIVATION,
     DEFAULT_APPROXIMATE_THRESHOLDS,
     DEFAULT_NPROBES,
+    DESOM2,
     HISTO,
     IndexKind,
     UnknownIndexKind,
@@ -55,7 +57,7 @@ from .vector_index import (
 __all__ = [
     "ACTIVATION", "DEFAULT_APPROXIMATE_THRESHOLDS", "DEFAULT_BUILD_CHUNK", "DEFAULT_KMEANS_ITERATIONS",
     "DEFAULT_MAX_NLIST", "DEFAULT_MIN_NLIST", "DEFAULT_NLIST_PER_SQRT_N", "DEFAULT_NPROBES",
-    "DEFAULT_TRAIN_POINTS_PER_LIST", "HISTO", "IndexCorruptError", "IndexFileError", "IndexKind", "IndexStaleError",
+    "DEFAULT_TRAIN_POINTS_PER_LIST", "DESOM2", "HISTO", "IndexCorruptError", "IndexFileError", "IndexKind", "IndexStaleError",
     "IndexStore", "UnknownIndexKind", "VectorChunks", "VectorIndex", "choose_nlist", "empty_rows", "gpu_available",
     "gpu_status", "hellinger_transform", "index_kind", "index_kind_names", "index_kinds", "map_distances",
     "neighbourhood_query", "node_query_vector", "parse_gpu_setting", "register_index_kind", "share_transform",

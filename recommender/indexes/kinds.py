@@ -10,7 +10,7 @@ gives way to IVF, how many lists a search probes), and which field of the archiv
 A new kind is one ``register_index_kind(IndexKind(...))`` call, here or in any module imported
 before the first search (see docs/ARCHITECTURE.md, "Adding an index kind").
 
-The two kinds of the archive, both keyed by int64 exposure ids:
+The three kinds of the archive, all keyed by int64 exposure ids:
 
 ``"histo"``
     "Find exposures like this one". Histo-vectors (625 weighted source counts per DESOM-1 node)
@@ -29,6 +29,14 @@ The two kinds of the archive, both keyed by int64 exposure ids:
     are L1-normalised to shares; a query is a weight per node (see ``node_query_vector``) and
     the score is sum_j weight_j * share_j, highest first. An all-zero vector stays zero and
     scores 0 against every query.
+
+``"desom2"``
+    "Find exposures like this one" as DESOM-2 sees them: each exposure's latent code under the
+    active DESOM-2 (its histo-vector and source statistics through DESOM-2's encoder), compared
+    by Euclidean distance. Its rows come from the DESOM-2's cell assignments, so the index is
+    keyed by the DESOM-2 version (``model="desom2"``). On the science study's held-out
+    exposures it finds the same kind of exposure far more often than the histo-vectors do
+    (benchmarks/README.md, "Science": precision@10 0.915 against 0.795).
 """
 from __future__ import annotations
 
@@ -42,10 +50,11 @@ import numpy as np
 from desom.errors import UserError
 
 from .arrays import as_matrix
-from .transforms import hellinger_from_squared_l2, hellinger_transform, share_transform
+from .transforms import finite_transform, hellinger_from_squared_l2, hellinger_transform, l2_from_squared, share_transform
 
 Transform = Callable[[np.ndarray], np.ndarray]
 METRICS = {faiss.METRIC_L2: "L2 (nearest first)", faiss.METRIC_INNER_PRODUCT: "inner product (highest first)"}
+MODELS = ("desom1", "desom2")     # whose vectors an index holds (IndexKind.model)
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")   # it names files and appears in URLs
 
 
@@ -64,8 +73,10 @@ class IndexKind:
     or inner products) into the values a search reports (None: as FAISS gives them).
     ``transform`` names the stored transform and is written in every index file: a file whose
     name differs is stale and rebuilt, so rename it when the transform changes.
-    ``vector_fields``: the ``archive.models.ExposureVector`` fields that feed the index, the
-    first one that is not null for a row. ``score`` says what a result's value is (shown with
+    ``model``: whose rows feed the index, and so which model version keys it: "desom1" (the
+    ``archive.models.ExposureVector`` rows of the active DESOM-1) or "desom2" (the
+    ``archive.models.CellAssignment`` rows of the active DESOM-2). ``vector_fields``: the fields
+    of those rows that feed the index, the first one that is not null for a row. ``score`` says what a result's value is (shown with
     each match); ``description`` what a search of this kind answers (API docs, commands).
     """
 
@@ -81,6 +92,7 @@ class IndexKind:
     approximate_threshold: int = 50_000
     nprobe: int = 8
     vector_fields: tuple[str, ...] = ("histo",)
+    model: str = "desom1"
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -91,7 +103,9 @@ class IndexKind:
             raise ValueError(f"index kind {self.name!r}: extra_dims and approximate_threshold must be >= 0, "
                              "nprobe >= 1")
         if not self.vector_fields or not all(isinstance(f, str) and f for f in self.vector_fields):
-            raise ValueError(f"index kind {self.name!r}: vector_fields names at least one ExposureVector field")
+            raise ValueError(f"index kind {self.name!r}: vector_fields names at least one field of its rows")
+        if self.model not in MODELS:
+            raise ValueError(f"index kind {self.name!r}: model must be one of {MODELS}, not {self.model!r}")
 
 
 _REGISTRY: dict[str, IndexKind] = {}
@@ -162,6 +176,20 @@ ACTIVATION = register_index_kind(IndexKind(
     nprobe=32,
     # An exposure stored without activations is searched by its histo-vector.
     vector_fields=("activations", "histo"),
+))
+
+DESOM2 = register_index_kind(IndexKind(
+    name="desom2",
+    transform="latent",
+    transform_vectors=finite_transform,
+    transform_queries=finite_transform,
+    metric=faiss.METRIC_L2,
+    postprocess=l2_from_squared,
+    score="distance in DESOM-2's latent space",
+    description="exposures that DESOM-2 sees alike: its latent code of their histo-vectors and source "
+                "statistics (Euclidean distance, nearest first; needs an active DESOM-2 and assigned cells)",
+    vector_fields=("latent",),
+    model="desom2",
 ))
 
 # The built-in kinds' defaults by name (benchmarks/bench_faiss.py records them).

@@ -79,13 +79,14 @@ class IndexStore:
         return self._indexes.get((model_version, kind))
 
     def get(self, model_version: str, kind: str, expected_ids_loader: IdsLoader,
-            vectors_loader: VectorsLoader, *, verify: bool = False) -> VectorIndex:
+            vectors_loader: VectorsLoader, *, verify: bool = False, dim: int | None = None) -> VectorIndex:
         """The index for (model_version, kind), loaded or rebuilt as needed.
 
         ``expected_ids_loader()`` returns the ids the DB holds for this model version (asked
         when the index is first loaded, when the file changed on disk, or when ``verify``);
         ``vectors_loader()`` returns ``(ids, raw_vectors)`` or, for a build that reads the
-        database a chunk at a time, ``VectorChunks``; it is called only to rebuild.
+        database a chunk at a time, ``VectorChunks``; it is called only to rebuild. ``dim``: the
+        raw vectors' length of a build (default: the store's ``dim``); kinds differ in it.
         """
         key = (model_version, kind)
         path = self.path_for(model_version, kind)
@@ -117,9 +118,9 @@ class IndexStore:
                 if key not in self._dirty:
                     self._signatures[key] = signature
                 return index
-            return self._rebuild(key, path, vectors_loader, expected)
+            return self._rebuild(key, path, vectors_loader, expected, dim)
 
-    def _rebuild(self, key, path, vectors_loader, expected=None):
+    def _rebuild(self, key, path, vectors_loader, expected=None, dim=None):
         """Build from the database, one process at a time per file: processes that want the
         same index wait on a lock file, and those that waited load the file the first one
         wrote instead of building it again."""
@@ -135,7 +136,7 @@ class IndexStore:
                     self._signatures[key] = self._signature(path)
                     self._dirty.discard(key)
                     return ready
-            return self._build_and_save(key, path, vectors_loader)
+            return self._build_and_save(key, path, vectors_loader, dim)
 
     def _remap(self, key, path, index):
         """After this process saved `index`, map the file it wrote instead of keeping a
@@ -153,7 +154,7 @@ class IndexStore:
         self._indexes[key] = mapped
         return mapped
 
-    def _build_and_save(self, key, path, vectors_loader):
+    def _build_and_save(self, key, path, vectors_loader, dim=None):
         model_version, kind = key
         source = vectors_loader()
         if not isinstance(source, VectorChunks):
@@ -161,7 +162,7 @@ class IndexStore:
             ids = as_ids(np.asarray(ids, dtype=np.int64).ravel())
             source = VectorChunks.from_arrays(ids, np.asarray(vectors).reshape(ids.size, -1) if ids.size else ())
         options = {"use_gpu": self.use_gpu, **self.index_options}
-        index = VectorIndex(kind, model_version, self.dim, **options).build_from_chunks(source)
+        index = VectorIndex(kind, model_version, dim or self.dim, **options).build_from_chunks(source)
         index.save(path)
         self._indexes[key] = index
         self._signatures[key] = self._signature(path)

@@ -46,6 +46,17 @@ def share_transform(vectors) -> np.ndarray:
 
 
 
+def finite_transform(vectors) -> np.ndarray:
+    """Vectors stored and searched as they are: a finite float32 matrix (as_matrix refuses
+    NaN and inf)."""
+    return as_matrix(vectors, "latent vectors")
+
+
+def l2_from_squared(squared: np.ndarray) -> np.ndarray:
+    """Euclidean distance from FAISS's squared L2 distance."""
+    return np.sqrt(np.clip(np.asarray(squared, dtype=np.float32), 0.0, None))
+
+
 def hellinger_from_squared_l2(squared: np.ndarray) -> np.ndarray:
     """Hellinger distance from the squared L2 distance between Hellinger-transformed vectors."""
     return np.sqrt(np.clip(np.asarray(squared, dtype=np.float32) * 0.5, 0.0, 1.0))

@@ -30,6 +30,7 @@ from .forms import CellLabelForm, NodeFlagForm, UploadForm
 
 PAGE_SIZE = 25
 SIMILAR_K = 9
+SIMILAR_CHOICE_NAMES = {"desom2": "as DESOM-2 sees it", "histo": "by histo-vector"}
 MEMBERS_PER_PAGE = 9
 NODE_EXPOSURES_K = 12
 
@@ -100,17 +101,21 @@ def exposure_detail(request, pk):
     verdict = quality.quality_verdicts([exposure])[0]
     desom1 = versions.active_version(ModelVersion.DESOM1)
     histo = _vector(exposure, desom1)
-    similar, similar_error = [], ""
-    if desom1 is not None and exposure.is_science:
+    similar, similar_error, similar_by = [], "", ""
+    asked = request.GET.get("like") or None
+    if asked not in (None, *services.PAGE_SIMILAR_INDEXES):
+        similar_error = f"'like' must be one of {', '.join(services.PAGE_SIMILAR_INDEXES)}"
+    elif desom1 is not None and exposure.is_science:
         try:
-            similar = services.similar(exposure, k=SIMILAR_K, user=request.user)
+            similar_by, similar = services.most_alike(exposure, k=SIMILAR_K, index=asked, user=request.user)
         except services.SearchError as exc:
-            similar_error = str(exc)
+            similar_by, similar_error = asked or "", str(exc)
     similar_verdicts = quality.quality_verdicts([m.exposure for m in similar]) if similar else []
     return render(request, "pages/exposure.html", {
         "exposure": exposure, "verdict": verdict, "desom1": desom1, "has_vector": histo is not None,
         "top_nodes": _top_nodes(histo, desom1) if histo is not None else [],
-        "similar": list(zip(similar, similar_verdicts)), "similar_error": similar_error,
+        "similar": list(zip(similar, similar_verdicts)), "similar_error": similar_error, "similar_by": similar_by,
+        "similar_choices": [(name, SIMILAR_CHOICE_NAMES[name]) for name in services.PAGE_SIMILAR_INDEXES],
         "probabilities": sorted(verdict.probabilities.items(), key=lambda kv: -kv[1]),
     })
 

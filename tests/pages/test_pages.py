@@ -12,6 +12,7 @@ from django.test import Client
 
 from archive.models import CellAssignment, CellLabel, Exposure, ExposureFlag, PrototypeFlag
 from archive.services import quality
+from recommender import services
 from tests import factories
 
 
@@ -54,6 +55,16 @@ def test_every_page_renders_and_images_are_cached(populated_archive):
     assert str(exposure.expnum) in html and f"/exposures/{exposure.pk}/density.png" in html
     similar = re.search(r'id="similar">(.*?)</section>', html, re.S).group(1)
     assert len(exposure_links(similar) - {exposure.pk}) == 9  # nine similar ones, itself excluded
+    # by default as DESOM-2 sees it (its latent space); the reader may ask for the histo-vectors
+    assert "<strong>as DESOM-2 sees it</strong>" in html
+    by_desom2 = {m.exposure.pk for m in services.similar(exposure, k=9, index="desom2")}
+    assert exposure_links(similar) - {exposure.pk} == by_desom2
+    html = client.get(f"/exposures/{exposure.pk}/?like=histo").content.decode()
+    similar = re.search(r'id="similar">(.*?)</section>', html, re.S).group(1)
+    assert "<strong>by histo-vector</strong>" in html
+    assert exposure_links(similar) - {exposure.pk} == {m.exposure.pk for m in services.similar(exposure, k=9)}
+    refused = client.get(f"/exposures/{exposure.pk}/?like=colour")
+    assert refused.status_code == 200 and "must be one of desom2, histo" in refused.content.decode()
     for figure in ("density.png", "histo.png"):
         image = client.get(f"/exposures/{exposure.pk}/{figure}")
         assert image.status_code == 200 and b"".join(image.streaming_content).startswith(b"\x89PNG")

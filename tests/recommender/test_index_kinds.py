@@ -120,12 +120,14 @@ def test_the_registry_refuses_what_it_cannot_serve(registry):
     assert isinstance(caught.value, UserError)
     with pytest.raises(ValueError, match="colour"):
         VectorIndex("colour", "v")
-    assert index_kind_names() == ["histo", "activation", "cosine_histo"]
+    with pytest.raises(ValueError, match="model must be one of"):
+        cosine_kind(model="desom3")
+    assert index_kind_names() == ["histo", "activation", "desom2", "cosine_histo"]
 
 
 def test_a_kind_outside_the_registry_leaves_with_its_test():
     # the tests above registered cosine_histo in their own copies of the registry
-    assert index_kind_names() == ["histo", "activation"]
+    assert index_kind_names() == ["histo", "activation", "desom2"]
 
 
 @pytest.fixture

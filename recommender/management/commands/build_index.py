@@ -1,12 +1,12 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from recommender import services
-from recommender.indexes import index_kinds
 
 
 class Command(BaseCommand):
-    help = ("Check the FAISS indexes of the active DESOM-1 (one for each registered index kind) against "
-            "the database and rebuild what is missing, stale or corrupt.")
+    help = ("Check the FAISS indexes of the active models (one for each registered index kind: the "
+            "DESOM-1 kinds under the active DESOM-1, the DESOM-2 kinds under the active DESOM-2) "
+            "against the database and rebuild what is missing, stale or corrupt.")
 
     def add_arguments(self, parser):
         parser.add_argument("--force", action="store_true", help="delete the index files first")
@@ -23,16 +23,22 @@ class Command(BaseCommand):
             return
         if desom1 is None:
             raise CommandError("no active DESOM-1: train one first (manage.py train_desom1)")
+        targets = services.active_index_versions()
         if opts["force"]:
-            for kind in index_kinds():
-                services.store().path_for(desom1.version_id, kind.name).unlink(missing_ok=True)
+            for name, version in targets.items():
+                services.store().path_for(version.version_id, name).unlink(missing_ok=True)
             services.reset_store()
         from tqdm import tqdm
 
         sizes = {}
-        for kind in tqdm(index_kinds(), desc="indexes", disable=opts["verbosity"] == 0):
-            sizes[kind.name] = len(services.get_index(kind, desom1, verify=True))
+        for name, version in tqdm(targets.items(), desc="indexes", disable=opts["verbosity"] == 0):
+            try:
+                sizes[name] = len(services.get_index(name, version, verify=True))
+            except services.SearchError as exc:   # e.g. a DESOM-2 with no cell assigned yet
+                self.stdout.write(f"{name} index not built: {exc}")
         services.flush_indexes()
-        for kind, size in sizes.items():
-            self.stdout.write(f"{kind} index of DESOM-1 {desom1.version_id}: {size} exposures "
-                              f"({services.store().path_for(desom1.version_id, kind)})")
+        for name, size in sizes.items():
+            version = targets[name]
+            model = "DESOM-2" if version.kind == ModelVersion.DESOM2 else "DESOM-1"
+            self.stdout.write(f"{name} index of {model} {version.version_id}: {size} exposures "
+                              f"({services.store().path_for(version.version_id, name)})")
