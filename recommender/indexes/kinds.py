@@ -188,10 +188,15 @@ DESOM2 = register_index_kind(IndexKind(
     score="distance in DESOM-2's latent space",
     description="exposures that DESOM-2 sees alike: its latent code of their histo-vectors and source "
                 "statistics (Euclidean distance, nearest first; needs an active DESOM-2 and assigned cells)",
+    # Exact search of 100-number codes takes about 100 ms at a million exposures; an IVF at
+    # nprobe 32 about 2.5 ms with recall@10 0.98-1.00 on archives drawn around the science
+    # survey's codes (benchmarks/bench_desom2_index.py; nprobe 8 fell to 0.88 where codes overlap).
+    approximate_threshold=50_000,
+    nprobe=32,
     vector_fields=("latent",),
     model="desom2",
 ))
 
 # The built-in kinds' defaults by name (benchmarks/bench_faiss.py records them).
-DEFAULT_APPROXIMATE_THRESHOLDS = {k.name: k.approximate_threshold for k in (HISTO, ACTIVATION)}
-DEFAULT_NPROBES = {k.name: k.nprobe for k in (HISTO, ACTIVATION)}
+DEFAULT_APPROXIMATE_THRESHOLDS = {k.name: k.approximate_threshold for k in (HISTO, ACTIVATION, DESOM2)}
+DEFAULT_NPROBES = {k.name: k.nprobe for k in (HISTO, ACTIVATION, DESOM2)}
