@@ -22,7 +22,7 @@ latency (p50/p99 ms) of exact FAISS and of the IVF; and how much farther the IVF
 neighbour is than the true 10th (mean ratio of distances, 1 = as near).
 
     .venv/bin/python -m benchmarks.bench_desom2_index            # N = 100k, 1M (a few minutes)
-    .venv/bin/python -m benchmarks.bench_desom2_index --quick    # N = 50k
+    .venv/bin/python -m benchmarks.bench_desom2_index --quick    # N = 50k, on bench_science --quick's survey
 
 Writes benchmarks/results/desom2_index.json and prints a table.
 """
@@ -131,7 +131,8 @@ def bench_size(base: np.ndarray, n_queries: int, seed: int) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--survey", default=str(ROOT / "var" / "science" / "survey36-2000-s16"))
+    ap.add_argument("--survey", default=None,
+                    help="a survey built by bench_science (default: the main one; with --quick its quick one)")
     ap.add_argument("--sizes", default="100000,1000000")
     ap.add_argument("--generators", default="manifold,isotropic,wide")
     ap.add_argument("--queries", type=int, default=300)
@@ -142,6 +143,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.quick:
         a.sizes, a.queries, a.iterations = "50000", 100, 600
+    a.survey = a.survey or str(ROOT / "var" / "science" / ("quick-120-s16" if a.quick else "survey36-2000-s16"))
     import torch
     torch.set_num_threads(2)
     t0 = time.perf_counter()
