@@ -1,5 +1,6 @@
 """Search endpoints: find-similar, by prototypes, by an example cutout, by an uploaded
 exposure. Thin: parse and validate, call `recommender.services`, serialise."""
+import functools
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
@@ -127,9 +128,15 @@ class ExposureSearchView(_UploadView):
     than the archive takes (settings ARCHIVE_UPLOAD_MAX_*)."""
 
     @extend_schema(request={"multipart/form-data": inline_serializer("ExposureUpload", fields={
-        "file": serializers.FileField()})}, responses={200: MATCHES})
+        "file": serializers.FileField()})}, responses={200: MATCHES},
+        parameters=[OpenApiParameter("k", int), OpenApiParameter(
+            "index", str, enum=list(services.UPLOAD_INDEXES), default=HISTO.name,
+            description="histo: the upload's histo-vector (Hellinger); desom2: the upload placed by the active "
+                        "DESOM-2 (its cell in the answer), compared by latent code")])
     def post(self, request):
-        # Whatever stops an uploaded exposure's search is about the file (no sources, a
-        # calibration frame, headers over the limits).
-        return self.search_upload(request, uploads.search_by_exposure, "upload",
+        index = request.query_params.get("index", HISTO.name)
+        _search(lambda: services.upload_index(index))     # before the file is looked at
+        # Whatever stops an uploaded exposure's search after that is about the file (no sources,
+        # a calibration frame, headers over the limits).
+        return self.search_upload(request, functools.partial(uploads.search_by_exposure, index=index), "upload",
                                   file_errors=(uploads.UploadError, services.SearchError))

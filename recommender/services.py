@@ -358,27 +358,68 @@ def check_upload(path):
         raise SearchError(f"the upload is refused: {exc.problem}") from None
 
 
-def by_exposure_file(path, *, k: int = 10, user=None, queryset=None) -> tuple[dict, list[Match]]:
+UPLOAD_INDEXES = (HISTO.name, DESOM2.name)   # how an uploaded exposure can be compared
+
+
+def upload_index(index: str | None) -> IndexKind:
+    """The index kind an uploaded exposure is searched by, checked before the file is read:
+    "histo" (its histo-vector) or "desom2" (placed by the active DESOM-2, which must read the
+    active DESOM-1's histo-vectors). None: "desom2" where that holds, else "histo"."""
+    from archive.services.assign import AssignmentError, trained_desom1
+
+    if index is None:
+        desom2 = versions.active_version(ModelVersion.DESOM2)
+        try:
+            return DESOM2 if desom2 is not None and trained_desom1(desom2) else HISTO
+        except AssignmentError:
+            return HISTO
+    if index not in UPLOAD_INDEXES:
+        raise SearchError(f"an uploaded exposure is searched by index {' or '.join(UPLOAD_INDEXES)}, not {index!r}")
+    kind = index_kind(index)
+    if kind.model == "desom2":
+        try:
+            trained_desom1(_active_desom2(kind))
+        except AssignmentError as exc:
+            raise SearchError(str(exc)) from None
+    return kind
+
+
+def by_exposure_file(path, *, k: int = 10, user=None, queryset=None,
+                     index: str | None = HISTO.name) -> tuple[dict, list[Match]]:
     """An exposure that is not in the archive: bounded (check_upload), summarised through the
-    imaging path, then its nearest histo-vectors. Returns (the upload's summary, matches).
-    The cheap checks (k, an active model) come before the file is touched."""
+    imaging path, then its nearest exposures by `index` (``upload_index``): its histo-vector's,
+    or, placed by the active DESOM-2 as `assign` places an archived exposure, its latent code's.
+    Returns (the upload's summary, matches). The cheap checks (k, the index, active models)
+    come before the file is touched."""
     from desom.pipeline import summarise_exposure
 
+    from archive.services.assign import desom2_prediction
+
     k = _check_k(k)
+    kind = upload_index(index)
     desom1 = _active_desom1()
+    desom2 = _active_desom2(kind) if kind.model == "desom2" else None
     check_upload(path)
-    # The search reads the histo-vector only: the five source statistics are not measured.
+    checkpoint = None if desom2 is None else versions.load_checkpoint_for(desom2)
+    # The seven source statistics are measured only for a DESOM-2 that reads them.
+    with_statistics = checkpoint is not None and checkpoint.normaliser.uses_statistics
     summary = summarise_exposure(str(path), predictor=versions.predictor_for(desom1), config=versions.imaging_config(),
-                                 source_statistics=False)
+                                 source_statistics=with_statistics)
     if not summary.is_science:
         raise SearchError(f"the upload is a calibration frame ({summary.metadata.obstype}), not a science exposure")
     if summary.histo is None or summary.n_detected == 0:
         raise SearchError("no sources were detected in the uploaded exposure, so it has no histo-vector to compare")
-    the_index = get_index(HISTO, desom1)
-    kept = _search_until_enough(lambda n: the_index.search(summary.histo, n), k, user, queryset)
     info = {"n_detected": int(summary.n_detected), "n_ccds": len(summary.ccds), "warnings": list(summary.warnings),
-            "expnum": summary.metadata.expnum}
-    return info, [Match(e, s, f"{HISTO.score}: {s:.3f}") for e, s in kept]
+            "expnum": summary.metadata.expnum, "index": kind.name}
+    query = summary.histo
+    if desom2 is not None:
+        placed = desom2_prediction(checkpoint, versions.predictor_for(desom2), np.asarray(summary.histo)[None],
+                                   [summary.source_statistics])
+        query = placed.latent[0]
+        info["desom2_cell"] = int(placed.bmu[0])
+    the_index = get_index(kind, desom2 or desom1)
+    kept = _search_until_enough(lambda n: the_index.search(query, n), k, user, queryset)
+    return info, [Match(e, s, f"{kind.score}: {s:.3f}") for e, s in kept]
 
 
 def active_index_versions() -> dict[str, ModelVersion]:

@@ -36,15 +36,17 @@ def search_by_cutout(upload, *, k, user, queryset=None):
     return services.by_cutout(image, k=k, user=user, queryset=queryset)
 
 
-def search_by_exposure(upload, *, k, user, queryset=None):
-    """The archive's exposures most like an uploaded one: (the upload's summary, matches)."""
+def search_by_exposure(upload, *, k, user, queryset=None, index: str | None = "histo"):
+    """The archive's exposures most like an uploaded one, by `index` (services.upload_index):
+    (the upload's summary, matches)."""
     check_size(upload, settings.ARCHIVE_MAX_UPLOAD_BYTES, "an exposure")
-    return search_uploaded_exposure(upload, k=k, user=user, queryset=queryset)
+    return search_uploaded_exposure(upload, k=k, user=user, queryset=queryset, index=index)
 
 
-def search_uploaded_exposure(upload, *, k, user, queryset=None):
+def search_uploaded_exposure(upload, *, k, user, queryset=None, index: str | None = "histo"):
     """Type check, a private temporary copy, services.by_exposure_file, the copy removed
     whatever happens. Errors never name the server's temporary path."""
+    services.upload_index(index)   # a wrong index is refused before the file is copied
     head = upload.read(2880)
     upload.seek(0)
     if not (head.startswith(b"SIMPLE  =") or head[:2] == b"\x1f\x8b"):
@@ -56,7 +58,7 @@ def search_uploaded_exposure(upload, *, k, user, queryset=None):
             for chunk in upload.chunks():
                 handle.write(chunk)
         try:
-            return services.by_exposure_file(path, k=k, user=user, queryset=queryset)
+            return services.by_exposure_file(path, k=k, user=user, queryset=queryset, index=index)
         except services.SearchError as exc:
             raise type(exc)(str(exc).replace(path, "the upload")) from None
         except (ExposureReadError, ValueError, OSError) as exc:

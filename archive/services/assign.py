@@ -85,6 +85,30 @@ def compute_missing_vectors(*, workers: int = 2, scheduler: str | None = None, p
     return added, failed
 
 
+def trained_desom1(desom2: ModelVersion) -> ModelVersion:
+    """The DESOM-1 a DESOM-2 was trained on, which must be the active one: its histo-vectors are
+    the only ones this DESOM-2 can read (AssignmentError otherwise)."""
+    desom1 = desom2.trained_on
+    active1 = versions.active_version(ModelVersion.DESOM1)
+    if desom1 is None or (active1 is not None and active1.pk != desom1.pk):
+        raise AssignmentError(f"DESOM-2 {desom2.version_id} was trained on DESOM-1 "
+                              f"{desom1.version_id if desom1 else '?'}, but the active DESOM-1 is "
+                              f"{active1.version_id if active1 else 'none'}: train a DESOM-2 on the active one")
+    return desom1
+
+
+def desom2_prediction(checkpoint, predictor, histos: np.ndarray, statistics_rows=None):
+    """DESOM-2's cells, quantization errors and latent codes for histo-vectors, with each
+    exposure's source statistics (stored dicts; None where never measured, which takes the
+    training medians) when the DESOM-2 reads them: what assign stores and an upload is placed by."""
+    normaliser = checkpoint.normaliser
+    statistics = None
+    if normaliser.uses_statistics:
+        rows = statistics_rows if statistics_rows is not None else [None] * len(histos)
+        statistics = statistics_matrix(rows, normaliser.statistics_names)
+    return predictor.predict(normaliser.transform(histos, statistics=statistics), return_latent=True)
+
+
 def assign_cells(*, desom2: ModelVersion | None = None, recompute: bool = False, progress: bool = True,
                  chunk: int = 8192) -> int:
     """DESOM-2 cells for every science exposure with a vector under the DESOM-1 that the
@@ -94,12 +118,7 @@ def assign_cells(*, desom2: ModelVersion | None = None, recompute: bool = False,
     desom2 = desom2 or versions.active_version(ModelVersion.DESOM2)
     if desom2 is None:
         raise AssignmentError("no active DESOM-2: run train_desom2 first")
-    desom1 = desom2.trained_on
-    active1 = versions.active_version(ModelVersion.DESOM1)
-    if desom1 is None or (active1 is not None and active1.pk != desom1.pk):
-        raise AssignmentError(f"DESOM-2 {desom2.version_id} was trained on DESOM-1 "
-                              f"{desom1.version_id if desom1 else '?'}, but the active DESOM-1 is "
-                              f"{active1.version_id if active1 else 'none'}: train a DESOM-2 on the active one")
+    desom1 = trained_desom1(desom2)
     rows = ExposureVector.objects.filter(model_version=desom1, exposure__is_science=True)
     if not recompute:
         rows = rows.exclude(exposure__in=CellAssignment.objects.filter(model_version=desom2).values("exposure_id"))
@@ -128,12 +147,10 @@ def assign_cells(*, desom2: ModelVersion | None = None, recompute: bool = False,
         part_ids = np.array([row[0] for row in page], dtype=np.int64)
         histos = vectors.stack([row[1] for row in page])
         last = int(part_ids[-1])
-        statistics = None
         if with_statistics:
-            statistics = statistics_matrix([row[2] for row in page], names)
             unmeasured += sum(never_measured(row[2], names) for row in page)
-        prediction = predictor.predict(checkpoint.normaliser.transform(histos, statistics=statistics),
-                                       return_latent=True)
+        prediction = desom2_prediction(checkpoint, predictor, histos,
+                                       [row[2] for row in page] if with_statistics else None)
         cells = [CellAssignment(exposure_id=int(e), model_version=desom2, cell=int(c), quantization=float(q),
                                 latent=vectors.to_blob(z))
                  for e, c, q, z in zip(part_ids, prediction.bmu, prediction.quantization, prediction.latent)]

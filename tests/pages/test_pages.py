@@ -313,6 +313,9 @@ def test_upload_finds_exposures_and_names_problems(populated_archive, science_fi
     # The archive's copy of the uploaded exposure is its nearest neighbour.
     first = re.search(r'id="matches">.*?/exposures/(\d+)/', html, re.S).group(1)
     assert int(first) == same.pk
+    # placed by the active DESOM-2 (the page's default), in the cell of its archived copy
+    cell = CellAssignment.objects.get(exposure=same, model_version=populated_archive[1]).cell
+    assert f'DESOM-2 places it in <a href="/maps/desom2/cells/{cell}/">cell {cell}</a>' in html
 
 
 def test_pages_say_not_yet_without_a_model(db):

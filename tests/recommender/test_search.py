@@ -135,6 +135,34 @@ def test_search_api_and_bad_uploads(populated_archive, survey_dir):
     assert response.status_code == 400 and "not a FITS" in str(response.json())
 
 
+def test_an_uploaded_exposure_placed_by_desom2_finds_its_twin(populated_archive, science_files):
+    """Placed by the active DESOM-2 as assign placed its archived copy (the same imaging, the same
+    seven statistics): its latent code's nearest is the twin, and it lands in the twin's cell."""
+    from archive.models import CellAssignment, ModelVersion
+
+    client = APIClient()
+    path = science_files[0]
+    twin = Exposure.objects.get(file_path=str(path.resolve()))
+    with open(path, "rb") as handle:
+        response = client.post("/api/search/exposure/?k=3&index=desom2", {"file": handle}, format="multipart")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["results"][0]["id"] == twin.pk and body["results"][0]["score"] == pytest.approx(0.0, abs=1e-3)
+    assert body["results"][0]["reason"].startswith("distance in DESOM-2's latent space")
+    assert body["upload"]["index"] == "desom2"
+    assert body["upload"]["desom2_cell"] == CellAssignment.objects.get(exposure=twin,
+                                                                      model_version=populated_archive[1]).cell
+    for bad in ("activation", "nope"):   # refused before the file is read
+        with open(path, "rb") as handle:
+            refused = client.post(f"/api/search/exposure/?index={bad}", {"file": handle}, format="multipart")
+        assert refused.status_code == 400 and "histo or desom2" in str(refused.json())
+    ModelVersion.objects.filter(pk=populated_archive[1].pk).update(is_active=False)
+    with open(path, "rb") as handle:
+        refused = client.post("/api/search/exposure/?index=desom2", {"file": handle}, format="multipart")
+    assert refused.status_code == 400 and "active DESOM-2" in str(refused.json())
+    assert services.upload_index(None) is services.HISTO      # the page's default falls back
+
+
 def test_search_by_an_uploaded_exposure_finds_its_twin(populated_archive, science_files):
     client = APIClient()
     path = science_files[0]
