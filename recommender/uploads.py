@@ -46,7 +46,6 @@ def search_by_exposure(upload, *, k, user, queryset=None, index: str | None = "h
 def search_uploaded_exposure(upload, *, k, user, queryset=None, index: str | None = "histo"):
     """Type check, a private temporary copy, services.by_exposure_file, the copy removed
     whatever happens. Errors never name the server's temporary path."""
-    services.upload_index(index)   # a wrong index is refused before the file is copied
     head = upload.read(2880)
     upload.seek(0)
     if not (head.startswith(b"SIMPLE  =") or head[:2] == b"\x1f\x8b"):
