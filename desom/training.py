@@ -223,8 +223,15 @@ def make_optimizer(model: DESOM, cfg: DESOMConfig) -> torch.optim.Adam:
     """
     protos = [model.som.prototypes]
     others = [p for p in model.parameters() if p is not model.som.prototypes]
-    return torch.optim.Adam([{"params": others, "lr": cfg.lr},
-                             {"params": protos, "lr": cfg.prototype_lr or cfg.lr}])
+    groups = [{"params": others, "lr": cfg.lr}, {"params": protos, "lr": cfg.prototype_lr or cfg.lr}]
+    # The fused kernel does Adam's update in one pass per parameter group: the same update,
+    # about 1.4x faster per DESOM-2 iteration on 2 CPU cores, where the small dense network
+    # makes the per-tensor update loop a third of the step (benchmarks/README.md, make science).
+    # A device without a fused Adam takes the plain one.
+    try:
+        return torch.optim.Adam(groups, fused=True)
+    except RuntimeError:
+        return torch.optim.Adam(groups)
 
 
 def lr_factor(iteration: int, iterations: int, decay_iterations: int) -> float:
