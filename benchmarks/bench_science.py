@@ -279,8 +279,12 @@ class FitPool:
 
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
                                              initializer=_one_torch_thread)
-        futures = [self._pool.submit(fn, *args, **kwargs) for fn, args, kwargs in jobs]
-        return [f.result() for f in futures]
+        # A job left over when the workers are busy no more runs alone on one thread: it runs
+        # here afterwards, on every thread (three seeds: a pair side by side, then one).
+        paired = len(jobs) - len(jobs) % self.workers
+        futures = [self._pool.submit(fn, *args, **kwargs) for fn, args, kwargs in jobs[:paired]]
+        done = [f.result() for f in futures]
+        return done + [fn(*args, **kwargs) for fn, args, kwargs in jobs[paired:]]
 
     def close(self) -> None:
         if self._pool is not None:
