@@ -62,6 +62,15 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+def machine_speed() -> dict:
+    """What sets this study's speed besides the core count: the CPU, and whether it trains DESOM-1
+    in bf16 natively (AVX512-BF16/AMX; an AVX2-only CPU trains in float32, several times slower)."""
+    from benchmarks.bench_desom_speed import cpu_name
+    from desom.training import default_train_precision
+
+    return {"cpu_model": cpu_name(), "desom1_train_precision_here": default_train_precision()}
+
+
 def map_side(n_exposures: int, members_per_cell: float) -> int:
     return int(min(20, max(3, math.floor(math.sqrt(n_exposures / members_per_cell)))))
 
@@ -453,7 +462,7 @@ class StudyRun:
         counts = np.diff(data["offsets"])
         log(f"survey: {study.n} exposures, {counts.mean():.0f} cutouts per exposure on average; splits {study.splits()}")
         return {"benchmark": "science", "command": command,
-                "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+                "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), **machine_speed(),
                             "load_at_start": os.getloadavg()},
                 "survey": {"path": str(self.survey), **json.loads((self.survey / "survey.json").read_text()),
                            "kinds": {k: int(c) for k, c in zip(*np.unique(study.kinds, return_counts=True))},
