@@ -647,7 +647,7 @@ def measure_shot_noise(run: StudyRun) -> None:
     """The chosen recipe's histo-vectors from a share of each exposure's cutouts, hard counts
     against soft assignment, with the reliability ratio (two halves of one exposure against two
     exposures; 1 = noise). This is what the first study's lr-decay map ran into."""
-    from desom.metrics import histo_reliability
+    from desom.metrics import CollapsedModelError, histo_reliability
     from desom.normalise import map_smoothing_kernel
 
     data, study, c, seed = run.data, run.study, run.choice, run.a.seed
@@ -661,10 +661,18 @@ def measure_shot_noise(run: StudyRun) -> None:
         keep = np.random.default_rng(seed).uniform(size=val_rows.size) < share
         row = {"share": share, "mean_cutouts": float(np.diff(off)[study.val].mean() * share)}
         for rep in ("hard", "grid1"):
-            s = run.validation_summary(thin, rep, c["normaliser"], c["members_per_cell"])
             kernel = map_smoothing_kernel((25, 25), 1.0) if rep == "grid1" else None
             rel = histo_reliability(h["bmu"][val_rows][keep], owner[keep], data["weight"][val_rows][keep],
                                     kernel=kernel, seed=seed)
+            try:
+                s = run.validation_summary(thin, rep, c["normaliser"], c["members_per_cell"])
+            except CollapsedModelError as exc:
+                # A diagnostic row whose DESOM-2 never reconstructs is recorded as such; the study
+                # goes on to the test split, which does not depend on it.
+                log(f"  {share:.0%} of the cutouts, {rep}: DESOM-2 collapsed on every attempt ({exc})")
+                row[rep] = {"accuracy": float("nan"), "ci95": [float("nan")] * 2,
+                            "reliability_ratio": rel["ratio"], "collapsed": str(exc)}
+                continue
             row[rep] = {"accuracy": s["desom"]["accuracy"], "ci95": s["desom"]["ci95"]["accuracy"],
                         "reliability_ratio": rel["ratio"]}
         by_sources.append(row)
