@@ -225,9 +225,8 @@ def make_optimizer(model: DESOM, cfg: DESOMConfig) -> torch.optim.Adam:
     others = [p for p in model.parameters() if p is not model.som.prototypes]
     groups = [{"params": others, "lr": cfg.lr}, {"params": protos, "lr": cfg.prototype_lr or cfg.lr}]
     # The fused kernel does Adam's update in one pass per parameter group: the same update,
-    # about 1.4x faster per DESOM-2 iteration on 2 CPU cores, where the small dense network
-    # makes the per-tensor update loop a third of the step (benchmarks/README.md, make science).
-    # A device without a fused Adam takes the plain one.
+    # 1.69x faster per DESOM-2 iteration on 2 CPU cores (1.09x for DESOM-1's convolutions),
+    # measured by benchmarks/bench_optimizer.py. A device without a fused Adam takes the plain one.
     try:
         return torch.optim.Adam(groups, fused=True)
     except RuntimeError:
