@@ -392,7 +392,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=16)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--recipes", default="asinh",
-                    help=f"stamp recipes to compare, first is the proposed one ({', '.join(sm.RECIPES)})")
+                    help=f"DESOM-1 variants to compare on validation, first is the proposed one: a stamp recipe "
+                         f"({', '.join(sm.RECIPES)}), at --desom1-iterations or as RECIPE@ITERATIONS")
     ap.add_argument("--desom1-iterations", type=int, default=3000)
     ap.add_argument("--desom1-set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a DESOM-1 setting (t_min, lr, prototype_lr, batch_size, max_cutouts...)")
@@ -442,6 +443,9 @@ class StudyRun:
     def __init__(self, a: argparse.Namespace, command: str):
         self.a = a
         self.started = time.perf_counter()
+        self.recipes = [r for r in a.recipes.split(",") if r]
+        for variant in self.recipes:   # a typo fails here, before the survey is built
+            sm.desom1_variant(variant, a.desom1_iterations)
         self.survey = Path(a.survey or ROOT / "var" / "science" / (f"survey36-{a.n}-s{a.seed}" if not a.quick
                                                                    else f"quick-{a.n}-s{a.seed}"))
         build_survey(self.survey, a.n, a.seed, workers=a.workers, survey=a.survey_spec, log=log)
@@ -450,8 +454,8 @@ class StudyRun:
         self.cache.mkdir(exist_ok=True)
         self.study = Study(self.data, a, self.cache)
         self.study.coherent = sm.exposure_coherent_statistics(self.data, self.cache, log=log)
-        self.recipes = [r for r in a.recipes.split(",") if r]
         self.histos: dict = {}
+        self.eligible: list = []    # variants whose DESOM-1 passed the map-order gate
         self.choice: dict = {}
         self.seeds = list(range(a.selection_seeds))
         self._validation_runs: dict = {}
@@ -500,16 +504,19 @@ class StudyRun:
 
 
 def train_desom1_per_recipe(run: StudyRun) -> None:
-    """Stages 2-3: DESOM-1 per stamp recipe (trained or cached), its histo-vectors, its map order."""
-    from desom.metrics import map_order
+    """Stages 2-3: DESOM-1 per variant (trained or cached), its histo-vectors, its map order. A
+    map the archive's order gate would refuse (desom.metrics.check_map_order) is kept for the
+    record but may not be chosen (run.eligible)."""
+    from desom.metrics import MapOrderError, check_map_order, map_order
 
     data, study = run.data, run.study
-    settings = sm.desom1_settings(run.a.desom1_iterations, **desom1_overrides(run.a.desom1_set))
     run.result["desom1"] = {}
     val_rows = sm.cutout_rows(data, study.val)
-    for recipe in run.recipes:
+    for variant in run.recipes:
+        recipe, iterations = sm.desom1_variant(variant, run.a.desom1_iterations)
+        settings = sm.desom1_settings(iterations, **desom1_overrides(run.a.desom1_set))
         _, record, h = sm.desom1_with_histos(data, study.fit, study.val, recipe, settings, run.cache, log=log)
-        run.histos[recipe] = h
+        run.histos[variant] = h
         full = map_order(h["bmu"][val_rows].astype(np.int64), h["second"][val_rows].astype(np.int64), (25, 25))
         record = {k: v for k, v in record.items() if k != "settings"} | {"settings": settings}
         record["validation_topographic_error"] = full["topographic_error"]
@@ -517,8 +524,18 @@ def train_desom1_per_recipe(run: StudyRun) -> None:
         record["inference_precision"] = str(h["precision"])
         record["busiest_10_nodes_share"] = float(np.sort(h["hard"][study.fit].sum(axis=0))[::-1][:10].sum()
                                                   / max(h["hard"][study.fit].sum(), 1))
-        run.result["desom1"][recipe] = record
+        try:
+            check_map_order(record["map_order"])
+            record["map_order_gate"] = "passed"
+            run.eligible.append(variant)
+        except MapOrderError as refused:
+            record["map_order_gate"] = str(refused)
+            log(f"DESOM-1 {variant}: {refused} It is scored for the record and may not be chosen.")
+        run.result["desom1"][variant] = record
         run.save()
+    if not run.eligible:
+        raise SystemExit("every DESOM-1 variant was refused by the map-order gate: "
+                         + "; ".join(f"{v}: {r['map_order_gate']}" for v, r in run.result["desom1"].items()))
 
 
 def choose_on_validation(run: StudyRun) -> None:
@@ -539,7 +556,7 @@ def choose_on_validation(run: StudyRun) -> None:
                 record_grid()
                 run.save()
     key = lambda g: (g["desom"]["accuracy_effective"], g["desom"]["accuracy"])  # noqa: E731
-    best = max(grid, key=key)
+    best = max([g for g in grid if g["recipe"] in run.eligible], key=key)
     per_recipe = {r: max([g for g in grid if g["recipe"] == r], key=key) for r in run.recipes}
     for members in MEMBERS_PER_CELL:
         if members == 12:
@@ -833,7 +850,7 @@ def score_find_similar(run: StudyRun, main_run: dict | None) -> None:
     from desom.normalise import HistoNormaliser
 
     study, c = run.study, run.choice
-    recipe = c.get("recipe", run.recipes[0])
+    recipe = c.get("recipe", run.eligible[0])
     found = histo_find_similar(study, run.histos[recipe]["hard"], run.a.n_boot, run.a.seed)
     rows, queries, test = found.pop("rows"), found.pop("queries"), found.pop("test")
     kinds = study.kinds[rows]

@@ -58,6 +58,20 @@ def cutout_rows(data: dict, exposures: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # DESOM-1
 # ---------------------------------------------------------------------------------------------
+def desom1_variant(name: str, default_iterations: int) -> tuple[str, int]:
+    """A DESOM-1 variant the study compares, as (stamp recipe, training iterations): "asinh" is
+    the recipe at the study's --desom1-iterations, "asinh@9000" the same recipe trained 9 000
+    iterations, so the training length is chosen on the validation split like the stretch."""
+    recipe, at, length = name.partition("@")
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown stamp recipe {recipe!r} in {name!r}; expected one of {', '.join(RECIPES)}")
+    if not at:
+        return recipe, int(default_iterations)
+    if not length.isdigit() or int(length) < 1:
+        raise ValueError(f"DESOM-1 iterations in {name!r} must be a positive integer")
+    return recipe, int(length)
+
+
 def desom1_settings(iterations: int, **overrides) -> dict:
     """The study's DESOM-1 recipe (the paper's architecture): one learning rate for network and
     prototypes, falling linearly to zero over the last third of the run so the map settles (BMU
