@@ -29,40 +29,12 @@ RECIPES = {
     # falls in the same nodes (an experiment on find-similar's blindness to slight trails).
     "asinh_aligned": {"stamp_sky": "kept", "stretch": "asinh", "align": True},
 }
-ALIGN_RADIUS = 8.0   # px around the stamp centre whose light sets the major axis
-
-
-def align_major_axis(stamps: np.ndarray) -> np.ndarray:
-    """(n, h, w) stamps turned about their centres so that the second moments of the light above
-    each stamp's median, within ALIGN_RADIUS of the centre, put the major axis along x
-    (bilinear resampling, the border extended). A round source keeps an arbitrary angle."""
-    import torch
-    import torch.nn.functional as F
-
-    x = torch.from_numpy(np.ascontiguousarray(stamps, np.float32))
-    n, h, w = x.shape
-    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32) - (h - 1) / 2,
-                            torch.arange(w, dtype=torch.float32) - (w - 1) / 2, indexing="ij")
-    window = ((xx ** 2 + yy ** 2) <= ALIGN_RADIUS ** 2).float()
-    light = (x - x.flatten(1).median(dim=1).values[:, None, None]).clamp(min=0) * window
-    total = light.sum(dim=(1, 2)).clamp(min=1e-12)
-    mx, my = (light * xx).sum(dim=(1, 2)) / total, (light * yy).sum(dim=(1, 2)) / total
-    dx, dy = xx - mx[:, None, None], yy - my[:, None, None]
-    mxx, myy, mxy = ((light * d).sum(dim=(1, 2)) / total for d in (dx * dx, dy * dy, dx * dy))
-    theta = 0.5 * torch.atan2(2 * mxy, mxx - myy)          # major axis angle, image x towards y
-    cos, sin = torch.cos(theta), torch.sin(theta)
-    # output pixel (u, v) samples the input at R(theta) (u, v): the major axis comes to lie on u
-    affine = torch.stack([torch.stack([cos, -sin, torch.zeros_like(cos)], 1),
-                          torch.stack([sin, cos, torch.zeros_like(cos)], 1)], 1)
-    grid = F.affine_grid(affine, (n, 1, h, w), align_corners=False)
-    return F.grid_sample(x[:, None], grid, mode="bilinear", padding_mode="border",
-                         align_corners=False)[:, 0].numpy()
 
 
 def stretched(data: dict, index: np.ndarray, recipe: str, chunk: int = 20_000) -> np.ndarray:
     """(len(index), 32, 32) float32 DESOM-1 inputs of the cutouts at `index` under a recipe,
     stretched in chunks so the temporaries stay small whatever the number of cutouts."""
-    from desom.cutouts import stretch_stamps
+    from desom.cutouts import align_major_axis, stretch_stamps
 
     spec = RECIPES[recipe]
     index = np.asarray(index)

@@ -16,18 +16,23 @@ With the sky kept (``sky="kept"``, as the authors cut their stamps) the stamp is
 image before background subtraction; ``sky="subtracted"`` cuts it from the background-subtracted
 image. NaN pixels (and pixels beyond the CCD edge) take the CCD's median first. Everything is
 vectorised over sources: one fancy-indexing gather, one batched percentile.
+
+A recipe may also turn each stretched stamp about its centre so that its source's major axis lies
+along x (``align_major_axis``): a trail, whatever its direction on the sky, then falls in the same
+DESOM-1 nodes, so trailed exposures share bins instead of spreading over angles.
 """
 from __future__ import annotations
 
 import numpy as np
 
 __all__ = ["extract_stamps", "normalise_stamps", "asinh_stamps", "make_cutouts", "sample_indices",
-           "ccd_median", "stretch_stamps", "lone_stamp_input", "STRETCHES", "STAMP_SKY", "ASINH_SOFTENING", "ASINH_RANGE"]
+           "ccd_median", "stretch_stamps", "lone_stamp_input", "align_major_axis", "STRETCHES", "STAMP_SKY", "ASINH_SOFTENING", "ASINH_RANGE"]
 
 STRETCHES = ("clip", "asinh")
 STAMP_SKY = ("subtracted", "kept")
 ASINH_SOFTENING = 1.0          # a, in sky-noise units: linear below about a, logarithmic above
 ASINH_RANGE = (-10.0, 1.0e4)   # lo, hi in sky-noise units: a deep sky hole .. a saturated star
+ALIGN_RADIUS = 8.0             # px around the stamp centre whose light sets the major axis
 
 
 def ccd_median(image: np.ndarray) -> float:
@@ -124,6 +129,37 @@ def stretch_stamps(stamps: np.ndarray, stretch: str = "clip", *, percentiles=(1.
     raise ValueError(f"unknown stretch {stretch!r}; expected one of {STRETCHES}")
 
 
+def align_major_axis(stamps: np.ndarray) -> np.ndarray:
+    """(N, H, W) stretched stamps turned about their centres so that the second moments of the
+    light above each stamp's median, within ALIGN_RADIUS of the centre, put the major axis along
+    x (bilinear resampling, the border extended). A round source keeps an arbitrary angle."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(np.ascontiguousarray(stamps, np.float32))
+    if x.ndim != 3:
+        raise ValueError(f"stamps must be (N, H, W), got shape {tuple(x.shape)}")
+    n, h, w = x.shape
+    if n == 0:
+        return x.numpy().copy()
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32) - (h - 1) / 2,
+                            torch.arange(w, dtype=torch.float32) - (w - 1) / 2, indexing="ij")
+    window = ((xx ** 2 + yy ** 2) <= ALIGN_RADIUS ** 2).float()
+    light = (x - x.flatten(1).median(dim=1).values[:, None, None]).clamp(min=0) * window
+    total = light.sum(dim=(1, 2)).clamp(min=1e-12)
+    mx, my = (light * xx).sum(dim=(1, 2)) / total, (light * yy).sum(dim=(1, 2)) / total
+    dx, dy = xx - mx[:, None, None], yy - my[:, None, None]
+    mxx, myy, mxy = ((light * d).sum(dim=(1, 2)) / total for d in (dx * dx, dy * dy, dx * dy))
+    theta = 0.5 * torch.atan2(2 * mxy, mxx - myy)          # major axis angle, image x towards y
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    # output pixel (u, v) samples the input at R(theta) (u, v): the major axis comes to lie on u
+    affine = torch.stack([torch.stack([cos, -sin, torch.zeros_like(cos)], 1),
+                          torch.stack([sin, cos, torch.zeros_like(cos)], 1)], 1)
+    grid = F.affine_grid(affine, (n, 1, h, w), align_corners=False)
+    return F.grid_sample(x[:, None], grid, mode="bilinear", padding_mode="border",
+                         align_corners=False)[:, 0].numpy()
+
+
 def lone_stamp_input(stamp: np.ndarray, recipe: dict | None = None) -> np.ndarray:
     """One stamp given on its own (an uploaded example source) as a (1, S, S) DESOM-1 input under
     a stamp recipe (desom.pipeline.STAMP_FIELDS; None: per-stamp clip). Without its CCD, the
@@ -138,18 +174,21 @@ def lone_stamp_input(stamp: np.ndarray, recipe: dict | None = None) -> np.ndarra
     noise = 1.4826 * float(np.median(np.abs(ring - sky)))
     if not noise > 0:
         noise = float(np.std(stamp)) or 1.0
-    return stretch_stamps(stamp[None], recipe.get("stretch", "clip"),
-                          percentiles=tuple(recipe.get("clip_percentiles", (1.0, 95.0))), sky=sky, noise=noise,
-                          softening=float(recipe.get("asinh_softening", ASINH_SOFTENING)),
-                          value_range=tuple(recipe.get("asinh_range", ASINH_RANGE)))
+    out = stretch_stamps(stamp[None], recipe.get("stretch", "clip"),
+                         percentiles=tuple(recipe.get("clip_percentiles", (1.0, 95.0))), sky=sky, noise=noise,
+                         softening=float(recipe.get("asinh_softening", ASINH_SOFTENING)),
+                         value_range=tuple(recipe.get("asinh_range", ASINH_RANGE)))
+    return align_major_axis(out) if recipe.get("align", False) else out
 
 
 def make_cutouts(image: np.ndarray, x, y, size: int = 32, percentiles=(1.0, 95.0),
                  fill: float | None = None, stretch: str = "clip", sky=0.0, noise=1.0,
-                 softening: float = ASINH_SOFTENING, value_range=ASINH_RANGE) -> np.ndarray:
-    """Stretched (N, size, size) float32 cutouts in [0, 1] around (x, y)."""
-    return stretch_stamps(extract_stamps(image, x, y, size, fill), stretch, percentiles=percentiles,
-                          sky=sky, noise=noise, softening=softening, value_range=value_range)
+                 softening: float = ASINH_SOFTENING, value_range=ASINH_RANGE, align: bool = False) -> np.ndarray:
+    """Stretched (N, size, size) float32 cutouts in [0, 1] around (x, y), each turned to its
+    source's major axis when ``align``."""
+    out = stretch_stamps(extract_stamps(image, x, y, size, fill), stretch, percentiles=percentiles,
+                         sky=sky, noise=noise, softening=softening, value_range=value_range)
+    return align_major_axis(out) if align else out
 
 
 def sample_indices(n: int, max_n: int | None, rng: np.random.Generator) -> np.ndarray:

@@ -34,7 +34,8 @@ __all__ = ["ImagingConfig", "STAMP_FIELDS", "LEGACY_STAMPS", "CCDRecord", "Expos
 _INFERENCE_CHUNK = 256
 # The fields of ImagingConfig that say how a source becomes a DESOM-1 input: a DESOM-1 carries
 # them (config.extra["stamps"]) so that every later cutout is made the way its training ones were.
-STAMP_FIELDS = ("cutout_size", "clip_percentiles", "stamp_sky", "stretch", "asinh_softening", "asinh_range")
+STAMP_FIELDS = ("cutout_size", "clip_percentiles", "stamp_sky", "stretch", "asinh_softening", "asinh_range",
+                "align")
 # What a DESOM-1 trained before its recipe was recorded saw.
 LEGACY_STAMPS = {"stamp_sky": "subtracted", "stretch": "clip"}
 
@@ -60,6 +61,7 @@ class ImagingConfig:
     stretch: str = "clip"                  # "clip" (per-stamp percentiles) | "asinh" (sky-noise units)
     asinh_softening: float = ASINH_SOFTENING
     asinh_range: tuple = ASINH_RANGE
+    align: bool = False                    # turn each stamp to its source's major axis
     max_per_ccd: int | None = 100          # None: every detected source
     seed: int = 0
     overscan_smooth_rows: int = 31
@@ -86,6 +88,9 @@ class ImagingConfig:
         object.__setattr__(self, "clip_percentiles", (float(lo), float(hi)))
         if self.stamp_sky not in STAMP_SKY:
             raise ValueError(f"stamp_sky must be one of {STAMP_SKY}, got {self.stamp_sky!r}")
+        if not isinstance(self.align, (bool, np.bool_)):
+            raise ValueError(f"align must be true or false, got {self.align!r}")
+        object.__setattr__(self, "align", bool(self.align))
         if self.stretch not in STRETCHES:
             raise ValueError(f"stretch must be one of {STRETCHES}, got {self.stretch!r}")
         a_lo, a_hi = (float(v) for v in self.asinh_range)
@@ -113,6 +118,7 @@ class ImagingConfig:
         """This config with a DESOM-1's stamp recipe (None: the recipe of a model that predates
         recorded recipes)."""
         recipe = dict(LEGACY_STAMPS if recipe is None else recipe)
+        recipe.setdefault("align", False)   # recipes recorded before stamps could be turned
         unknown = set(recipe) - set(STAMP_FIELDS)
         if unknown:
             raise ValueError(f"unknown stamp recipe fields {sorted(unknown)}; expected some of {STAMP_FIELDS}")
@@ -224,7 +230,8 @@ def ccd_stamps(ccd: CCDImage, result, x, y, config: ImagingConfig) -> np.ndarray
         sky = 0.0
     return make_cutouts(image, x, y, config.cutout_size, config.clip_percentiles,
                         stretch=config.stretch, sky=sky, noise=noise,
-                        softening=config.asinh_softening, value_range=config.asinh_range)
+                        softening=config.asinh_softening, value_range=config.asinh_range,
+                        align=config.align)
 
 
 def process_ccd(ccd: CCDImage, config: ImagingConfig, timings: dict | None = None,

@@ -1,6 +1,7 @@
 """The science study's own rules that decide what it compares (benchmarks/science_models.py)."""
 import pytest
 
+from benchmarks import bench_science
 from benchmarks.science_models import RECIPES, desom1_settings, desom1_variant
 
 
@@ -26,26 +27,18 @@ def test_every_recipe_is_a_variant():
     assert {desom1_variant(r, 10)[0] for r in RECIPES} == set(RECIPES)
 
 
-def _ellipse(angle_deg, a=5.0, b=1.5, n=32):
-    import math
+def test_every_recipe_is_a_stamp_recipe_the_archive_can_cut():
+    from desom.pipeline import ImagingConfig
 
-    import numpy as np
-    yy, xx = np.mgrid[0:n, 0:n] - (n - 1) / 2
-    t = math.radians(angle_deg)
-    u, v = xx * math.cos(t) + yy * math.sin(t), -xx * math.sin(t) + yy * math.cos(t)
-    return np.exp(-0.5 * ((u / a) ** 2 + (v / b) ** 2)).astype(np.float32)
+    for name, recipe in RECIPES.items():
+        cut = ImagingConfig().with_stamps(recipe).stamp_recipe()
+        assert {k: cut[k] for k in recipe} == recipe, name
 
 
-def test_aligned_stamps_put_every_sources_major_axis_along_x():
-    import numpy as np
-
-    from benchmarks.science_models import align_major_axis
-
-    angles = (0, 30, 45, 90, 135, 170)
-    stamps = np.stack([_ellipse(a) for a in angles]) + 0.1   # a flat sky under the source
-    aligned = align_major_axis(stamps)
-    horizontal = _ellipse(0) + 0.1
-    # before: only the one at 0 degrees matches; after: all of them, to the resampling error
-    assert [float(np.abs(s - horizontal).max()) > 0.15 for s in stamps] == [a != 0 for a in angles]
-    assert np.abs(aligned - horizontal).max() < 0.06
-    assert aligned.shape == stamps.shape and aligned.dtype == np.float32
+def test_the_margin_over_the_baseline_is_desom_minus_baseline_whatever_the_key_order():
+    # differences are stored under alphabetical keys: "baseline-desom" is baseline minus desom
+    scores = {"differences": {"baseline-desom": {"accuracy": -0.09, "ci95": [-0.12, -0.06]}}}
+    margin, ci = bench_science.desom_margin(scores)
+    assert margin == pytest.approx(0.09)
+    assert ci == pytest.approx([0.06, 0.12])
+    assert bench_science.desom_margin({"differences": {}})[1] is None

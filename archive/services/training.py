@@ -28,13 +28,18 @@ DEFAULT_NORMALISER = "sqrt_counts"
 DEFAULT_SMOOTH_SIGMA = 1.0
 # What DESOM-2 reads (desom.normalise.FEATURES): the histo-vector with the seven source
 # statistics beside it (the five and the coherent ellipticity and sky slope), at 0.4 of their
-# standardised scale. On validation: 0.931, against 0.888 for the seven statistics alone and
-# 0.847 for the histo-vector alone; the test split's figures are in benchmarks/README.md.
+# standardised scale. On the study's validation split, with turned stamps: 0.931 at x 0.4 and
+# 0.948 at x 0.2 (level: the intervals overlap), against 0.894 for the seven statistics alone and
+# 0.879 for the histo-vector alone. 0.4 stays because an archive with few cutouts per exposure
+# needs the statistics more: on the demo (about 200 cutouts each) x 0.2 fell to 0.765 over five
+# DESOM-2 seeds, against 0.828 at x 0.4 (benchmarks/README.md, "Turned stamps").
 DEFAULT_FEATURES = "histo+stats+coherent"
 DEFAULT_STATISTICS_WEIGHT = 0.4
 # How sources become DESOM-1 inputs (desom.pipeline.STAMP_FIELDS): recorded in every DESOM-1 so
-# that ingest, assignment and search cut their cutouts the same way.
-DEFAULT_STAMPS = {"stamp_sky": "kept", "stretch": "asinh"}
+# that ingest, assignment and search cut their cutouts the same way. Turning each stamp to its
+# source's major axis won on validation (0.879 against 0.861 for the best unturned row) and lifts
+# find-similar on the histo-vectors (benchmarks/README.md, "Turned stamps").
+DEFAULT_STAMPS = {"stamp_sky": "kept", "stretch": "asinh", "align": True}
 # DESOM-1's schedule in the study (benchmarks/science_models.desom1_settings): one learning
 # rate for network and prototypes, falling linearly to zero over the last third of the run so
 # the map settles (BMU churn under the order gate), and a final neighbourhood wide enough to keep
@@ -45,6 +50,12 @@ DESOM1_LR_DECAY_SHARE = 1 / 3
 # paper's 20x20 and 100 000 iterations leave 1.4 exposures per cell on a 560-exposure archive and
 # ran for over 25 minutes there.
 DEFAULT_DESOM2 = {"iterations": 3000, "batch_size": 64}
+
+
+def stamps_recipe(align: bool | None = None) -> dict | None:
+    """The stamp recipe a command asks for: None (DEFAULT_STAMPS) unless it says whether to turn
+    each stamp to its major axis (--align-stamps / --no-align-stamps)."""
+    return None if align is None else {**DEFAULT_STAMPS, "align": bool(align)}
 
 
 # A training run writes its state this often (iterations), so a killed run loses at most that.

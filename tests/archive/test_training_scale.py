@@ -130,6 +130,29 @@ def test_sample_cutouts_command_and_bad_sets_are_clear_errors(science_files, tmp
     assert not (tmp_path / "bad").exists()
 
 
+
+@pytest.mark.django_db
+def test_the_commands_record_whether_stamps_are_turned_and_refuse_a_set_cut_otherwise(science_files, tmp_path,
+                                                                                        settings):
+    from django.core.management import CommandError, call_command
+    from archive.services.training import DEFAULT_STAMPS
+
+    settings.ARCHIVE_DATA_DIR = tmp_path / "data"
+    settings.ARCHIVE_DETECTOR = "sep"
+    call_command("sample_cutouts", str(tmp_path / "default"), "--from", str(science_files[0]),
+                 per_ccd=3, max_cutouts=6, workers=0, verbosity=0)
+    call_command("sample_cutouts", str(tmp_path / "other"), "--from", str(science_files[0]),
+                 "--no-align-stamps" if DEFAULT_STAMPS["align"] else "--align-stamps",
+                 per_ccd=3, max_cutouts=6, workers=0, verbosity=0)
+    default = json.loads((tmp_path / "default" / "set.json").read_text())["stamps"]
+    other = json.loads((tmp_path / "other" / "set.json").read_text())["stamps"]
+    assert default["align"] is DEFAULT_STAMPS["align"] and other["align"] is not DEFAULT_STAMPS["align"]
+    assert {k: v for k, v in other.items() if k != "align"} == {k: v for k, v in default.items() if k != "align"}
+    with pytest.raises(CommandError, match="was cut with stamps"):
+        call_command("train_desom1", from_set=str(tmp_path / "other"), verbosity=0,
+                     align_stamps=DEFAULT_STAMPS["align"])
+
+
 def _write_synthetic_set(path, n=300, seed=0):
     from desom.trainset import BottomKSample, select_offer, write_training_set
 

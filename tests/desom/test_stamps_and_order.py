@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from desom.cutouts import asinh_stamps, make_cutouts, normalise_stamps, stretch_stamps
+from desom.cutouts import (align_major_axis, asinh_stamps, lone_stamp_input, make_cutouts, normalise_stamps,
+                           stretch_stamps)
 from desom.metrics import MapOrderError, bmu_churn, check_map_order, map_order
 from desom.model import DESOMConfig, build_desom
 from desom.normalise import HistoNormaliser, map_smoothing_kernel
@@ -85,6 +86,53 @@ def test_ccd_stamps_cut_from_the_image_with_or_without_its_sky():
     assert slope(kept) > slope(sub) + 0.01
     today = ccd_stamps(ccd, result, x, y, ImagingConfig())
     np.testing.assert_array_equal(today, make_cutouts(result.subtracted, x, y))
+
+
+def _ellipse(angle_deg, a=5.0, b=1.5, n=32):
+    t = np.radians(angle_deg)
+    yy, xx = np.mgrid[0:n, 0:n] - (n - 1) / 2
+    u, v = xx * np.cos(t) + yy * np.sin(t), -xx * np.sin(t) + yy * np.cos(t)
+    return np.exp(-0.5 * ((u / a) ** 2 + (v / b) ** 2)).astype(np.float32)
+
+
+def test_aligned_stamps_put_every_sources_major_axis_along_x():
+    angles = (0, 30, 45, 90, 135, 170)
+    stamps = np.stack([_ellipse(a) for a in angles]) + 0.1   # a flat sky under the source
+    aligned = align_major_axis(stamps)
+    horizontal = _ellipse(0) + 0.1
+    # before: only the one at 0 degrees matches; after: all of them, to the resampling error
+    assert [float(np.abs(s - horizontal).max()) > 0.15 for s in stamps] == [a != 0 for a in angles]
+    assert np.abs(aligned - horizontal).max() < 0.06
+    assert aligned.shape == stamps.shape and aligned.dtype == np.float32
+    assert align_major_axis(np.zeros((0, 32, 32), np.float32)).shape == (0, 32, 32)
+    with pytest.raises(ValueError, match="N, H, W"):
+        align_major_axis(np.zeros((32, 32), np.float32))
+
+
+def test_the_archive_cuts_aligned_stamps_when_its_recipe_says_so():
+    image = np.full((96, 96), 100.0, np.float32)
+    image[16:80, 16:80] += 2000.0 * _ellipse(60, n=64)      # a trail at 60 degrees
+    x, y = np.array([47.5]), np.array([47.5])
+    plain = make_cutouts(image, x, y, stretch="asinh", sky=100.0, noise=5.0)
+    turned = make_cutouts(image, x, y, stretch="asinh", sky=100.0, noise=5.0, align=True)
+    np.testing.assert_array_equal(turned, align_major_axis(plain))
+    # after turning, the light spreads along rows (x), not along the 60-degree diagonal
+    core = turned[0] - np.median(turned[0])
+    assert core[15:17, :].sum() > 2 * core[:, 15:17].sum()
+    # the same trail given on its own (an uploaded example) is turned the same way
+    lone = lone_stamp_input(image[32:64, 32:64], {"stretch": "asinh", "align": True})
+    assert np.abs(lone - align_major_axis(lone_stamp_input(image[32:64, 32:64], {"stretch": "asinh"}))).max() < 1e-6
+
+
+def test_a_recipe_recorded_before_stamps_could_be_turned_is_read_as_unturned():
+    turning = ImagingConfig(stretch="asinh", stamp_sky="kept", align=True)
+    assert turning.stamp_recipe()["align"] is True
+    older = {"cutout_size": 32, "clip_percentiles": [1.0, 95.0], "stamp_sky": "kept", "stretch": "asinh",
+             "asinh_softening": 1.0, "asinh_range": [-10.0, 1.0e4]}
+    assert turning.with_stamps(older).align is False
+    assert ImagingConfig.from_dict(turning.to_dict()).align is True
+    with pytest.raises(ValueError, match="align"):
+        ImagingConfig(align="yes")
 
 
 def test_soft_assignment_keeps_the_number_of_sources_and_spreads_to_neighbours():

@@ -1,6 +1,8 @@
+import argparse
+
 from django.core.management.base import BaseCommand, CommandError
 
-from archive.services.training import TrainingDataError, build_training_set
+from archive.services.training import TrainingDataError, build_training_set, stamps_recipe
 
 
 class Command(BaseCommand):
@@ -15,6 +17,9 @@ class Command(BaseCommand):
         parser.add_argument("--per-ccd", type=int, default=100, help="cutouts sampled per CCD")
         parser.add_argument("--max-cutouts", type=int, default=200_000,
                             help="cutouts kept in all, a uniform sample (0: every sampled cutout)")
+        parser.add_argument("--align-stamps", action=argparse.BooleanOptionalAction, default=None,
+                            help="turn each stamp to its source's major axis before DESOM-1 "
+                                 "(default: archive.services.training.DEFAULT_STAMPS)")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--workers", type=int, default=2)
         parser.add_argument("--scheduler", default=None, help="address of a Dask scheduler (default: a local cluster)")
@@ -24,7 +29,7 @@ class Command(BaseCommand):
             ts = build_training_set(opts["out"], paths=opts["paths"], n_exposures=opts["exposures"],
                                     max_per_ccd=opts["per_ccd"], max_cutouts=opts["max_cutouts"] or None,
                                     seed=opts["seed"], workers=opts["workers"], scheduler=opts["scheduler"],
-                                    progress=opts["verbosity"] > 0)
+                                    progress=opts["verbosity"] > 0, stamps=stamps_recipe(opts["align_stamps"]))
         except TrainingDataError as exc:
             raise CommandError(str(exc)) from exc
         meta = ts.meta

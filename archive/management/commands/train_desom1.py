@@ -3,7 +3,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from archive.services.training import DEFAULT_CHECKPOINT_EVERY, train_desom1
+from archive.services.training import DEFAULT_CHECKPOINT_EVERY, stamps_recipe, train_desom1
 
 
 class Command(BaseCommand):
@@ -22,6 +22,9 @@ class Command(BaseCommand):
         parser.add_argument("--map", default=None, help="map size ROWSxCOLS, e.g. 25x25")
         parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                             help="any other DESOMConfig field, e.g. --set t_min=0.5")
+        parser.add_argument("--align-stamps", action=argparse.BooleanOptionalAction, default=None,
+                            help="turn each stamp to its source's major axis before DESOM-1 "
+                                 "(default: archive.services.training.DEFAULT_STAMPS)")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--workers", type=int, default=2)
         parser.add_argument("--precision", choices=["auto", "bf16", "float32"], default="auto",
@@ -55,7 +58,7 @@ class Command(BaseCommand):
                                    progress=opts["verbosity"] > 0, precision=opts["precision"],
                                    order_gate=not opts["no_order_gate"], training_set=opts["from_set"],
                                    save_set=opts["save_set"], checkpoint_every=opts["checkpoint_every"],
-                                   fresh=opts["fresh"], device=opts["device"])
+                                   fresh=opts["fresh"], device=opts["device"], stamps=stamps_recipe(opts["align_stamps"]))
         except (ValueError, MapOrderError) as exc:   # TrainingDataError, TrainingSetError, a bad --set
             raise CommandError(str(exc)) from exc
         report_trained_version(self.stdout, "DESOM-1", version)
