@@ -58,6 +58,13 @@ def stamps_recipe(align: bool | None = None) -> dict | None:
     return None if align is None else {**DEFAULT_STAMPS, "align": bool(align)}
 
 
+
+def same_stamps(asked: dict, recorded: dict | None) -> bool:
+    """Whether a set recorded with `recorded` (a full recipe, or one from before a field existed)
+    was cut the way `asked` (often only the fields a command names) would cut it now."""
+    imaging = versions.imaging_config()
+    return imaging.with_stamps(asked).stamp_recipe() == imaging.with_stamps(recorded).stamp_recipe()
+
 # A training run writes its state this often (iterations), so a killed run loses at most that.
 DEFAULT_CHECKPOINT_EVERY = 500
 
@@ -245,7 +252,7 @@ def train_desom1(*, paths=None, n_exposures: int | None = None, max_per_ccd: int
         if paths or n_exposures or save_set:
             raise TrainingDataError("a given training set replaces --from, --exposures and --save-set")
         ts = open_training_set(training_set)
-        if stamps is not None and stamps != ts.meta.get("stamps"):
+        if stamps is not None and not same_stamps(stamps, ts.meta.get("stamps")):
             raise TrainingDataError(f"{training_set} was cut with stamps {ts.meta.get('stamps')}, not {stamps}")
     else:
         files = training_files(paths, n_exposures, seed)

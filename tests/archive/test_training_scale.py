@@ -135,6 +135,7 @@ def test_sample_cutouts_command_and_bad_sets_are_clear_errors(science_files, tmp
 def test_the_commands_record_whether_stamps_are_turned_and_refuse_a_set_cut_otherwise(science_files, tmp_path,
                                                                                         settings):
     from django.core.management import CommandError, call_command
+    from archive.services import training
     from archive.services.training import DEFAULT_STAMPS
 
     settings.ARCHIVE_DATA_DIR = tmp_path / "data"
@@ -151,6 +152,11 @@ def test_the_commands_record_whether_stamps_are_turned_and_refuse_a_set_cut_othe
     with pytest.raises(CommandError, match="was cut with stamps"):
         call_command("train_desom1", from_set=str(tmp_path / "other"), verbosity=0,
                      align_stamps=DEFAULT_STAMPS["align"])
+    assert training.same_stamps(DEFAULT_STAMPS, default) and not training.same_stamps(DEFAULT_STAMPS, other)
+    # a set recorded before stamps could be turned was cut unturned
+    unturned = {k: v for k, v in default.items() if k != "align"}
+    assert training.same_stamps({**DEFAULT_STAMPS, "align": False}, unturned)
+    assert not training.same_stamps({**DEFAULT_STAMPS, "align": True}, unturned)
 
 
 def _write_synthetic_set(path, n=300, seed=0):
