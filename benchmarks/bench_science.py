@@ -410,6 +410,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="small survey, short training (smoke run)")
     ap.add_argument("--out", default=str(RESULTS / "science.json"))
     ap.add_argument("--replot", action="store_true", help="only redraw the figures from --out")
+    ap.add_argument("--validation-only", action="store_true",
+                    help="choose on validation (the grid and DESOM-2's inputs) and stop: the test split stays "
+                         "unseen, for trying a setting without spending the one look at it")
     ap.add_argument("--find-similar-only", action="store_true",
                     help="only find-similar over histo-vectors against the statistics (validation choice, "
                          "test score), from the cached DESOM-1; writes results/find_similar.json")
@@ -417,6 +420,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     if a.find_similar_only and a.out == str(RESULTS / "science.json"):
         a.out = str(RESULTS / "find_similar.json")
     a.survey_spec = None
+    if a.validation_only and a.out == str(RESULTS / "science.json"):
+        a.out = str(ROOT / "var" / "science" / "science-validation.json")   # never over the test run's figures
     if a.quick:
         a.n, a.desom1_iterations, a.desom2_iterations, a.n_boot = 120, 300, 400, 200
         a.selection_seeds = 1
@@ -946,6 +951,11 @@ def main(argv=None) -> int:
     try:
         choose_on_validation(run)
         ablate_inputs(run)
+        if a.validation_only:
+            run.save()
+            log(f"--validation-only: the test split was not scored; wrote {a.out} in "
+                f"{run.result['wall_seconds']:.0f} s")
+            return 0
         measure_separability(run)
         measure_shot_noise(run)
         main_run = score_test_once(run)

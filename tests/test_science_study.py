@@ -42,3 +42,9 @@ def test_the_margin_over_the_baseline_is_desom_minus_baseline_whatever_the_key_o
     assert margin == pytest.approx(0.09)
     assert ci == pytest.approx([0.06, 0.12])
     assert bench_science.desom_margin({"differences": {}})[1] is None
+
+
+def test_a_validation_only_run_never_writes_over_the_test_runs_figures():
+    default = bench_science.parse_args([]).out
+    assert bench_science.parse_args(["--validation-only"]).out != default
+    assert bench_science.parse_args(["--validation-only", "--out", "x.json"]).out == "x.json"
