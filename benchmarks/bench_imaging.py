@@ -100,8 +100,8 @@ def stage_timings(path, ccds, predictor, crowded_path=None):
     from desom.pipeline import ImagingConfig
 
     rows = {k: [] for k in ("read", "prepare", "background_photutils", "detection_photutils",
-                            "background_sep", "detection_sep", "cutouts_100", "cutouts_all",
-                            "inference_100")}
+                            "background_sep", "detection_sep", "cutouts_100", "cutouts_100_turned",
+                            "cutouts_all", "inference_100")}
     counts = {"photutils": [], "sep": []}
     with open_exposure(path) as reader:
         for k in ccds:
@@ -128,6 +128,10 @@ def stage_timings(path, ccds, predictor, crowded_path=None):
             t0 = time.perf_counter()
             cut = make_cutouts(res.subtracted, x[idx], y[idx])
             rows["cutouts_100"].append(time.perf_counter() - t0)
+            make_cutouts(res.subtracted, x[idx[:2]], y[idx[:2]], align=True)   # warm-up (torch's first call)
+            t0 = time.perf_counter()
+            make_cutouts(res.subtracted, x[idx], y[idx], align=True)   # turned to the major axis
+            rows["cutouts_100_turned"].append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             make_cutouts(res.subtracted, x, y)
             rows["cutouts_all"].append(time.perf_counter() - t0)
@@ -365,6 +369,7 @@ def main(argv=None):
             "background_sep": stages["background_sep"],
             "detection_sep": stages["detection_sep"],
             "cutouts_100_sampled": stages["cutouts_100"],
+            "cutouts_100_sampled_turned": stages["cutouts_100_turned"],
             "cutouts_all_detected": stages["cutouts_all"],
             "desom1_inference_100": stages["inference_100"],
         }
