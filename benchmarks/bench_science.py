@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from desom.baseline import COHERENT_FLOORS, FEATURE_NAMES, STATISTIC_NAMES, BaselineClusterer, FeatureScaler  # noqa: E402
 from desom.evaluation import cell_predictions, is_good, same_kind_precision_at_k  # noqa: E402
+from desom.model import DESOMConfig  # noqa: E402
 
 from benchmarks import science_models as sm  # noqa: E402
 from benchmarks.science_data import build_survey, load_survey  # noqa: E402
@@ -159,6 +160,8 @@ def brief(s: dict) -> str:
 class Study:
     def __init__(self, data, args, cache_dir):
         self.data, self.a, self.cache_dir = data, args, cache_dir
+        self.desom2_settings = setting_overrides(args.desom2_set)
+        DESOMConfig.desom2(**self.desom2_settings)    # a misspelt setting fails here, not in a worker
         truth = data["truth"]
         self.n = len(truth)
         self.kinds = np.array([r["kind"] for r in truth])
@@ -222,12 +225,14 @@ class Study:
         iterations = self.a.desom2_iterations
         if inputs.startswith("stats"):
             scaled = FeatureScaler().fit(raw[fit_rows]).transform(raw)
-            jobs = [(_fit_stats_desom2, (scaled[fit_rows], side, s, iterations), {}) for s in seeds]
+            jobs = [(_fit_stats_desom2, (scaled[fit_rows], side, s, iterations), dict(self.desom2_settings))
+                    for s in seeds]
         else:
             stats = raw if inputs.startswith("both") else None
             jobs = [(sm.fit_desom2, (x[fit_rows], side, normaliser, s, iterations),
                      {"smooth_sigma": sigma, "stats_weight": stats_weight,
-                      "stats_train": None if stats is None else stats[fit_rows]}) for s in seeds]
+                      "stats_train": None if stats is None else stats[fit_rows], **self.desom2_settings})
+                    for s in seeds]
         fitted = self.fits.map(jobs)
         for s, result in zip(seeds, fitted):
             if inputs.startswith("stats"):
@@ -307,9 +312,9 @@ def _one_torch_thread() -> None:
     torch.set_num_threads(1)
 
 
-def _fit_stats_desom2(x, side, seed, iterations):
+def _fit_stats_desom2(x, side, seed, iterations, **settings):
     """DESOM-2 on the standardised statistics alone (five or seven: the ablation's "statistics only")."""
-    return sm.train_gated_desom2(x, side, seed, iterations, hidden_dims=(32, 16), latent_dim=8)
+    return sm.train_gated_desom2(x, side, seed, iterations, **{"hidden_dims": (32, 16), "latent_dim": 8, **settings})
 
 
 def _stats_cells(model, x):
@@ -398,6 +403,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--desom1-set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a DESOM-1 setting (t_min, lr, prototype_lr, batch_size, max_cutouts...)")
     ap.add_argument("--desom2-iterations", type=int, default=3000)
+    ap.add_argument("--desom2-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a DESOM-2 setting (desom.model.DESOMConfig), e.g. prototype_init=pca")
     ap.add_argument("--representations", default="hard,grid1,latent")
     ap.add_argument("--normalisers", default="minmax,hellinger,sqrt_counts")
     ap.add_argument("--stats-weights", default="1,0.4,0.2,0.1,0.05",
@@ -432,12 +439,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     return a
 
 
-def desom1_overrides(items) -> dict:
-    """--desom1-set KEY=VALUE items as settings: integers, floats, or None."""
+def setting_overrides(items) -> dict:
+    """--desom1-set / --desom2-set KEY=VALUE items as settings: integers, floats, None, or words."""
     overrides = {}
     for item in items:
         key, _, value = item.partition("=")
-        overrides[key] = None if value == "None" else (int(value) if value.lstrip("-").isdigit() else float(value))
+        try:
+            overrides[key] = None if value == "None" else (int(value) if value.lstrip("-").isdigit() else float(value))
+        except ValueError:
+            overrides[key] = value
     return overrides
 
 
@@ -519,7 +529,7 @@ def train_desom1_per_recipe(run: StudyRun) -> None:
     val_rows = sm.cutout_rows(data, study.val)
     for variant in run.recipes:
         recipe, iterations = sm.desom1_variant(variant, run.a.desom1_iterations)
-        settings = sm.desom1_settings(iterations, **desom1_overrides(run.a.desom1_set))
+        settings = sm.desom1_settings(iterations, **setting_overrides(run.a.desom1_set))
         _, record, h = sm.desom1_with_histos(data, study.fit, study.val, recipe, settings, run.cache, log=log)
         run.histos[variant] = h
         full = map_order(h["bmu"][val_rows].astype(np.int64), h["second"][val_rows].astype(np.int64), (25, 25))

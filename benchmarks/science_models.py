@@ -222,10 +222,11 @@ def desom2_inputs(histos: dict, representation: str, map_shape=(25, 25)) -> tupl
 
 
 def fit_desom2(x_train: np.ndarray, side: int, normaliser: str, seed: int, iterations: int,
-               smooth_sigma: float = 0.0, stats_train: np.ndarray | None = None, stats_weight: float = 1.0):
+               smooth_sigma: float = 0.0, stats_train: np.ndarray | None = None, stats_weight: float = 1.0,
+               **settings):
     """DESOM-2 on normalised histo-vectors, with the source statistics (5 or 7 raw columns,
     desom.baseline.FEATURE_NAMES or STATISTIC_NAMES) beside them when given: the archive's own
-    HistoNormaliser builds the input, as train_desom2 does."""
+    HistoNormaliser builds the input, as train_desom2 does. settings: other DESOMConfig fields."""
     from desom.baseline import FEATURE_NAMES, STATISTIC_NAMES
     from desom.normalise import HistoNormaliser
 
@@ -234,7 +235,7 @@ def fit_desom2(x_train: np.ndarray, side: int, normaliser: str, seed: int, itera
     norm = HistoNormaliser(normaliser, smooth_sigma=smooth_sigma, statistics=names,
                            statistics_weight=stats_weight).fit(x_train, statistics=stats_train)
     z = norm.transform(x_train, statistics=stats_train)
-    return train_gated_desom2(z, side, seed, iterations), norm
+    return train_gated_desom2(z, side, seed, iterations, **settings), norm
 
 
 def train_gated_desom2(z: np.ndarray, side: int, seed: int, iterations: int, **architecture):

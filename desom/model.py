@@ -16,6 +16,7 @@ from torch import nn
 from desom.som import SCHEDULES, SOMLayer
 
 KINDS = ("desom1", "desom2")
+PROTOTYPE_INITS = ("samples", "pca")
 
 
 @dataclass
@@ -36,6 +37,9 @@ class DESOMConfig:
     seed: int = 0
     prototype_lr: float | None = None     # Adam lr of the prototypes (None: same as lr)
     lr_decay_iterations: int = 0          # last N joint iterations: both lrs fall linearly to 0
+    # How the prototypes start: "samples", the encodings of K random samples (the paper's code);
+    # "pca", a grid over the encodings' first two principal axes, ordered from the start.
+    prototype_init: str = "samples"
     # architecture
     conv_filters: tuple = (32, 64, 128)   # desom1 encoder convolutions (3x3, ReLU, 2x2 max-pool)
     dense_units: int = 512                # desom1 dense layer between the convolutions and latent
@@ -106,6 +110,8 @@ class DESOMConfig:
             raise ValueError(f"prototype_lr must be positive, got {self.prototype_lr}")
         if self.gamma < 0 or self.lr <= 0:
             raise ValueError(f"need gamma >= 0 and lr > 0 (gamma={self.gamma}, lr={self.lr})")
+        if self.prototype_init not in PROTOTYPE_INITS:
+            raise ValueError(f"prototype_init must be one of {PROTOTYPE_INITS}, got {self.prototype_init!r}")
         if self.latent_activation not in ("linear", "relu"):
             raise ValueError(f"latent_activation must be 'linear' or 'relu', got {self.latent_activation!r}")
         if self.output_activation not in ("linear", "sigmoid"):

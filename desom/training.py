@@ -199,20 +199,54 @@ def pretrain_step(model: DESOM, optimizer: torch.optim.Optimizer, x: torch.Tenso
     return {"loss": v, "reconstruction": v, "som": None}
 
 
+PCA_INIT_SAMPLES = 8192
+PCA_INIT_SPAN = 2.0     # the grid spans +-2 standard deviations along each principal axis
+
+
 @torch.no_grad()
 def init_prototypes(model: DESOM, data: np.ndarray, rng: np.random.Generator,
                     device: torch.device) -> np.ndarray:
-    """Set the prototypes to the encodings of K samples drawn without replacement."""
+    """Set the prototypes from the encodings of samples drawn without replacement: K of them
+    ("samples"), or a grid over the first two principal axes of up to PCA_INIT_SAMPLES of them
+    ("pca", the map's longer side along the first axis). Returns the samples' indices."""
     k = model.n_nodes
     if data.shape[0] < k:
         raise ValueError(f"need at least {k} training samples to initialise a "
                          f"{model.map_shape[0]}x{model.map_shape[1]} map, got {data.shape[0]}")
-    idx = rng.choice(data.shape[0], size=k, replace=False)
+    pca = getattr(model.config, "prototype_init", "samples") == "pca"
+    n = min(data.shape[0], PCA_INIT_SAMPLES) if pca else k
+    idx = rng.choice(data.shape[0], size=n, replace=False)
     model.eval()
     z = torch.cat([model.encode(_tensor(data[idx[s:s + 1024]], device))
-                   for s in range(0, k, 1024)])
-    model.som.init_prototypes(z)
+                   for s in range(0, n, 1024)])
+    model.som.init_prototypes(pca_grid(z.float(), model.map_shape) if pca else z)
     return idx
+
+
+def pca_grid(z: torch.Tensor, map_shape: tuple[int, int]) -> torch.Tensor:
+    """(rows * cols, D) points on the plane of z's first two principal axes, about z's mean, a
+    regular grid spanning PCA_INIT_SPAN standard deviations each way: neighbouring nodes start
+    neighbours in the data, so the map is ordered before it learns (Kohonen's linear
+    initialisation), and the start no longer depends on which samples were drawn."""
+    rows, cols = map_shape
+    mean = z.mean(dim=0)
+    centred = z - mean
+    _, s, vh = torch.linalg.svd(centred, full_matrices=False)
+    sd = s / max(z.shape[0] - 1, 1) ** 0.5
+    axes = [vh[i] * sd[i] if i < vh.shape[0] else torch.zeros_like(mean) for i in range(2)]
+    # The longer side of the map follows the axis of larger spread.
+    long_axis, short_axis = axes
+    row_axis, col_axis = (long_axis, short_axis) if rows >= cols else (short_axis, long_axis)
+    row_axis, col_axis = _fixed_sign(row_axis), _fixed_sign(col_axis)
+    a = torch.linspace(-PCA_INIT_SPAN, PCA_INIT_SPAN, rows, dtype=z.dtype) if rows > 1 else torch.zeros(1, dtype=z.dtype)
+    b = torch.linspace(-PCA_INIT_SPAN, PCA_INIT_SPAN, cols, dtype=z.dtype) if cols > 1 else torch.zeros(1, dtype=z.dtype)
+    grid = mean + a[:, None, None] * row_axis + b[None, :, None] * col_axis
+    return grid.reshape(rows * cols, -1)      # row-major, as the SOM numbers its nodes
+
+
+def _fixed_sign(axis: torch.Tensor) -> torch.Tensor:
+    """The axis with its largest entry positive: a direction fixed by the data, not by the SVD."""
+    return axis * torch.sign(axis[axis.abs().argmax()]) if axis.any() else axis
 
 
 def make_optimizer(model: DESOM, cfg: DESOMConfig) -> torch.optim.Adam:
