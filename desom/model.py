@@ -17,6 +17,7 @@ from desom.som import SCHEDULES, SOMLayer
 
 KINDS = ("desom1", "desom2")
 PROTOTYPE_INITS = ("samples", "pca")
+SOM_LOSSES = ("sum", "mean")
 
 
 @dataclass
@@ -40,6 +41,10 @@ class DESOMConfig:
     # How the prototypes start: "samples", the encodings of K random samples (the paper's code);
     # "pca", a grid over the encodings' first two principal axes, ordered from the start.
     prototype_init: str = "samples"
+    # The SOM term: "sum", sum_k w_ik ||z_i - m_k||^2 (the paper's); "mean", the same divided by
+    # sum_k w_ik, so its size no longer grows with the neighbourhood (at T = 10 on a 9x9 map every
+    # node weighs nearly 1, and the sum outweighs the reconstruction term: bench_desom2_collapse).
+    som_loss: str = "sum"
     # architecture
     conv_filters: tuple = (32, 64, 128)   # desom1 encoder convolutions (3x3, ReLU, 2x2 max-pool)
     dense_units: int = 512                # desom1 dense layer between the convolutions and latent
@@ -110,6 +115,8 @@ class DESOMConfig:
             raise ValueError(f"prototype_lr must be positive, got {self.prototype_lr}")
         if self.gamma < 0 or self.lr <= 0:
             raise ValueError(f"need gamma >= 0 and lr > 0 (gamma={self.gamma}, lr={self.lr})")
+        if self.som_loss not in SOM_LOSSES:
+            raise ValueError(f"som_loss must be one of {SOM_LOSSES}, got {self.som_loss!r}")
         if self.prototype_init not in PROTOTYPE_INITS:
             raise ValueError(f"prototype_init must be one of {PROTOTYPE_INITS}, got {self.prototype_init!r}")
         if self.latent_activation not in ("linear", "relu"):

@@ -105,11 +105,15 @@ class SOMLayer(nn.Module):
         """(N, K) kernel weights w[i, k] = exp(-d(bmu_i, k)^2 / T^2), without gradient."""
         return gaussian_kernel(self.grid_dist[bmu], temp).detach()
 
-    def som_loss(self, sq_dist: torch.Tensor, temp: float) -> torch.Tensor:
-        """Mean over the batch of sum_k w[i,k] * ||z_i - m_k||^2, BMUs taken from sq_dist."""
+    def som_loss(self, sq_dist: torch.Tensor, temp: float, normalise: bool = False) -> torch.Tensor:
+        """Mean over the batch of sum_k w[i,k] * ||z_i - m_k||^2, BMUs taken from sq_dist;
+        normalise: divided by sum_k w[i,k], a weighted mean distance instead of a sum."""
         bmu = sq_dist.detach().argmin(dim=1)
         weights = self.neighbourhood(bmu, temp)
-        return (weights * sq_dist).sum(dim=1).mean()
+        per_sample = (weights * sq_dist).sum(dim=1)
+        if normalise:
+            per_sample = per_sample / weights.sum(dim=1)
+        return per_sample.mean()
 
 
 def squared_distances(z: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:

@@ -178,7 +178,8 @@ def joint_step(model: DESOM, optimizer: torch.optim.Optimizer, x: torch.Tensor, 
         z = model.encode(x)
         x_hat = model.decode(z)
     lr_loss = reconstruction_loss(x_hat, x)
-    som_loss = model.som.som_loss(model.som(z.float()), temp)
+    som_loss = model.som.som_loss(model.som(z.float()), temp,
+                                  normalise=getattr(model.config, "som_loss", "sum") == "mean")
     loss = lr_loss + gamma * som_loss
     loss.backward()
     optimizer.step()
