@@ -28,7 +28,13 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-HISTOS = ROOT / "var" / "science" / "survey36-2000-s16" / "study" / "histos-asinh_aligned-b770207917-300000.npz"
+STUDY_CACHE = ROOT / "var" / "science" / "survey36-2000-s16" / "study"
+
+
+def default_histos() -> Path:
+    """The study's cached turned histo-vectors, whatever the DESOM-1 settings' key in their name."""
+    found = sorted(STUDY_CACHE.glob("histos-asinh_aligned-*.npz"))
+    return found[-1] if found else STUDY_CACHE / "histos-asinh_aligned-*.npz"
 
 
 def measure(model, z) -> dict:
@@ -64,7 +70,7 @@ def joint_start_terms(model, z, cfg) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--histos", default=str(HISTOS), help="the study's cached histo-vectors (.npz, 'hard')")
+    ap.add_argument("--histos", default=str(default_histos()), help="the study's cached histo-vectors (.npz, 'hard')")
     ap.add_argument("--exposures", type=int, default=1000)
     ap.add_argument("--pretrain", default="0,1000")
     ap.add_argument("--joint", default="0,200,3000")

@@ -179,7 +179,7 @@ def joint_step(model: DESOM, optimizer: torch.optim.Optimizer, x: torch.Tensor, 
         x_hat = model.decode(z)
     lr_loss = reconstruction_loss(x_hat, x)
     som_loss = model.som.som_loss(model.som(z.float()), temp,
-                                  normalise=getattr(model.config, "som_loss", "sum") == "mean")
+                                  normalise=model.config.som_loss == "mean")
     loss = lr_loss + gamma * som_loss
     loss.backward()
     optimizer.step()
@@ -214,7 +214,7 @@ def init_prototypes(model: DESOM, data: np.ndarray, rng: np.random.Generator,
     if data.shape[0] < k:
         raise ValueError(f"need at least {k} training samples to initialise a "
                          f"{model.map_shape[0]}x{model.map_shape[1]} map, got {data.shape[0]}")
-    pca = getattr(model.config, "prototype_init", "samples") == "pca"
+    pca = model.config.prototype_init == "pca"
     n = min(data.shape[0], PCA_INIT_SAMPLES) if pca else k
     idx = rng.choice(data.shape[0], size=n, replace=False)
     model.eval()

@@ -58,12 +58,12 @@ def stamps_recipe(align: bool | None = None) -> dict | None:
     return None if align is None else {**DEFAULT_STAMPS, "align": bool(align)}
 
 
-
 def same_stamps(asked: dict, recorded: dict | None) -> bool:
     """Whether a set recorded with `recorded` (a full recipe, or one from before a field existed)
     was cut the way `asked` (often only the fields a command names) would cut it now."""
     imaging = versions.imaging_config()
     return imaging.with_stamps(asked).stamp_recipe() == imaging.with_stamps(recorded).stamp_recipe()
+
 
 # A training run writes its state this often (iterations), so a killed run loses at most that.
 DEFAULT_CHECKPOINT_EVERY = 500
