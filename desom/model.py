@@ -45,6 +45,9 @@ class DESOMConfig:
     # sum_k w_ik, so its size no longer grows with the neighbourhood (at T = 10 on a 9x9 map every
     # node weighs nearly 1, and the sum outweighs the reconstruction term: bench_desom2_collapse).
     som_loss: str = "sum"
+    # First N joint iterations: gamma rises linearly from gamma/N to gamma, so the SOM term does
+    # not squeeze the codes together before the reconstruction term has shaped them (0: off).
+    gamma_warmup_iterations: int = 0
     # architecture
     conv_filters: tuple = (32, 64, 128)   # desom1 encoder convolutions (3x3, ReLU, 2x2 max-pool)
     dense_units: int = 512                # desom1 dense layer between the convolutions and latent
@@ -105,6 +108,8 @@ class DESOMConfig:
             raise ValueError("iterations and pretrain_iterations must be >= 0")
         if self.checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be >= 0 (0: only at the end), got {self.checkpoint_every}")
+        if self.gamma_warmup_iterations < 0:
+            raise ValueError(f"gamma_warmup_iterations must be >= 0, got {self.gamma_warmup_iterations}")
         if self.lr_decay_iterations < 0:
             raise ValueError(f"lr_decay_iterations must be >= 0, got {self.lr_decay_iterations}")
         if self.schedule not in SCHEDULES:

@@ -278,6 +278,14 @@ def lr_factor(iteration: int, iterations: int, decay_iterations: int) -> float:
     return float(min(1.0, max(iterations - iteration, 0) / n))
 
 
+def gamma_at(iteration: int, gamma: float, warmup_iterations: int) -> float:
+    """The SOM term's weight at joint iteration `iteration` (0-based): a linear rise over the
+    first `warmup_iterations`, reaching `gamma` at the last of them; `gamma` throughout when 0."""
+    if warmup_iterations <= 0:
+        return float(gamma)
+    return float(gamma) * min(1.0, (max(iteration, 0) + 1) / warmup_iterations)
+
+
 def set_learning_rates(optimizer: torch.optim.Optimizer, cfg: DESOMConfig, factor: float) -> None:
     """Scale the two parameter groups of make_optimizer to ``factor`` times their configured lr."""
     base = (cfg.lr, cfg.prototype_lr or cfg.lr)
@@ -440,7 +448,8 @@ def train_desom(model: DESOM, data, cfg: DESOMConfig | None = None, *, progress:
                     if cfg.lr_decay_iterations > 0:
                         set_learning_rates(optimizer, cfg,
                                            lr_factor(it, n_iter, cfg.lr_decay_iterations))
-                    losses = joint_step(model, optimizer, x, temp, cfg.gamma, precision, channels_last)
+                    gamma = gamma_at(it, cfg.gamma, cfg.gamma_warmup_iterations)
+                    losses = joint_step(model, optimizer, x, temp, gamma, precision, channels_last)
                 if not math.isfinite(losses["loss"]):
                     raise FloatingPointError(f"{ph} loss became {losses['loss']} at iteration {it}; "
                                              f"lower lr ({cfg.lr}) or gamma ({cfg.gamma})")
@@ -449,7 +458,8 @@ def train_desom(model: DESOM, data, cfg: DESOMConfig | None = None, *, progress:
                 if probe is not None and ph == "joint" and ((it + 1) % probe_every == 0 or last):
                     order = record_order(it + 1)
                 if (it + 1) % max(cfg.log_every, 1) == 0 or last or order is not None:
-                    rec = {"phase": ph, "iteration": it + 1, "temperature": temp, **losses,
+                    rec = {"phase": ph, "iteration": it + 1, "temperature": temp,
+                           "gamma": None if temp is None else gamma, **losses,
                            "elapsed_s": round(time.perf_counter() - t0, 3)}
                     if order is not None:
                         rec.update(probe_te=order["topographic_error"], probe_churn=order["bmu_churn"])
