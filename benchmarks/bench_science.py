@@ -41,8 +41,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 from desom.baseline import COHERENT_FLOORS, FEATURE_NAMES, STATISTIC_NAMES, BaselineClusterer, FeatureScaler  # noqa: E402
-from desom.evaluation import cell_predictions, is_good, same_kind_precision_at_k  # noqa: E402
+from desom.evaluation import cell_predictions, choose_map_by_labels, is_good, same_kind_precision_at_k  # noqa: E402
 from desom.model import DESOMConfig  # noqa: E402
+from desom.training import CANDIDATE_SEED_STEP, MAP_CANDIDATES as DESOM2_CANDIDATES  # noqa: E402
 
 from benchmarks import science_models as sm  # noqa: E402
 from benchmarks.science_data import build_survey, load_survey  # noqa: E402
@@ -185,6 +186,7 @@ class Study:
         self.scaler_train = FeatureScaler().fit(data["features"][self.train])
         self.coherent = np.full((self.n, 2), np.nan)   # the COHERENT_NAMES, set by StudyRun
         self.fits = FitPool(getattr(args, "fit_workers", 1))
+        self.candidates = max(1, int(getattr(args, "desom2_candidates", 1)))
         self.histos = {}
 
     def statistics_for(self, inputs: str) -> np.ndarray:
@@ -223,24 +225,36 @@ class Study:
         labelled_rows = np.isin(rows, labelled)
         t0 = time.perf_counter()
         iterations = self.a.desom2_iterations
+        # On the test split each seed may train several candidate maps, of which the labelled
+        # exposures keep one (desom.evaluation.choose_map_by_labels); selection trains one.
+        n_candidates = self.candidates if stage == "test" else 1
+        attempt_seeds = [s + j * CANDIDATE_SEED_STEP for s in seeds for j in range(n_candidates)]
         if inputs.startswith("stats"):
             scaled = FeatureScaler().fit(raw[fit_rows]).transform(raw)
             jobs = [(_fit_stats_desom2, (scaled[fit_rows], side, s, iterations), dict(self.desom2_settings))
-                    for s in seeds]
+                    for s in attempt_seeds]
         else:
             stats = raw if inputs.startswith("both") else None
             jobs = [(sm.fit_desom2, (x[fit_rows], side, normaliser, s, iterations),
                      {"smooth_sigma": sigma, "stats_weight": stats_weight,
                       "stats_train": None if stats is None else stats[fit_rows], **self.desom2_settings})
-                    for s in seeds]
+                    for s in attempt_seeds]
         fitted = self.fits.map(jobs)
-        for s, result in zip(seeds, fitted):
+        chosen = []
+
+        def cells_of(result):
             if inputs.startswith("stats"):
-                model = result
-                cells, latent = _stats_cells(model, scaled[rows])
-            else:
-                model, norm = result
-                cells, latent, _ = sm.desom2_cells(model, norm, x[rows], None if stats is None else stats[rows])
+                return (result, *_stats_cells(result, scaled[rows]))
+            model, norm = result
+            return (model, *sm.desom2_cells(model, norm, x[rows], None if stats is None else stats[rows])[:2])
+
+        for i, s in enumerate(seeds):
+            candidates = [cells_of(r) for r in fitted[i * n_candidates:(i + 1) * n_candidates]]
+            pick, scores = choose_map_by_labels([c[1] for c in candidates], truth_rows, labelled_rows)
+            if n_candidates > 1:
+                chosen.append({"seed": s, "kept": attempt_seeds[i * n_candidates + pick],
+                               "leave_one_out": [round(c["balanced_accuracy"], 4) for c in scores]})
+            model, cells, latent = candidates[pick]
             gates.append(model.training_gate)
             if len(model.training_gate["attempts"]) > 1:
                 log(f"    DESOM-2 seed {s} collapsed and was restarted: {model.training_gate['attempts']}")
@@ -262,6 +276,7 @@ class Study:
                "members_per_cell": members, "map_side": side, "inputs": inputs, "stats_weight": stats_weight,
                "seeds": list(seeds),
                "training_gates": [{"seed": g["seed"], "attempts": g["attempts"]} for g in gates],
+               "candidates": {"per_seed": n_candidates, "chosen": chosen} if n_candidates > 1 else None,
                "seconds": round(time.perf_counter() - t0, 1)}
         stacked = lambda pairs: (np.array([p for p, _ in pairs]), np.array([k for _, k in pairs]))  # noqa: E731
         out["_preds"] = {"desom": stacked(preds)} | {name: stacked(v) for name, v in base_preds.items()}
@@ -410,6 +425,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--stats-weights", default="1,0.4,0.2,0.1,0.05",
                     help="weights of the statistics beside the histo-vector tried on validation")
     ap.add_argument("--selection-seeds", type=int, default=2, help="DESOM-2 seeds averaged on validation")
+    ap.add_argument("--desom2-candidates", type=int, default=DESOM2_CANDIDATES, metavar="K",
+                    help="test split: DESOM-2 maps trained per seed, the labelled exposures keeping one "
+                         "(desom.evaluation.choose_map_by_labels; measured on validation by "
+                         "bench_desom2_seed_choice). Selection on validation trains one per seed")
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     ap.add_argument("--fit-workers", type=int, default=2,

@@ -83,6 +83,46 @@ def cell_predictions(cells, labels, labelled, positive: str = "Good") -> tuple[n
     return has_votes[inverse], cell_good[inverse]
 
 
+def leave_one_out_accuracy(cells, labels, labelled, positive: str = "Good") -> dict:
+    """How well a map's cells name the labelled exposures it already has: each labelled exposure
+    is named by the other labelled members of its cell (the rule of cell_predictions, ties to
+    Bad) and scored against its own label. Needs no exposure outside the labelled ones, so it can
+    choose between maps trained on the same exposures (choose_map_by_labels).
+
+    Returns balanced_accuracy (the mean of the Good and the Bad recall, so a map is not
+    rewarded for naming every cell after the commoner label), recall_good, recall_bad and
+    coverage (the share of labelled exposures whose cell holds another labelled member)."""
+    cells, labels = _as_arrays(cells, labels)
+    sel = np.flatnonzero(_as_mask(labelled, cells.size, "labelled"))
+    good = is_good(labels[sel], positive)
+    _, inverse = _cell_codes(cells[sel])
+    others_good = np.bincount(inverse, weights=good.astype(float))[inverse] - good
+    others_bad = np.bincount(inverse, weights=(~good).astype(float))[inverse] - ~good
+    known = (others_good + others_bad) > 0
+    named_good = others_good > others_bad
+    nan = float("nan")
+    recall_good = float(np.mean(named_good[known & good])) if np.any(known & good) else nan
+    recall_bad = float(np.mean(~named_good[known & ~good])) if np.any(known & ~good) else nan
+    return {"balanced_accuracy": (recall_good + recall_bad) / 2, "recall_good": recall_good,
+            "recall_bad": recall_bad, "coverage": float(known.mean()) if sel.size else nan,
+            "n_labelled": int(sel.size)}
+
+
+def choose_map_by_labels(candidate_cells, labels, labelled, positive: str = "Good") -> tuple[int, list[dict]]:
+    """Among maps trained on the same exposures (candidate_cells: one cell array per map), the
+    one whose cells best name the labelled exposures (leave_one_out_accuracy); a tie goes to the
+    earlier candidate. Returns (index, every candidate's scores). DESOM-2's seed moves its
+    accuracy by several points (benchmarks/bench_desom2_seed_choice.py); this picks among seeds
+    with labels the archive already holds, never with the exposures being scored."""
+    scores = [leave_one_out_accuracy(c, labels, labelled, positive) for c in candidate_cells]
+    if not scores:
+        raise ValueError("no candidate maps to choose from")
+    values = [s["balanced_accuracy"] for s in scores]
+    if all(np.isnan(v) for v in values):
+        raise ValueError("no labelled exposure shares a cell with another: the labels cannot choose a map")
+    return int(np.nanargmax(values)), scores
+
+
 def _members_stats(inverse, n_cells) -> dict:
     counts = np.bincount(inverse, minlength=n_cells)
     return {"n_cells": int(n_cells), "mean": float(counts.mean()), "median": float(np.median(counts)),

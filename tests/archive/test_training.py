@@ -97,3 +97,56 @@ def test_a_short_desom2_run_is_measured_not_gated(populated_archive):
                            seed=2, activate=False, progress=False)
     assert version.metrics["reconstruction_gate"] is False
     assert len(version.metrics["training_attempts"]) == 1 and "explained_variance" in version.metrics
+
+
+def test_labelled_exposures_choose_among_candidate_maps_and_every_score_is_kept(populated_archive, survey_dir):
+    """--labels with --candidates: one map per seed (seed + j * CANDIDATE_SEED_STEP), the one
+    whose cells name the labelled exposures best kept, the others' scores in the metrics."""
+    from archive.services.training import read_exposure_labels, train_desom2
+    from desom.training import CANDIDATE_SEED_STEP
+
+    labels = read_exposure_labels(survey_dir / "truth.csv")
+    assert set(labels.values()) == {"Good", "Bad"}
+    version = train_desom2(overrides={"map_rows": 2, "map_cols": 2, "iterations": 30, "batch_size": 8},
+                           features="histo", seed=4, activate=False, progress=False, candidates=3, labels=labels)
+    choice = version.metrics["chosen_by_labels"]
+    seeds = [c["seed"] for c in choice["candidates"]]
+    assert seeds == [4, 4 + CANDIDATE_SEED_STEP, 4 + 2 * CANDIDATE_SEED_STEP]
+    scores = [c["balanced_accuracy"] for c in choice["candidates"]]
+    best = seeds[int(np.nanargmax(scores))]
+    assert choice["kept_seed"] == best == version.metrics["seed"] == version.config["seed"]
+    assert choice["labelled_exposures"] == 32      # the calibration frames have no histo-vector
+    # one map and no choice by default
+    plain = train_desom2(overrides={"map_rows": 2, "map_cols": 2, "iterations": 30, "batch_size": 8},
+                         features="histo", seed=4, activate=False, progress=False)
+    assert "chosen_by_labels" not in plain.metrics
+
+
+def test_candidates_without_usable_labels_are_refused_before_training(populated_archive, tmp_path):
+    from django.core.management import CommandError, call_command
+
+    from archive.services.training import TrainingDataError, train_desom2
+
+    small = {"map_rows": 2, "map_cols": 2, "iterations": 5, "batch_size": 8}
+    with pytest.raises(TrainingDataError, match="needs labelled exposures"):
+        train_desom2(overrides=small, features="histo", candidates=2, progress=False)
+    with pytest.raises(TrainingDataError, match="name no exposure"):
+        train_desom2(overrides=small, features="histo", candidates=2, labels={999_999: "Good"}, progress=False)
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("exposure,quality\n1,Good\n")
+    with pytest.raises(CommandError, match="needs an 'expnum' column"):
+        call_command("train_desom2", labels=str(wrong), map="2x2", iterations=5, verbosity=0)
+    garbled = tmp_path / "garbled.csv"
+    garbled.write_text("expnum,label\nabc,Good\n")
+    with pytest.raises(CommandError, match="line 2"):
+        call_command("train_desom2", labels=str(garbled), map="2x2", iterations=5, verbosity=0)
+    with pytest.raises(CommandError, match="cannot read"):
+        call_command("train_desom2", labels=str(tmp_path / "absent.csv"), map="2x2", iterations=5, verbosity=0)
+
+
+def test_labels_leave_out_empty_and_mixed_rows(tmp_path):
+    from archive.services.training import read_exposure_labels
+
+    path = tmp_path / "labels.csv"
+    path.write_text("expnum,label\n1,Good\n2,\n3,mixed\n4,BT\n")
+    assert read_exposure_labels(path) == {1: "Good", 4: "BT"}

@@ -2,6 +2,7 @@
 first joint iterations instead of arriving whole at the first one (bench_desom2_collapse)."""
 import numpy as np
 import pytest
+import torch
 
 import desom.training as training
 from desom.model import DESOMConfig, build_desom
@@ -53,8 +54,11 @@ def test_training_steps_use_the_rising_gamma_and_the_history_records_it(monkeypa
     assert all(r["gamma"] is None for r in history if r["phase"] == "pretrain")
 
 
+def _same_weights(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
 def test_a_warmup_changes_training_and_none_leaves_it_as_it_was():
-    import torch
     base = DESOMConfig.desom2(iterations=10, seed=3, **TINY2)
     a, b, c = (build_desom(base) for _ in range(3))
     train_desom(a, _data(), base, progress=False)
@@ -62,6 +66,5 @@ def test_a_warmup_changes_training_and_none_leaves_it_as_it_was():
                 progress=False)
     train_desom(c, _data(), DESOMConfig.from_dict({**base.to_dict(), "gamma_warmup_iterations": 6}),
                 progress=False)
-    same = lambda m, n: all(torch.equal(x, y) for x, y in zip(m.state_dict().values(), n.state_dict().values()))
-    assert same(a, b)
-    assert not same(a, c)
+    assert _same_weights(a, b)
+    assert not _same_weights(a, c)

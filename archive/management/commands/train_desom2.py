@@ -3,7 +3,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from archive.services.training import (DEFAULT_CHECKPOINT_EVERY, DEFAULT_DESOM2, DEFAULT_FEATURES,
                                        DEFAULT_NORMALISER, DEFAULT_SMOOTH_SIGMA, DEFAULT_STATISTICS_WEIGHT,
-                                       TrainingDataError, train_desom2)
+                                       TrainingDataError, read_exposure_labels, train_desom2)
+from desom.training import MAP_CANDIDATES
 from desom.normalise import FEATURES
 from desom.normalise import METHODS as NORMALISER_METHODS
 
@@ -41,14 +42,23 @@ class Command(BaseCommand):
                             help="where to train: auto (a CUDA GPU when torch sees one, else the CPU), cpu, cuda or cuda:N")
         parser.add_argument("--fresh", action="store_true",
                             help="start over instead of resuming an interrupted run of the same command")
+        parser.add_argument("--labels", default=None, metavar="CSV",
+                            help="labelled exposures (columns expnum and good_bad or label, e.g. a survey's "
+                                 "truth.csv or an expert's sample) that choose among --candidates maps")
+        parser.add_argument("--candidates", type=int, default=None, metavar="K",
+                            help=f"maps trained with different seeds, the labels keeping the one whose cells "
+                                 f"name them best (default {MAP_CANDIDATES} with --labels, 1 without)")
 
     def handle(self, *args, **opts):
         try:
+            labels = read_exposure_labels(opts["labels"]) if opts["labels"] else None
+            candidates = opts["candidates"] or (MAP_CANDIDATES if labels else 1)
             version = train_desom2(overrides=config_overrides(opts), normaliser=opts["normaliser"],
                                    smooth_sigma=opts["smooth"], features=opts["features"],
                                    statistics_weight=opts["statistics_weight"], seed=opts["seed"], activate=not opts["no_activate"],
                                    progress=opts["verbosity"] > 0, checkpoint_every=opts["checkpoint_every"],
-                                   fresh=opts["fresh"], device=opts["device"])
+                                   fresh=opts["fresh"], device=opts["device"], candidates=candidates,
+                                   labels=labels)
         except (TrainingDataError, ValueError) as exc:   # ValueError: a bad --smooth or --set value
             raise CommandError(str(exc)) from exc
         report_trained_version(self.stdout, "DESOM-2", version)
