@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import bench_science as bs  # noqa: E402
 from benchmarks import science_models as sm  # noqa: E402
-from desom.evaluation import binary_scores, cell_predictions  # noqa: E402
+from desom.evaluation import binary_scores, cell_predictions, leave_one_out_accuracy  # noqa: E402
 
 MEASURES = ("explained_variance", "input_r2", "latent_qe_share", "topographic_error", "labelled_loo_accuracy")
 # Which way is better for each measure (+1: higher is better).
@@ -58,19 +58,6 @@ def input_r2(z: np.ndarray, cells: np.ndarray) -> float:
     means = sums / counts[:, None]
     within = ((z - means[inv]) ** 2).sum()
     return float(1 - within / total)
-
-
-def labelled_loo_accuracy(cells: np.ndarray, good: np.ndarray) -> float:
-    """Each labelled exposure named by the other labelled members of its cell (ties to Bad, the
-    study's rule); balanced accuracy over the exposures whose cell has another member."""
-    _, inv = np.unique(cells, return_inverse=True)
-    g = np.bincount(inv, weights=good.astype(float))[inv] - good
-    b = np.bincount(inv, weights=(~good).astype(float))[inv] - (~good)
-    known = (g + b) > 0
-    pred = g > b
-    recall_good = np.mean(pred[known & good]) if np.any(known & good) else np.nan
-    recall_bad = np.mean(~pred[known & ~good]) if np.any(known & ~good) else np.nan
-    return float((recall_good + recall_bad) / 2)
 
 
 def spearman(a, b) -> float:
@@ -135,7 +122,8 @@ def main(argv=None) -> int:
                "input_r2": input_r2(z[fit_part], cells[fit_part]),
                "latent_qe_share": float(pred.quantization[fit_part].mean()) / max(spread, 1e-12),
                "topographic_error": float(order["topographic_error"]),
-               "labelled_loo_accuracy": labelled_loo_accuracy(cells[fit_part][lab_fit], study.good[rows][lab_fit]),
+               "labelled_loo_accuracy": leave_one_out_accuracy(cells[fit_part], truth_rows[fit_part],
+                                                               lab_fit)["balanced_accuracy"],
                "seconds": round(time.perf_counter() - t0, 1)}
         per_seed.append(rec)
         print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items()), flush=True)
