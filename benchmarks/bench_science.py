@@ -219,6 +219,7 @@ class Study:
             x, sigma = sm.desom2_inputs(histos, representation)
         preds, latents, cells_seed, gates = [], [], [], []
         base_preds = {"baseline": [], "baseline_coherent": []}
+        base_seeds = {name: [] for name in base_preds}   # the k-means seed kept per map seed
         at = {r: i for i, r in enumerate(rows)}
         idx = np.array([at[r] for r in scored])
         truth_rows = np.where(self.good[rows], "Good", "Bad")
@@ -265,18 +266,23 @@ class Study:
             cells_seed.append(cell_of)
             latents.append((rows, latent))
             # The baselines: k-means with as many clusters as the map uses on the fitting rows,
-            # over the five statistics (the plain baseline) and over the seven.
+            # over the five statistics (the plain baseline) and over the seven. Where the map
+            # was kept among candidates, so is the clustering, by the same labels and rule.
             k = max(2, len(np.unique(cell_of[fit_rows])))
             for name, columns in (("baseline", self.statistics_for("stats")),
                                   ("baseline_coherent", self.statistics_for("stats+coherent"))):
-                base = BaselineClusterer(k, seed=s).fit(columns[fit_rows])
-                bknown, bpred = cell_predictions(base.predict(columns[rows]), truth_rows, labelled_rows)
+                base_cells = [BaselineClusterer(k, seed=s + j * CANDIDATE_SEED_STEP).fit(columns[fit_rows])
+                              .predict(columns[rows]) for j in range(n_candidates)]
+                bpick = choose_map_by_labels(base_cells, truth_rows, labelled_rows)[0] if n_candidates > 1 else 0
+                bknown, bpred = cell_predictions(base_cells[bpick], truth_rows, labelled_rows)
                 base_preds[name].append((bpred[idx], bknown[idx]))
+                base_seeds[name].append(s + bpick * CANDIDATE_SEED_STEP)
         out = {"stage": stage, "representation": representation, "normaliser": normaliser,
                "members_per_cell": members, "map_side": side, "inputs": inputs, "stats_weight": stats_weight,
                "seeds": list(seeds),
                "training_gates": [{"seed": g["seed"], "attempts": g["attempts"]} for g in gates],
                "candidates": {"per_seed": n_candidates, "chosen": chosen} if n_candidates > 1 else None,
+               "baseline_seeds": base_seeds,
                "seconds": round(time.perf_counter() - t0, 1)}
         stacked = lambda pairs: (np.array([p for p, _ in pairs]), np.array([k for _, k in pairs]))  # noqa: E731
         out["_preds"] = {"desom": stacked(preds)} | {name: stacked(v) for name, v in base_preds.items()}
@@ -793,7 +799,8 @@ def score_test_once(run: StudyRun) -> dict:
     for name, stats_inputs, names in (("baseline", "stats", FEATURE_NAMES),
                                       ("baseline_coherent", "stats+coherent", STATISTIC_NAMES)):
         scores[name]["configuration"] = {"method": f"k-means over {len(names)} statistics", "features": names}
-        scores[name]["confusion_by_kind"] = _baseline_confusion(study, main_run, final_seeds,
+        scores[name]["configuration"]["kmeans_seeds"] = main_run["baseline_seeds"][name]
+        scores[name]["confusion_by_kind"] = _baseline_confusion(study, main_run, main_run["baseline_seeds"][name],
                                                                 study.statistics_for(stats_inputs))
     scores["map_side"] = main_run["map_side"]
     run.result["test"] = scores
@@ -1000,7 +1007,8 @@ def main(argv=None) -> int:
 
 
 def _baseline_confusion(study: Study, run: dict, seeds, features: np.ndarray) -> dict:
-    """A k-means baseline's kind confusion over every test exposure, refitted as in Study.run."""
+    """A k-means baseline's kind confusion over every test exposure, refitted as in Study.run
+    with the seeds it kept there (`seeds`: one per map seed)."""
     rows = np.concatenate([study.train, study.test])
     p, k = [], []
     for s, cell_of in zip(seeds, run["_cells"]):
