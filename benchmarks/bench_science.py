@@ -803,6 +803,8 @@ def score_test_once(run: StudyRun) -> dict:
         scores[name]["confusion_by_kind"] = _baseline_confusion(study, main_run, main_run["baseline_seeds"][name],
                                                                 study.statistics_for(stats_inputs))
     scores["map_side"] = main_run["map_side"]
+    # Which candidate each seed kept, with every candidate's leave-one-out score (None: one each).
+    scores["candidates"] = {name: r["candidates"] for name, r in runs.items()}
     run.result["test"] = scores
     for name in preds:
         log(f"  {name:17s} {brief(scores[name])}")
