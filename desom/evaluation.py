@@ -373,12 +373,15 @@ def heldout_scores(cells, labels, labelled_fraction: float = 0.3, seed: int = 0,
 
 
 def evaluate_cells(cell_of: dict, truth_rows, key: str = "expnum", labelled_fraction: float = 0.3,
-                   seed: int = 0, n_boot: int = 1000, shares=(0.9, 0.99)) -> dict:
+                   seed: int = 0, n_boot: int = 1000, shares=(0.9, 0.99), labelled_keys=None) -> dict:
     """Every protocol at once for a simulated survey.
 
     cell_of: {exposure key -> DESOM-2 cell}; truth_rows: rows of truth.csv (dicts with at least
     key, kind, label, good_bad), e.g. from desom.simulate.read_truth_csv. Calibration rows and
     exposures without a cell are left out (their number is reported as n_without_cell).
+    labelled_keys: the exposures that name the cells in the held-out protocol (instead of a random
+    labelled_fraction), e.g. the sample that chose the map among seeds: the scored exposures are
+    then exactly those whose labels neither training nor naming read.
     """
     rows = [r for r in truth_rows if r.get("good_bad") in ("Good", "Bad")]
     missing = [r[key] for r in rows if r[key] not in cell_of]
@@ -389,12 +392,15 @@ def evaluate_cells(cell_of: dict, truth_rows, key: str = "expnum", labelled_frac
     good_bad = np.array([r["good_bad"] for r in rows])
     five = np.array([r["label"] for r in rows])
     kinds = np.array([r["kind"] for r in rows])
+    labelled = None if labelled_keys is None else np.array([r[key] in labelled_keys for r in rows])
+    if labelled is not None and labelled.all():
+        raise ValueError(f"all {len(rows)} exposures with truth and a cell are labelled: none is left to score")
     return {
         "n_exposures": len(rows),
         "n_without_cell": len(missing),
         "all_members": cell_majority_scores(cells, good_bad),
         "heldout": heldout_scores(cells, good_bad, labelled_fraction=labelled_fraction, seed=seed,
-                                  n_boot=n_boot, kinds=kinds),
+                                  n_boot=n_boot, kinds=kinds, labelled=labelled),
         "five_class": five_class_purity(cells, five),
         "kinds": five_class_purity(cells, kinds),
         "labelling_effort": labelling_effort(cells, shares),

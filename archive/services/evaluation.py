@@ -9,9 +9,13 @@ class EvaluationError(ValueError):
     pass
 
 
-def evaluate(truth_csv, *, labelled_fraction: float = 0.3, seed: int = 0, n_boot: int = 1000) -> dict:
+def evaluate(truth_csv, *, labelled_fraction: float = 0.3, seed: int = 0, n_boot: int = 1000,
+             labelled: set[int] | None = None) -> dict:
     """Every protocol of `desom.evaluation` for the archive's cells against truth.csv, matched
-    on exposure number. Exposures of the truth that are not in the archive are counted."""
+    on exposure number. Exposures of the truth that are not in the archive are counted.
+    labelled: the exposure numbers that name the cells in the held-out protocol (default: a
+    random labelled_fraction). Pass the sample a `train_desom2 --labels` run chose its map with,
+    or the held-out figures score exposures whose labels chose the map."""
     from desom.evaluation import evaluate_cells
     from desom.simulate import read_truth_csv
 
@@ -27,7 +31,7 @@ def evaluate(truth_csv, *, labelled_fraction: float = 0.3, seed: int = 0, n_boot
     cell_of = dict(CellAssignment.objects.filter(model_version=desom2).values_list("exposure__expnum", "cell"))
     try:
         result = evaluate_cells(cell_of, rows, key="expnum", labelled_fraction=labelled_fraction, seed=seed,
-                                n_boot=n_boot)
+                                n_boot=n_boot, labelled_keys=None if labelled is None else set(labelled))
     except ValueError as exc:
         raise EvaluationError(str(exc)) from exc
     result["model_version"] = desom2.version_id

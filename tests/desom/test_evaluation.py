@@ -148,6 +148,25 @@ def test_evaluate_cells_joins_truth_rows_and_skips_calibration():
         evaluate_cells({}, rows)
 
 
+def test_evaluate_cells_names_the_cells_with_a_given_sample_and_never_scores_it():
+    from desom.evaluation import evaluate_cells
+    rows = [{"expnum": 100 + i, "kind": "good" if i % 2 else "rbt", "label": "x",
+             "good_bad": "Good" if i % 2 else "Bad"} for i in range(40)]
+    # Cell 0 holds every Good and the first four Bad, cell 1 the other Bad.
+    cell_of = {r["expnum"]: 0 if r["good_bad"] == "Good" or r["expnum"] < 108 else 1 for r in rows}
+    sample = {100, 101, 103, 105, 110, 112}         # names cell 0 Good (3 to 1) and cell 1 Bad
+    out = evaluate_cells(cell_of, rows, n_boot=20, labelled_keys=sample)["heldout"]
+    assert out["n_labelled"] == len(sample) and out["n_heldout"] == 40 - len(sample)
+    # scored (17 Good and 17 Bad, all held out): every Good right; of the Bad, the three
+    # unlabelled ones in cell 0 (102, 104, 106) called Good, the 14 in cell 1 right
+    assert (out["tp"], out["fn"], out["fp"], out["tn"]) == (17, 0, 3, 14)
+    assert out["coverage"] == 1.0
+    with pytest.raises(ValueError, match="none is left to score"):
+        evaluate_cells(cell_of, rows, labelled_keys={r["expnum"] for r in rows})
+    with pytest.raises(ValueError, match="no exposure is labelled"):
+        evaluate_cells(cell_of, rows, labelled_keys={1})
+
+
 def test_expert_sample_takes_a_few_members_of_every_cell():
     from desom.evaluation import expert_sample
     cells = np.repeat([4, 9, 2, 7], [10, 1, 5, 30])
