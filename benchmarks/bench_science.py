@@ -251,8 +251,9 @@ class Study:
 
         for i, s in enumerate(seeds):
             candidates = [cells_of(r) for r in fitted[i * n_candidates:(i + 1) * n_candidates]]
-            pick, scores = choose_map_by_labels([c[1] for c in candidates], truth_rows, labelled_rows)
+            pick = 0
             if n_candidates > 1:
+                pick, scores = choose_map_by_labels([c[1] for c in candidates], truth_rows, labelled_rows)
                 chosen.append({"seed": s, "kept": attempt_seeds[i * n_candidates + pick],
                                "leave_one_out": [round(c["balanced_accuracy"], 4) for c in scores]})
             model, cells, latent = candidates[pick]

@@ -460,10 +460,12 @@ def read_exposure_labels(path) -> dict[int, str]:
 
 
 def _labels_of(ids: np.ndarray, labels: dict[int, str]) -> tuple[np.ndarray, np.ndarray]:
-    """(label per training row, labelled mask) for the exposure ids of a histo matrix."""
-    expnum_of = dict(Exposure.objects.filter(pk__in=ids.tolist()).values_list("pk", "expnum"))
-    texts = np.array([labels.get(expnum_of.get(int(i)), "") for i in ids], dtype=object)
-    return texts.astype(str), texts != ""
+    """(label per training row, labelled mask) for the exposure ids of a histo matrix. Looks up
+    the labelled exposures (an expert's sample: few), not every training row."""
+    label_of = {pk: labels[expnum] for pk, expnum in
+                Exposure.objects.filter(expnum__in=list(labels)).values_list("pk", "expnum")}
+    texts = np.array([label_of.get(int(i), "") for i in ids], dtype=object).astype(str)
+    return texts, texts != ""
 
 
 def train_desom2(*, desom1: ModelVersion | None = None, overrides: dict | None = None, normaliser: str = DEFAULT_NORMALISER,

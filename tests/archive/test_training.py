@@ -140,6 +140,8 @@ def test_candidates_without_usable_labels_are_refused_before_training(populated_
     garbled.write_text("expnum,label\nabc,Good\n")
     with pytest.raises(CommandError, match="line 2"):
         call_command("train_desom2", labels=str(garbled), map="2x2", iterations=5, verbosity=0)
+    with pytest.raises(CommandError, match="candidates must be >= 1"):
+        call_command("train_desom2", candidates=0, map="2x2", iterations=5, verbosity=0)
     with pytest.raises(CommandError, match="cannot read"):
         call_command("train_desom2", labels=str(tmp_path / "absent.csv"), map="2x2", iterations=5, verbosity=0)
 

@@ -52,7 +52,7 @@ class Command(BaseCommand):
     def handle(self, *args, **opts):
         try:
             labels = read_exposure_labels(opts["labels"]) if opts["labels"] else None
-            candidates = opts["candidates"] or (MAP_CANDIDATES if labels else 1)
+            candidates = opts["candidates"] if opts["candidates"] is not None else (MAP_CANDIDATES if labels else 1)
             version = train_desom2(overrides=config_overrides(opts), normaliser=opts["normaliser"],
                                    smooth_sigma=opts["smooth"], features=opts["features"],
                                    statistics_weight=opts["statistics_weight"], seed=opts["seed"], activate=not opts["no_activate"],
