@@ -441,6 +441,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--fit-workers", type=int, default=2,
                     help="DESOM-2 fits run side by side, one torch thread each (1: in this process)")
     ap.add_argument("--quick", action="store_true", help="small survey, short training (smoke run)")
+    ap.add_argument("--nuisances", action="store_true",
+                    help="a survey whose exposures of every kind carry real-sky nuisances (desom.simulate.nuisances: "
+                         "wind shake, optics pattern, moonlight, cirrus, fringes, satellites, halos, bad columns, "
+                         "short Good exposures, clouded low-exposure frames); its own folder, ...-nuisances")
     ap.add_argument("--out", default=str(RESULTS / "science.json"))
     ap.add_argument("--replot", action="store_true", help="only redraw the figures from --out")
     ap.add_argument("--validation-only", action="store_true",
@@ -455,11 +459,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     a.survey_spec = None
     if a.validation_only and a.out == str(RESULTS / "science.json"):
         a.out = str(ROOT / "var" / "science" / "science-validation.json")   # never over the test run's figures
+    if a.nuisances:
+        from desom.simulate.survey import SCIENCE_SURVEY
+        a.survey_spec = {**SCIENCE_SURVEY, "nuisances": True}
     if a.quick:
         a.n, a.desom1_iterations, a.desom2_iterations, a.n_boot = 120, 300, 400, 200
         a.selection_seeds = 1
         a.desom1_set = ["max_cutouts=20000"] + a.desom1_set
-        a.survey_spec = {"n_ccds": 8, "ccd_shape": (512, 512), "galaxy_density": 150.0}
+        a.survey_spec = {"n_ccds": 8, "ccd_shape": (512, 512), "galaxy_density": 150.0,
+                         **({"nuisances": True} if a.nuisances else {})}
         if a.out == str(RESULTS / "science.json"):
             a.out = str(ROOT / "var" / "science" / "science-quick.json")
     return a
@@ -487,8 +495,8 @@ class StudyRun:
         self.recipes = [r for r in a.recipes.split(",") if r]
         for variant in self.recipes:   # a typo fails here, before the survey is built
             sm.desom1_variant(variant, a.desom1_iterations)
-        self.survey = Path(a.survey or ROOT / "var" / "science" / (f"survey36-{a.n}-s{a.seed}" if not a.quick
-                                                                   else f"quick-{a.n}-s{a.seed}"))
+        name = f"survey36-{a.n}-s{a.seed}" if not a.quick else f"quick-{a.n}-s{a.seed}"
+        self.survey = Path(a.survey or ROOT / "var" / "science" / (name + ("-nuisances" if a.nuisances else "")))
         build_survey(self.survey, a.n, a.seed, workers=a.workers, survey=a.survey_spec, log=log)
         self.data = load_survey(self.survey)
         self.cache = self.survey / "study"

@@ -83,7 +83,8 @@ def image_one(job: dict, workdir: str, survey: dict, keep_fits: bool) -> dict:
     truth = simulate_exposure(job["kind"], job["seed"], path, n_ccds=survey["n_ccds"],
                               ccd_shape=tuple(survey["ccd_shape"]), layout=job["layout"],
                               severity=job["severity"], expnum=job["expnum"], mjd_obs=job["mjd_obs"],
-                              dead_ccd_prob=survey["dead_ccd_prob"], overrides=job.get("overrides") or None)
+                              dead_ccd_prob=survey["dead_ccd_prob"], overrides=job.get("overrides") or None,
+                              nuisances=bool(survey.get("nuisances", False)))
     t1 = time.perf_counter()
     config = ImagingConfig(detector="sep", checksum=False)
     collector = _Collector(config.edge_margin)
@@ -164,7 +165,7 @@ def build_survey(outdir: Path, n: int, seed: int, workers: int = 2, survey: dict
         return outdir
     cfg = SurveyConfig(n=n, seed=seed, good_share=0.5, n_ccds=survey["n_ccds"],
                        ccd_shape=tuple(survey["ccd_shape"]), galaxy_density=survey.get("galaxy_density"),
-                       dead_ccd_prob=survey["dead_ccd_prob"])
+                       dead_ccd_prob=survey["dead_ccd_prob"], nuisances=bool(survey.get("nuisances", False)))
     jobs = plan_survey(cfg)
     shards = [jobs[i:i + SHARD] for i in range(0, len(jobs), SHARD)]
     todo = [i for i in range(len(shards)) if not (shard_dir / f"shard-{i:04d}.npz").exists()]

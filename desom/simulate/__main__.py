@@ -41,6 +41,8 @@ def main(argv=None) -> int:
     ap.add_argument("--calibration", type=int, default=0, help="extra BIAS/FLAT frames")
     ap.add_argument("--dead-ccd-prob", type=float, default=0.03)
     ap.add_argument("--compress", action="store_true", help="write .fits.fz (RICE tile compression)")
+    ap.add_argument("--nuisances", action="store_true",
+                    help="wind shake, optics pattern, moonlight, cirrus, fringes, satellites, halos, bad columns")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
     try:
@@ -48,7 +50,7 @@ def main(argv=None) -> int:
                                n_ccds=a.ccds, ccd_shape=a.ccd_shape, layout=a.layout,
                                good_share=a.good_share, include_calibration=a.calibration,
                                dead_ccd_prob=a.dead_ccd_prob, compress=a.compress,
-                               progress=not a.no_progress)
+                               progress=not a.no_progress, nuisances=a.nuisances)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

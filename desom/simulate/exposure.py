@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from .params import (FILTERS, FIVE_CLASS, KINDS, PIXEL_SCALE, SATURATE,
+from .params import (FILTERS, FIVE_CLASS, KINDS, NORMAL_EXPTIME_RANGE, PIXEL_SCALE, SATURATE,
                      ExposureParams, draw_parameters, good_bad, mjd_to_datetime, runid_for,
                      sexagesimal)
+from .nuisances import ccd_ellipticity, draw_nuisances, exposure_time_with_nuisances, nuisance_rng
 from .render import psf_kernel, render_ccd
 
 OVERSCAN_COLS = 32
@@ -72,6 +73,16 @@ class ExposureTruth:
     n_cosmics: int
     dead_ccds: str  # ';'-separated CCD indices, '' when none
     seed: int
+    # the nuisances (desom.simulate.nuisances; zero for the plain simulator)
+    nuisances: int = 0  # 1 when the exposure was simulated with them
+    transparency: float = 1.0
+    wind_e: float = 0.0
+    optics_e_edge: float = 0.0
+    moon_gradient: float = 0.0
+    fringe_amplitude: float = 0.0
+    n_satellites: int = 0  # trails drawn across the mosaic
+    n_halos: int = 0
+    n_bad_columns: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -179,7 +190,7 @@ def simulate_exposure(kind: str, seed: int, path, n_ccds: int = 36,
                       severity: float | None = None, expnum: int | None = None,
                       mjd_obs: float | None = None, dead_ccd_prob: float = 0.03,
                       overrides: dict | None = None, object_name: str | None = None,
-                      overwrite: bool = True) -> ExposureTruth:
+                      overwrite: bool = True, nuisances: bool = False) -> ExposureTruth:
     """Write one simulated MegaPrime exposure to `path` and return its truth record.
 
     kind: a science kind of KINDS or a calibration kind ('bias', 'flat').
@@ -187,19 +198,24 @@ def simulate_exposure(kind: str, seed: int, path, n_ccds: int = 36,
     layout: 'raw' (int16 + BZERO, overscan) or 'processed' (float32, trimmed, bias removed,
     flat-fielded, sky kept). severity: in [0, 1], drawn when None. overrides: replace drawn
     physical parameters (see ExposureParams). A path ending in '.fz' writes tile-compressed
-    (RICE) extensions, as CFHT distributes them. Same arguments, same bytes.
+    (RICE) extensions, as CFHT distributes them. nuisances: add what real exposures of every
+    kind carry (desom.simulate.nuisances: wind shake, an optics ellipticity pattern, moonlight,
+    cirrus, fringing, satellites, ghost halos, bad columns, short Good exposures, clouded
+    low-exposure frames). Same arguments, same bytes.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     n_ccds, (ny, nx) = check_geometry(n_ccds, ccd_shape)
     rng = np.random.default_rng(np.random.SeedSequence(int(seed)))
     p = draw_parameters(kind, rng, severity, overrides=overrides)
+    is_science = kind in KINDS
+    if nuisances and is_science:
+        _add_nuisances(p, kind, seed, overrides or {})
     if mjd_obs is not None:
         p.mjd_obs = float(mjd_obs)
     if expnum is None:
         expnum = 700000 + int(rng.integers(0, 1_300_000))
     expnum = int(expnum)
-    is_science = kind in KINDS
     if object_name is None:
         if is_science:
             object_name = f"F{int(p.ra_deg // 15):02d}{int(p.ra_deg % 15 * 4):02d}{p.dec_deg:+03.0f}"  # hhmm+dd
@@ -221,7 +237,8 @@ def simulate_exposure(kind: str, seed: int, path, n_ccds: int = 36,
     kernel = None
     if is_science:
         kernel = psf_kernel(p.fwhm_px, p.trail_px, p.trail_angle_deg, p.defocus_px)
-    totals = {"n_stars": 0, "n_galaxies": 0, "n_saturated_stars": 0, "n_cosmics": 0}
+    totals = {"n_stars": 0, "n_galaxies": 0, "n_saturated_stars": 0, "n_cosmics": 0, "n_halos": 0,
+              "n_bad_columns": 0}
     compress = path.name.endswith(".fz")
     tmp = path.with_name(path.name + ".part")
     # Small exposures are written in one go; big ones CCD by CCD so that a full 36-CCD raw
@@ -247,7 +264,12 @@ def simulate_exposure(kind: str, seed: int, path, n_ccds: int = 36,
             elif kind == "flat":
                 light = np.full((ny, nx), p.extras["flat_level"], np.float32)
             else:
-                light, stats = render_ccd(p, crng, (ny, nx), kernel, capacity, origin, fp_shape)
+                ccd_kernel = kernel
+                if p.nuisances is not None:
+                    # the PSF's ellipticity at this CCD: the wind's and the optics' pattern
+                    e1, e2 = ccd_ellipticity(p.nuisances, origin, (ny, nx), fp_shape)
+                    ccd_kernel = psf_kernel(p.fwhm_px, p.trail_px, p.trail_angle_deg, p.defocus_px, e1=e1, e2=e2)
+                light, stats = render_ccd(p, crng, (ny, nx), ccd_kernel, capacity, origin, fp_shape)
                 for k in totals:
                     totals[k] += stats[k]
             # Detector: sensitivity, shot noise (Gaussian approximation), then bias and read
@@ -358,5 +380,28 @@ def simulate_exposure(kind: str, seed: int, path, n_ccds: int = 36,
         ccd_ny=ny, ccd_nx=nx, n_stars=totals["n_stars"], n_galaxies=totals["n_galaxies"],
         n_saturated_stars=totals["n_saturated_stars"], n_cosmics=totals["n_cosmics"],
         dead_ccds=";".join(str(d) for d in dead), seed=int(seed),
+        n_halos=totals["n_halos"], n_bad_columns=totals["n_bad_columns"],
     )
+    if p.nuisances is not None:
+        n = p.nuisances
+        truth.nuisances, truth.transparency = 1, round(p.transparency, 4)
+        truth.wind_e, truth.optics_e_edge = round(n.wind_e, 4), round(n.optics_e_edge, 4)
+        truth.moon_gradient, truth.fringe_amplitude = round(n.moon_gradient, 4), round(n.fringe_amplitude, 4)
+        truth.n_satellites = len(n.satellites)
     return truth
+
+
+def _add_nuisances(p: ExposureParams, kind: str, seed: int, overrides: dict) -> None:
+    """Draw the exposure's nuisances from their own stream and apply them to its parameters:
+    the exposure time (short Good, clouded or short low exposure) and the transparency."""
+    nrng = nuisance_rng(seed)
+    p.nuisances = draw_nuisances(kind, p.filter_band, nrng)
+    exptime, transparency = exposure_time_with_nuisances(kind, p.severity, p.exptime, nrng)
+    if "exptime" not in overrides:
+        p.exptime = exptime
+    if "transparency" in overrides:
+        return
+    if transparency is not None:
+        p.transparency = transparency
+    elif p.exptime >= NORMAL_EXPTIME_RANGE[0]:
+        p.transparency = p.nuisances.transparency   # thin cirrus on an exposure of normal length

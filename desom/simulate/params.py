@@ -169,6 +169,8 @@ class ExposureParams:
     mjd_obs: float = 54771.0
     proprietary_years: int = 1
     extras: dict = field(default_factory=dict)  # pattern geometry and the like
+    transparency: float = 1.0  # clouds: the share of the light that gets through
+    nuisances: object = None   # desom.simulate.nuisances.Nuisances, or None (the plain simulator)
 
     @property
     def fwhm_px(self) -> float:
@@ -189,17 +191,25 @@ class ExposureParams:
     def flux_adu(self, mag: np.ndarray) -> np.ndarray:
         """Total counts (ADU) of sources of the given magnitudes in this exposure."""
         ext = EXTINCTION[self.filter_band] * (self.airmass - 1.0)
-        return self.exptime * 10.0 ** (-0.4 * (mag + ext - self.zero_point))
+        return self.transparency * self.exptime * 10.0 ** (-0.4 * (mag + ext - self.zero_point))
 
     @property
     def sky_adu(self) -> float:
         """Sky level per pixel (ADU) over the whole exposure."""
         per_arcsec2 = 10.0 ** (-0.4 * (self.sky_mag - self.zero_point))
-        return float(self.exptime * per_arcsec2 * PIXEL_SCALE**2)
+        return float(self.transparency * self.exptime * per_arcsec2 * PIXEL_SCALE**2)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        nuisances = self.nuisances
+        self.nuisances = None
+        try:
+            d = asdict(self)
+        finally:
+            self.nuisances = nuisances
         d.update(d.pop("extras"))
+        d.pop("nuisances")
+        if nuisances is not None:
+            d.update(nuisances.to_dict())
         return d
 
 

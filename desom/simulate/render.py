@@ -12,6 +12,7 @@ import math
 import numpy as np
 from scipy.signal import fftconvolve
 
+from .nuisances import HALO_MAG, add_bad_columns, add_halos, add_satellites, sky_factor
 from .params import PIXEL_SCALE, OBSCURATION, ExposureParams
 
 MOFFAT_BETA = 3.5
@@ -24,16 +25,29 @@ MAX_KERNEL_HALF = 160
 
 
 def psf_kernel(fwhm_px: float, trail_px: float = 0.0, trail_angle_deg: float = 0.0,
-               defocus_px: float = 0.0, obscuration: float = OBSCURATION) -> np.ndarray:
-    """Normalised PSF kernel: Moffat seeing, convolved with a pupil annulus (defocus, outer
-    diameter defocus_px) and with a line segment (tracking error, length trail_px)."""
+               defocus_px: float = 0.0, obscuration: float = OBSCURATION,
+               e1: float = 0.0, e2: float = 0.0) -> np.ndarray:
+    """Normalised PSF kernel: Moffat seeing (elliptical where (e1, e2) is not zero: wind shake and
+    the optics), convolved with a pupil annulus (defocus, outer diameter defocus_px) and with a
+    line segment (tracking error, length trail_px)."""
     if fwhm_px <= 0:
         raise ValueError(f"PSF FWHM must be positive, got {fwhm_px}")
-    half = int(math.ceil(4.0 * fwhm_px + trail_px / 2 + defocus_px / 2 + 3))
+    e = math.hypot(e1, e2)
+    if e >= 0.9:
+        raise ValueError(f"PSF ellipticity must be below 0.9, got {e}")
+    half = int(math.ceil(4.0 * fwhm_px * (1 + e) + trail_px / 2 + defocus_px / 2 + 3))
     half = min(half, MAX_KERNEL_HALF)
     y, x = np.mgrid[-half:half + 1, -half:half + 1].astype(np.float64)
     alpha = fwhm_px / (2.0 * math.sqrt(2.0 ** (1.0 / MOFFAT_BETA) - 1.0))
-    kernel = (1.0 + (x * x + y * y) / alpha**2) ** (-MOFFAT_BETA)
+    if e > 0:
+        # second moments stretched by 1+e and 1-e along the major and minor axes, area kept
+        t = 0.5 * math.atan2(e2, e1)
+        u = x * math.cos(t) + y * math.sin(t)
+        v = -x * math.sin(t) + y * math.cos(t)
+        r2 = (u * u / (1 + e) + v * v / (1 - e)) * math.sqrt(1 - e * e)
+    else:
+        r2 = x * x + y * y
+    kernel = (1.0 + r2 / alpha**2) ** (-MOFFAT_BETA)
     kernel /= kernel.sum()
     if defocus_px > 0:
         # Pupil image: a uniformly lit annulus, supersampled 5x5 for smooth edges.
@@ -207,10 +221,24 @@ def render_ccd(p: ExposureParams, rng: np.random.Generator, shape: tuple[int, in
     np.maximum(image, 0.0, out=image)  # FFT round-off
 
     sky = p.sky_adu
+    nuisances = p.nuisances
+    sky_structure = (None if nuisances is None
+                     else sky_factor(nuisances, p.filter_band, ny, nx, origin, fp_shape or shape))
     if p.pattern:
-        image += sky * (1.0 + pattern_field(p, ny, nx, origin, fp_shape or shape))
+        structure = 1.0 + pattern_field(p, ny, nx, origin, fp_shape or shape)
+        if sky_structure is not None:
+            structure += sky_structure - 1.0
+        image += sky * structure
+    elif sky_structure is not None:
+        image += sky * sky_structure
     else:
         image += sky
+    n_halos = n_satellites = n_bad_columns = 0
+    if nuisances is not None:
+        bright_flux = float(p.flux_adu(np.array([HALO_MAG]))[0])
+        n_halos = add_halos(image, nuisances, sy, sx, sflux, bright_flux, pad, origin, fp_shape or shape)
+        n_satellites = add_satellites(image, nuisances, math.sqrt(max(sky, 1.0) / 1.6), p.fwhm_px, origin,
+                                      fp_shape or shape)
 
     # Bleed trails: overflow charge of saturated stars runs up and down the column.
     n_bleed = 0
@@ -248,6 +276,10 @@ def render_ccd(p: ExposureParams, rng: np.random.Generator, shape: tuple[int, in
         amp = rng.uniform(300.0, 6000.0, total).astype(np.float32)
         np.add.at(image, (yy, xx), amp)
 
+    if nuisances is not None:
+        # last, as the detector adds them: charge traps make hot or cold partial columns
+        n_bad_columns = add_bad_columns(image, nuisances, rng, sky)
     stats = {"n_stars": n_stars, "n_galaxies": n_gal, "n_bleed": n_bleed, "n_cosmics": n_cr,
-             "n_saturated_stars": int(bright.size)}
+             "n_saturated_stars": int(bright.size), "n_halos": n_halos, "n_satellites": n_satellites,
+             "n_bad_columns": n_bad_columns}
     return image, stats

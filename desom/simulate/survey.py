@@ -56,6 +56,7 @@ class SurveyConfig:
     severity_range: tuple = (0.0, 1.0)  # squeeze severities, e.g. (0.5, 1.0) for clearer kinds
     compress: bool = False  # write .fits.fz (RICE tile compression) instead of .fits
     galaxy_density: float | None = None  # dust-free galaxies per arcmin^2 (None: the simulator's)
+    nuisances: bool = False  # what real exposures of every kind carry (desom.simulate.nuisances)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -125,6 +126,7 @@ def plan_survey(cfg: SurveyConfig) -> list[dict]:
             "severity": severity,
             "overrides": ({} if cfg.galaxy_density is None
                           else {"galaxy_density": float(cfg.galaxy_density)}),
+            "nuisances": bool(cfg.nuisances),
         })
     return jobs
 
@@ -134,7 +136,7 @@ def _run_job(job: dict, outdir: str, n_ccds: int, ccd_shape, dead_ccd_prob: floa
                               ccd_shape=tuple(ccd_shape), layout=job["layout"],
                               severity=job["severity"], expnum=job["expnum"],
                               mjd_obs=job["mjd_obs"], dead_ccd_prob=dead_ccd_prob,
-                              overrides=job.get("overrides") or None)
+                              overrides=job.get("overrides") or None, nuisances=job.get("nuisances", False))
     return truth.to_dict()
 
 
@@ -178,7 +180,8 @@ def simulate_survey(n: int | None = None, outdir=None, mix: dict | None = None, 
                     good_share: float | None = None, include_calibration: int = 0,
                     progress: bool = True, dead_ccd_prob: float = 0.03,
                     compress: bool = False, config: SurveyConfig | None = None,
-                    mp_context: str | None = None, galaxy_density: float | None = None) -> Path:
+                    mp_context: str | None = None, galaxy_density: float | None = None,
+                    nuisances: bool = False) -> Path:
     """Write n exposures (plus include_calibration BIAS/FLAT frames) into outdir and a
     truth.csv listing them in odometer order; returns the truth.csv path.
 
@@ -186,6 +189,7 @@ def simulate_survey(n: int | None = None, outdir=None, mix: dict | None = None, 
     Defaults are the demo survey's small CCDs (DEMO_SURVEY); pass n_ccds=36,
     ccd_shape=(4612, 2048) for full-size exposures. `config` replaces all keyword settings.
     Workers are processes ('spawn' by default; mp_context chooses another start method).
+    nuisances: every exposure also carries what real ones do (desom.simulate.nuisances).
     """
     if config is None:
         if n is None:
@@ -193,7 +197,7 @@ def simulate_survey(n: int | None = None, outdir=None, mix: dict | None = None, 
         config = SurveyConfig(n=int(n), mix=mix, seed=seed, workers=workers, n_ccds=n_ccds,
                               ccd_shape=tuple(ccd_shape), layout=layout, good_share=good_share,
                               include_calibration=include_calibration, dead_ccd_prob=dead_ccd_prob,
-                              compress=compress, galaxy_density=galaxy_density)
+                              compress=compress, galaxy_density=galaxy_density, nuisances=nuisances)
     if outdir is None:
         raise ValueError("simulate_survey needs an output directory")
     outdir = Path(outdir)

@@ -29,6 +29,9 @@ class Command(BaseCommand):
         parser.add_argument("--good-share", type=float, default=None, help="0.5 for a balanced Good/Bad survey")
         parser.add_argument("--mix", default=None, help='JSON {"kind": share, ...}')
         parser.add_argument("--calibration", type=int, default=0, help="extra BIAS/FLAT frames")
+        parser.add_argument("--nuisances", action="store_true",
+                            help="what real exposures of every kind carry: wind shake, an optics ellipticity "
+                                 "pattern, moonlight, cirrus, fringes, satellites, halos, bad columns")
 
     def handle(self, *args, **opts):
         from desom.simulate import DEMO_SURVEY, simulate_survey
@@ -49,7 +52,7 @@ class Command(BaseCommand):
             truth = simulate_survey(opts["n"], opts["outdir"], mix=mix, seed=opts["seed"], workers=opts["workers"],
                                     n_ccds=n_ccds, ccd_shape=shape, layout=opts["layout"],
                                     good_share=opts["good_share"], include_calibration=opts["calibration"],
-                                    progress=opts["verbosity"] > 0)
+                                    progress=opts["verbosity"] > 0, nuisances=opts["nuisances"])
         except (ValueError, json.JSONDecodeError) as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(f"wrote {opts['n']} exposures to {opts['outdir']}; truth in {truth}")
