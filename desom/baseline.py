@@ -400,25 +400,38 @@ class FeatureScaler:
 
 class BaselineClusterer:
     """k-means over standardised source statistics: fit on the training exposures, then give
-    any exposure a cluster, used exactly as a DESOM-2 cell by the evaluation protocols."""
+    any exposure a cluster, used exactly as a DESOM-2 cell by the evaluation protocols.
 
-    def __init__(self, n_clusters: int, seed: int = 0, n_init: int = 10):
+    The columns are the five or seven statistics, with header descriptors (log EXPTIME, airmass,
+    ...) beside them where a study gives k-means the same search as DESOM-2; `weights` scales
+    each standardised column (1 by default), so a search can weigh a block of columns."""
+
+    def __init__(self, n_clusters: int, seed: int = 0, n_init: int = 10, weights=None):
         if n_clusters < 1:
             raise ValueError(f"n_clusters must be >= 1, got {n_clusters}")
         self.n_clusters = int(n_clusters)
         self.seed = int(seed)
         self.n_init = int(n_init)
+        self.weights = None if weights is None else np.asarray(weights, np.float64)
+        if self.weights is not None and (self.weights.ndim != 1 or not np.all(self.weights > 0)):
+            raise ValueError("weights must be one positive number per column")
 
     def _check(self, features) -> np.ndarray:
         x = np.asarray(features, np.float64)
-        if x.ndim != 2 or x.shape[1] not in (len(FEATURE_NAMES), len(STATISTIC_NAMES)):
-            raise ValueError(f"features must be (n, {len(FEATURE_NAMES)}) or (n, {len(STATISTIC_NAMES)}), got {x.shape}")
+        if x.ndim != 2 or x.shape[1] < 1:
+            raise ValueError(f"features must be (n, columns) with the statistics first, got {x.shape}")
+        if self.weights is None and x.shape[1] not in (len(FEATURE_NAMES), len(STATISTIC_NAMES)):
+            raise ValueError(f"features must be (n, {len(FEATURE_NAMES)}) or (n, {len(STATISTIC_NAMES)}) "
+                             f"without weights, got {x.shape}")
+        if self.weights is not None and x.shape[1] != self.weights.size:
+            raise ValueError(f"features have {x.shape[1]} columns, the weights {self.weights.size}")
         if hasattr(self, "scaler_") and x.shape[1] != self.scaler_.n_features:
             raise ValueError(f"features have {x.shape[1]} columns, the clusterer was fitted on {self.scaler_.n_features}")
         return x
 
     def _scaled(self, x) -> np.ndarray:
-        return self.scaler_.transform(x, dtype=np.float64)
+        z = self.scaler_.transform(x, dtype=np.float64)
+        return z if self.weights is None else z * self.weights
 
     def fit(self, features) -> "BaselineClusterer":
         from sklearn.cluster import KMeans
@@ -435,5 +448,6 @@ class BaselineClusterer:
         return self.kmeans_.predict(self._scaled(self._check(features))).astype(np.int64)
 
     def transform(self, features) -> np.ndarray:
-        """Standardised features (the space find-similar searches for the baseline)."""
+        """Standardised (and weighted) features: the space find-similar and the nearest-neighbour
+        verdict search for the baseline."""
         return self._scaled(self._check(features))

@@ -17,6 +17,8 @@ Two protocols:
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 OPTIMISTIC_MEMBERS = 5.0  # mean members per cell under which all-members scores are optimistic
@@ -459,3 +461,68 @@ def paired_difference(a, b, n_boot: int = 2000, seed: int = 0) -> dict:
     boot = d[np.random.default_rng(seed).integers(0, d.size, size=(n_boot, d.size))].mean(axis=1)
     return {"difference": float(d.mean()), "ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
             "n": int(d.size), "n_boot": int(n_boot)}
+
+
+def _run_rates(truth, pred):
+    """accuracy, precision, recall of Good over the last axis; leading axes broadcast."""
+    tp = np.sum(truth & pred, axis=-1)
+    fp = np.sum(~truth & pred, axis=-1)
+    fn = np.sum(truth & ~pred, axis=-1)
+    tn = np.sum(~truth & ~pred, axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        good_recall = tp / (tp + fn)
+        bad_recall = tn / (tn + fp)
+        return {"balanced_accuracy": (good_recall + bad_recall) / 2, "accuracy": (tp + tn) / (tp + fp + fn + tn),
+                "precision": tp / (tp + fp), "recall": good_recall}
+
+
+def scores_over_runs(truth_good, predictions: dict, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Held-out scores of several methods, each run several times (map seeds, labelled draws),
+    with 95% intervals that include the spread between runs as well as the scored exposures.
+
+    truth_good: (m,) the scored exposures' truth; predictions: method -> (runs, m) booleans,
+    every method over the same runs in the same order (a method that does not depend on a run's
+    part repeats its row), so differences are paired. Each bootstrap replicate resamples the
+    runs and the exposures together (a two-level bootstrap): an interval holds what a new map
+    seed and a new labelled draw would move, not only which exposures were scored.
+    Returns per method the mean over runs of balanced accuracy, accuracy, precision and recall,
+    the per-run values and the intervals, and "differences": a - b of balanced accuracy for every
+    pair, with its paired interval."""
+    truth = np.asarray(truth_good, bool)
+    if truth.ndim != 1 or truth.size == 0:
+        raise ValueError("truth_good must be a non-empty 1-D array")
+    if not predictions:
+        raise ValueError("no predictions to score")
+    preds = {name: np.atleast_2d(np.asarray(p, bool)) for name, p in predictions.items()}
+    runs = {p.shape[0] for p in preds.values()}
+    if len(runs) != 1 or any(p.shape[1] != truth.size for p in preds.values()):
+        raise ValueError(f"every method needs the same (runs, {truth.size}) predictions, got "
+                         + ", ".join(f"{k} {v.shape}" for k, v in preds.items()))
+    n_runs = runs.pop()
+    rng = np.random.default_rng(seed)
+    run_draw = rng.integers(0, n_runs, size=(n_boot, n_runs))
+    exp_draw = rng.integers(0, truth.size, size=(n_boot, truth.size))
+    out, boot_bacc = {}, {}
+    for name, p in preds.items():
+        per_run = _run_rates(truth[None], p)
+        point = {k: float(np.nanmean(v)) for k, v in per_run.items()}
+        point["per_run"] = {k: [round(float(x), 4) for x in v] for k, v in per_run.items()}
+        # replicate b: runs run_draw[b], exposures exp_draw[b]
+        t = truth[exp_draw]                                            # (B, m)
+        sampled = p[run_draw[:, :, None], exp_draw[:, None, :]]     # (B, R, m)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)     # a replicate with no Good (tiny samples)
+            b = {k: np.nanmean(v, axis=1) for k, v in _run_rates(t[:, None, :], sampled).items()}
+        point["ci95"] = {k: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))] for k, v in b.items()}
+        boot_bacc[name] = b["balanced_accuracy"]
+        out[name] = point
+    names = list(preds)
+    out["differences"] = {}
+    for i, a in enumerate(names):
+        for b_ in names[i + 1:]:
+            d = boot_bacc[a] - boot_bacc[b_]
+            out["differences"][f"{a} - {b_}"] = {
+                "balanced_accuracy": out[a]["balanced_accuracy"] - out[b_]["balanced_accuracy"],
+                "ci95": [float(np.nanpercentile(d, 2.5)), float(np.nanpercentile(d, 97.5))]}
+    out["n_runs"], out["n_scored"] = int(n_runs), int(truth.size)
+    return out

@@ -163,3 +163,34 @@ def choose_by_leave_one_out(rule, good, labelled, choices) -> tuple[object, dict
         raise ValueError("no setting could be scored by leave-one-out: too few labelled exposures of each class")
     best = max(valid, key=lambda c: (valid[c], -list(choices).index(c)))
     return best, scores
+
+
+PROBE_C = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+
+
+def linear_probe_probability(x, good, labelled, cs=PROBE_C, folds: int = 5, seed: int = 0) -> np.ndarray:
+    """The ceiling beside the map: P(Good) from a logistic regression on a descriptor `x`, trained
+    on the labelled exposures alone (standardised columns, balanced classes, its regularisation
+    chosen by stratified cross-validation inside the labelled ones). Not a verdict rule of the
+    archive: it says how much of Good/Bad a linear read-out of the same descriptor and the same
+    labels finds, so that what the map loses can be measured."""
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x = np.asarray(x, np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"the descriptor must be (n, d), got shape {x.shape}")
+    good, lab = _check(good, labelled, x.shape[0])
+    y = good[lab]
+    n_min = int(min(y.sum(), (~y).sum()))
+    if n_min < 2:
+        raise ValueError("a linear probe needs at least two labelled exposures of each class")
+    x = np.where(np.isfinite(x), x, np.nanmedian(x[lab], axis=0))
+    cv = StratifiedKFold(n_splits=max(2, min(folds, n_min)), shuffle=True, random_state=seed)
+    model = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=list(cs), cv=cv, class_weight="balanced",
+                                                                 max_iter=5000, scoring="balanced_accuracy",
+                                                                 l1_ratios=(0.0,), use_legacy_attributes=False))
+    model.fit(x[lab], y)
+    return model.predict_proba(x)[:, list(model.classes_).index(True)]

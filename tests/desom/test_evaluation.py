@@ -227,3 +227,24 @@ def test_same_kind_precision_at_k():
     assert pair["precision"] == 1.0
     with pytest.raises(ValueError, match="k must"):
         same_kind_precision_at_k(separated, kinds, [0], k=120)
+
+
+def test_scores_over_runs_pair_methods_and_widen_with_the_runs_spread():
+    from desom.evaluation import scores_over_runs
+
+    rng = np.random.default_rng(0)
+    truth = np.r_[np.ones(150, bool), np.zeros(150, bool)]
+    steady = np.array([truth ^ (rng.uniform(size=300) < 0.1) for _ in range(4)])
+    # the same mean error, but one run in two is much worse: its interval must be wider
+    shaky = np.array([truth ^ (rng.uniform(size=300) < (0.02 if r % 2 else 0.18)) for r in range(4)])
+    s = scores_over_runs(truth, {"steady": steady, "shaky": shaky}, n_boot=400, seed=1)
+    for name in ("steady", "shaky"):
+        lo, hi = s[name]["ci95"]["balanced_accuracy"]
+        assert lo < s[name]["balanced_accuracy"] < hi
+        assert len(s[name]["per_run"]["balanced_accuracy"]) == 4
+    width = {n: np.diff(s[n]["ci95"]["balanced_accuracy"])[0] for n in ("steady", "shaky")}
+    assert width["shaky"] > 1.3 * width["steady"]
+    d = s["differences"]["steady - shaky"]
+    assert d["balanced_accuracy"] == pytest.approx(s["steady"]["balanced_accuracy"] - s["shaky"]["balanced_accuracy"])
+    with pytest.raises(ValueError, match="same"):
+        scores_over_runs(truth, {"a": steady, "b": steady[:2]})

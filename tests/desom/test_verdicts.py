@@ -92,3 +92,20 @@ def test_bad_input_is_named():
         map_kernel_probability([0, 5], (1, 2), [True, False], [True, True], 1.0)
     with pytest.raises(ValueError, match="temperature"):
         cell_kernel((2, 2), -1.0)
+
+
+def test_the_linear_probe_reads_a_linear_signal_from_few_labels():
+    from desom.verdicts import linear_probe_probability
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(600, 30))
+    good = x[:, 0] + 0.5 * x[:, 1] > 0
+    labelled = rng.uniform(size=600) < 0.15
+    p = linear_probe_probability(x, good, labelled)
+    assert balanced_accuracy(good[~labelled], said_good(p[~labelled])) > 0.8
+    # a descriptor that holds nothing gives chance
+    noise = rng.normal(size=(600, 30))
+    p0 = linear_probe_probability(noise, good, labelled)
+    assert balanced_accuracy(good[~labelled], said_good(p0[~labelled])) < 0.65
+    with pytest.raises(ValueError, match="two labelled"):
+        linear_probe_probability(x, good, np.flatnonzero(good)[:5])
