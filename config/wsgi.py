@@ -1,6 +1,10 @@
 import os
 
-from django.core.wsgi import get_wsgi_application
+from desom.runtime import prefer_passive_waiting
+
+prefer_passive_waiting()      # before the apps load torch (desom/runtime.py says why)
+
+from django.core.wsgi import get_wsgi_application  # noqa: E402
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 application = get_wsgi_application()

@@ -1,23 +1,23 @@
 """Shared fixtures. Tests that touch the database use pytest-django's `db` fixture; the data
 directory of every test session is a fresh temporary folder so nothing leaks into var/."""
 import os
-import tempfile
-
-# Must be set before Django's settings are imported by pytest-django.
-os.environ.setdefault("ARCHIVE_DATA_DIR", tempfile.mkdtemp(prefix="desom-test-data-"))
-os.environ.setdefault("OMP_NUM_THREADS", "2")
-# Idle OpenMP threads sleep instead of spinning: on a shared or busy machine a spinning
-# thread waits for a descheduled sibling at every barrier, and a 1 000-step DESOM-2 run
-# measured 129 s against 7.6 s passive (load average 10, 2 cores).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-# --- a small simulated survey and two small trained DESOMs, made once per session ---------
-
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from desom.runtime import prefer_passive_waiting
+
+# Must be set before Django's settings are imported by pytest-django.
+os.environ.setdefault("ARCHIVE_DATA_DIR", tempfile.mkdtemp(prefix="desom-test-data-"))
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Idle OpenMP threads sleep instead of spinning (desom/runtime.py): a 1 000-step DESOM-2 run
+# measured 129 s spinning against 7.6 s passive (load average 10, 2 cores).
+prefer_passive_waiting()
+
+# --- a small simulated survey and two small trained DESOMs, made once per session ---------
 
 SURVEY_SIZE = 32
 SURVEY_CCDS = 2
