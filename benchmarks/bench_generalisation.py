@@ -44,10 +44,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 from desom.baseline import FEATURE_NAMES, BaselineClusterer, FeatureScaler  # noqa: E402
-from desom.evaluation import cell_predictions, expert_sample, paired_difference, same_kind_precision_at_k, scores_over_runs  # noqa: E402
+from desom.evaluation import (cell_predictions, expected_calibration_error, expert_sample,  # noqa: E402
+                              paired_difference, same_kind_precision_at_k, scores_over_runs)
 from desom.ledger import HeldOutLedger, fingerprint  # noqa: E402
-from desom.verdicts import (KNN_CHOICES, TEMPERATURE_CHOICES, choose_by_leave_one_out, latent_knn_probability,  # noqa: E402
-                            linear_probe_probability, map_kernel_probability, said_good)
+from desom.verdicts import (KNN_CHOICES, TEMPERATURE_CHOICES, calibrator_from_leave_one_out,  # noqa: E402
+                            choose_by_leave_one_out, latent_knn_probability, linear_probe_probability,
+                            map_kernel_probability, said_good)
 
 from benchmarks import bench_science as bs  # noqa: E402
 from benchmarks import science_models as sm  # noqa: E402
@@ -103,21 +105,34 @@ def draw_labelled(stage: Stage, budget: str, draw: int, cells=None, seed: int = 
 
 def rule_probabilities(rule: str, good, labelled, cells=None, map_shape=None, latent=None):
     """Every exposure's P(Good) under a verdict rule, its setting chosen by leave-one-out on the
-    labelled exposures; returns (probability, setting, leave-one-out scores)."""
+    labelled exposures; returns (probability, setting, the labelled exposures' leave-one-out
+    probabilities at that setting, for calibration; None for the majority)."""
     if rule == "majority":
         known, pred = cell_predictions(cells, np.where(good, "Good", "Bad"), labelled)
         return np.where(known, np.where(pred, 1.0, 0.0), 0.5), None, None
     if rule == "map_kernel":
-        choice, scores = choose_by_leave_one_out(
-            lambda t: map_kernel_probability(cells, map_shape, good, labelled, t, exclude_self=True),
-            good, labelled, TEMPERATURE_CHOICES)
-        return map_kernel_probability(cells, map_shape, good, labelled, choice), choice, scores
+        def loo(t):
+            return map_kernel_probability(cells, map_shape, good, labelled, t, exclude_self=True)
+
+        choice, _ = choose_by_leave_one_out(loo, good, labelled, TEMPERATURE_CHOICES)
+        return map_kernel_probability(cells, map_shape, good, labelled, choice), choice, loo(choice)
     if rule == "latent_knn":
-        choice, scores = choose_by_leave_one_out(
-            lambda k: latent_knn_probability(latent, good, labelled, k, exclude_self=True),
-            good, labelled, KNN_CHOICES)
-        return latent_knn_probability(latent, good, labelled, choice), choice, scores
+        def loo(k):
+            return latent_knn_probability(latent, good, labelled, k, exclude_self=True)
+
+        choice, _ = choose_by_leave_one_out(loo, good, labelled, KNN_CHOICES)
+        return latent_knn_probability(latent, good, labelled, choice), choice, loo(choice)
     raise ValueError(f"unknown verdict rule {rule!r}")
+
+
+def calibrated(probability, loo_probability, good, labelled):
+    """The rule's probabilities through the isotonic map fitted on the labelled exposures'
+    leave-one-out probabilities (desom.verdicts.calibrator_from_leave_one_out); None if it
+    cannot be fitted."""
+    try:
+        return calibrator_from_leave_one_out(loo_probability, good, labelled)(probability)
+    except ValueError:
+        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,6 +214,7 @@ class StageRuns:
         self.all_preds: dict[str, list] = {}       # every scored exposure (per-kind confusion)
         self.settings: dict[str, list] = {}
         self.failed: dict[str, int] = {}
+        self.probs: dict[str, list] = {}           # P(Good) of the scored exposures (calibration)
 
     def add(self, name: str, probability, setting=None) -> None:
         """probability: every exposure's P(Good), a callable returning it, or None; a rule that
@@ -213,6 +229,7 @@ class StageRuns:
             self.failed[name] = self.failed.get(name, 0) + 1
             probability = np.full(self.good.size, 0.5)
         said = said_good(probability)
+        self.probs.setdefault(name, []).append(np.asarray(probability, np.float32)[self.stage.idx_scored])
         self.preds.setdefault(name, []).append(said[self.stage.idx_scored])
         self.all_preds.setdefault(name, []).append(said[self.stage.idx_all])
         self.settings.setdefault(name, []).append(setting)
@@ -221,6 +238,17 @@ class StageRuns:
         names = [n for n in (names or self.preds) if n in self.preds]
         truth = self.good[self.stage.idx_scored]
         return scores_over_runs(truth, {n: np.array(self.preds[n]) for n in names}, n_boot, seed)
+
+    def calibration(self, names) -> dict:
+        """Expected calibration error of each row's P(Good) on the scored exposures (all runs pooled)."""
+        truth = self.good[self.stage.idx_scored]
+        out = {}
+        for name in names:
+            if name in self.probs:
+                p = np.concatenate(self.probs[name])
+                e = expected_calibration_error(p, np.tile(truth, len(self.probs[name])))
+                out[name] = {"ece": round(e["ece"], 4), "reliability": e["reliability"]}
+        return out
 
     def kind_confusion(self, kinds: np.ndarray, names) -> dict:
         """Per row: the share of each kind's scored exposures called Good (mean over runs)."""
@@ -268,11 +296,14 @@ def run_stage(run, desc: Descriptors, stage: Stage, configs: list[dict], kmeans_
                         m = maps[(config_name(c), s)]
                         for rule in RULES:
                             try:
-                                p, setting, _ = rule_probabilities(rule, good_all, labelled, m["cells"],
-                                                                   (m["side"], m["side"]), m["latent"])
+                                p, setting, loo = rule_probabilities(rule, good_all, labelled, m["cells"],
+                                                                     (m["side"], m["side"]), m["latent"])
                             except ValueError:
-                                p, setting = None, None
+                                p, setting, loo = None, None, None
                             rows.add(f"{config_name(c)} / {rule}", p, setting)
+                            if rule != "majority":
+                                rows.add(f"{config_name(c)} / {rule}, calibrated",
+                                         None if p is None else calibrated(p, loo, good_all, labelled), setting)
                         if probes:
                             rows.add(f"probe on {config_name(c)} latent",
                                      lambda: linear_probe_probability(m["latent"], good_all, labelled, seed=s))
@@ -487,6 +518,8 @@ def main(argv=None) -> int:
                                              for k, v in s["differences"].items()},
                              "kinds_called_good": test_runs[b].kind_confusion(study.kinds, list(test_runs[b].preds)),
                              "failed_rules": test_runs[b].failed,
+                             "calibration": test_runs[b].calibration([n for n in test_runs[b].probs
+                                                                      if n.startswith("DESOM-2")]),
                              "settings": {n: v for n, v in test_runs[b].settings.items() if any(x is not None for x in v)}}
     result["test"]["find_similar"] = find_similar(run, desc, test, d1_test, chosen_config, cache, a)
     result["verdict"] = verdict(result, chosen_config, chosen_rule, chosen_histo, result["choice"]["histo_only_rule"],

@@ -526,3 +526,27 @@ def scores_over_runs(truth_good, predictions: dict, n_boot: int = 1000, seed: in
                 "ci95": [float(np.nanpercentile(d, 2.5)), float(np.nanpercentile(d, 97.5))]}
     out["n_runs"], out["n_scored"] = int(n_runs), int(truth.size)
     return out
+
+
+def expected_calibration_error(probability, truth_good, bins: int = 10) -> dict:
+    """How far a verdict's P(Good) is from how often such exposures are Good: the exposures are
+    put in `bins` equal-width bins of probability; ECE is the share-weighted mean of
+    |mean probability - share Good| over the bins. Returns ece and the reliability diagram
+    (per bin: n, mean probability, share Good)."""
+    p = np.asarray(probability, np.float64).ravel()
+    t = np.asarray(truth_good, bool).ravel()
+    if p.shape != t.shape or p.size == 0:
+        raise ValueError(f"probability and truth must be non-empty and of one length, got {p.shape} and {t.shape}")
+    if bins < 1:
+        raise ValueError(f"bins must be >= 1, got {bins}")
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    diagram, ece = [], 0.0
+    for b in range(bins):
+        sel = which == b
+        if not sel.any():
+            continue
+        mean_p, share = float(p[sel].mean()), float(t[sel].mean())
+        ece += sel.mean() * abs(mean_p - share)
+        diagram.append({"bin": [b / bins, (b + 1) / bins], "n": int(sel.sum()), "mean_probability": round(mean_p, 4),
+                        "share_good": round(share, 4)})
+    return {"ece": float(ece), "bins": bins, "reliability": diagram}

@@ -194,3 +194,19 @@ def linear_probe_probability(x, good, labelled, cs=PROBE_C, folds: int = 5, seed
                                                                  l1_ratios=(0.0,), use_legacy_attributes=False))
     model.fit(x[lab], y)
     return model.predict_proba(x)[:, list(model.classes_).index(True)]
+
+
+def calibrator_from_leave_one_out(loo_probability, good, labelled):
+    """A monotone map from a rule's P(Good) to how often exposures at that P are Good, fitted on
+    the labelled exposures' leave-one-out probabilities (isotonic regression): calibrated on
+    labelled exposures that did not vote for themselves, never on the ones being scored.
+    Returns a function probability -> calibrated probability."""
+    from sklearn.isotonic import IsotonicRegression
+
+    good = np.asarray(good, bool)
+    lab = _labelled_indices(labelled, good.size)
+    if lab.size < 4 or good[lab].all() or not good[lab].any():
+        raise ValueError("calibration needs labelled exposures of both classes")
+    iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip", increasing=True)
+    iso.fit(np.asarray(loo_probability, np.float64)[lab], good[lab].astype(float))
+    return lambda p: iso.predict(np.asarray(p, np.float64))

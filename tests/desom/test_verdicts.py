@@ -109,3 +109,32 @@ def test_the_linear_probe_reads_a_linear_signal_from_few_labels():
     assert balanced_accuracy(good[~labelled], said_good(p0[~labelled])) < 0.65
     with pytest.raises(ValueError, match="two labelled"):
         linear_probe_probability(x, good, np.flatnonzero(good)[:5])
+
+
+def test_calibration_from_leave_one_out_brings_probabilities_to_frequencies():
+    from desom.evaluation import expected_calibration_error
+    from desom.verdicts import calibrator_from_leave_one_out
+
+    rng = np.random.default_rng(8)
+    n = 4000
+    true_p = rng.uniform(size=n)
+    good = rng.uniform(size=n) < true_p
+    overconfident = np.clip(0.5 + 2.0 * (true_p - 0.5), 0, 1)    # says 0 or 1 far too often
+    labelled = rng.uniform(size=n) < 0.3
+    calibrate = calibrator_from_leave_one_out(overconfident, good, labelled)
+    held = ~labelled
+    before = expected_calibration_error(overconfident[held], good[held])["ece"]
+    after = expected_calibration_error(calibrate(overconfident[held]), good[held])["ece"]
+    assert before > 0.1 and after < 0.04
+    with pytest.raises(ValueError, match="both classes"):
+        calibrator_from_leave_one_out(overconfident, good, np.flatnonzero(good)[:10])
+
+
+def test_expected_calibration_error_of_a_perfect_and_a_wrong_verdict():
+    from desom.evaluation import expected_calibration_error
+
+    truth = np.r_[np.ones(50, bool), np.zeros(50, bool)]
+    assert expected_calibration_error(truth.astype(float), truth)["ece"] == 0.0
+    assert expected_calibration_error(1.0 - truth, truth)["ece"] == pytest.approx(1.0)
+    diagram = expected_calibration_error(np.full(100, 0.55), truth)["reliability"]
+    assert diagram == [{"bin": [0.5, 0.6], "n": 100, "mean_probability": 0.55, "share_good": 0.5}]
