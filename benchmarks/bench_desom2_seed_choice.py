@@ -37,7 +37,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from benchmarks import bench_science as bs  # noqa: E402
 from benchmarks import science_models as sm  # noqa: E402

@@ -1,4 +1,4 @@
-"""The package layering of docs (DESIGN.md): arrows run config -> recommender -> archive ->
+"""The package layering of docs/ARCHITECTURE.md (from the design card): arrows run config -> recommender -> archive ->
 desom, and desom stays a plain library without Django. Read from the source (every import
 statement, those inside functions too), so that a late import cannot slip past."""
 import ast
@@ -41,3 +41,24 @@ def test_the_checker_sees_a_late_import(tmp_path):
     module = tmp_path / "late.py"
     module.write_text("def f():\n    from django.db import models\n    import archive.models\n")
     assert {name for name, _ in imported_top_levels(module)} == {"django", "archive"}
+
+
+def _is_sys_path(node) -> bool:
+    return (isinstance(node, ast.Attribute) and node.attr == "path" and isinstance(node.value, ast.Name)
+            and node.value.id == "sys")
+
+
+def test_nothing_edits_sys_path():
+    """Every entry point runs from the repository root (`python -m benchmarks.<name>`,
+    `manage.py`), so no module needs to edit sys.path; an edit would hide a broken import."""
+    offenders = set()
+    for package in ("desom", "archive", "recommender", "config", "benchmarks", "tests"):
+        for path in (ROOT / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                called = isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                    and _is_sys_path(node.func.value)                       # sys.path.insert(...)
+                assigned = isinstance(node, (ast.Assign, ast.AugAssign)) and any(
+                    _is_sys_path(t) for t in getattr(node, "targets", [getattr(node, "target", None)]))
+                if called or assigned:
+                    offenders.add(str(path.relative_to(ROOT)))
+    assert not offenders, f"these modules edit sys.path: {sorted(offenders)}"
