@@ -21,7 +21,7 @@ import hashlib
 import logging
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from astropy.io.votable.tree import Resource
 from django.conf import settings
@@ -429,6 +429,7 @@ def run_sync(params, user, base_url: str) -> TapResult:
                 if role:
                     cursor.execute(f"SET LOCAL ROLE {TAP_ROLE}")
                 oids = _sphere_oids(cursor)
+                origins = _column_origins(cursor, view)
             raw = connection.connection.cursor(name=f"tap_{uuid.uuid4().hex[:12]}")
             try:
                 raw.execute(sql)
@@ -450,10 +451,11 @@ def run_sync(params, user, base_url: str) -> TapResult:
             raise TapError(f"the query failed: {message.replace(view, 'ivoa.obscore')}") from None
         raise
     overflow = len(fetched) > maxrec
-    columns = [_result_column(d.name, d.type_code, oids) for d in description]
+    columns = output_columns(description, oids, origins)
     rows = []
     for record in fetched[:maxrec]:
         row = {}
+        # By position: two output columns of one name (MIN(t_min), MIN(em_min)) each keep their value.
         for column, value in zip(columns, record):
             if value is not None and column.xtype in ("polygon", "point", "circle"):
                 value = _sphere_values(value)
@@ -472,21 +474,52 @@ def _sphere_oids(cursor) -> dict[int, str]:
 _PG_TYPES = {16: "boolean", 20: "long", 21: "short", 23: "int", 700: "float", 701: "double", 1700: "double"}
 
 
-def _result_column(name: str, oid: int, sphere: dict[int, str]) -> Column:
-    known = {c.name: c for c in obscore.COLUMNS}
+def _column_origins(cursor, view: str) -> dict[int, list[Column]]:
+    """The published relations of this request by their PostgreSQL oid, each with its columns
+    in order: PostgreSQL says which relation and column an output column is a plain copy of."""
+    tables = published_columns()
+    relations = {view: tables["ivoa.obscore"]}
+    relations.update({f"tap_schema.{name}": tables[f"tap_schema.{name}"] for name in TAP_SCHEMA_COLUMNS})
+    cursor.execute("SELECT r, to_regclass(r)::oid FROM unnest(%s::text[]) AS r", [list(relations)])
+    return {oid: relations[name] for name, oid in cursor.fetchall() if oid is not None}
+
+
+def _unique_name(name: str, taken: set[str]) -> str:
+    if name == "?column?":              # PostgreSQL's name of an expression without an alias
+        name = "expr"
+    candidate, n = name, 1
+    while candidate.lower() in taken:
+        n += 1
+        candidate = f"{name}_{n}"
+    taken.add(candidate.lower())
+    return candidate
+
+
+def output_columns(description, sphere: dict[int, str], origins: dict[int, list[Column]]) -> list[Column]:
+    """The result's columns, one per output column in order, each with a name of its own (a
+    repeated name gets _2, _3 ...). A column that copies a published column (whatever its alias)
+    carries that column's unit, UCD and description; any other is described by its type only."""
+    taken: set[str] = set()
+    columns = []
+    for d in description:
+        name = _unique_name(d.name, taken)
+        source = origins.get(getattr(d, "table_oid", None) or 0)
+        attnum = getattr(d, "table_column", None) or 0
+        base = source[attnum - 1] if source and 0 < attnum <= len(source) else None
+        columns.append(_result_column(name, d.type_code, sphere, base))
+    return columns
+
+
+def _result_column(name: str, oid: int, sphere: dict[int, str], base: Column | None) -> Column:
     kind = sphere.get(oid)
     if kind:
         xtype = {"spoly": "polygon", "spoint": "point", "scircle": "circle", "sbox": "polygon"}[kind]
-        base = known.get(name)
         if base is not None and base.xtype == xtype:
-            return base
+            return replace(base, name=name)
         return Column(name, "double", "deg", None, None, "", xtype=xtype, arraysize="*")
     datatype = _PG_TYPES.get(oid, "char")
-    base = known.get(name)
-    if base is not None and (base.datatype == datatype or (base.datatype in ("int", "long", "short") and
-                                                          datatype in ("int", "long", "short"))):
-        return Column(base.name, datatype, base.unit, base.ucd, base.utype, base.description, base.xtype,
-                      base.arraysize)
+    if base is not None:
+        return replace(base, name=name, datatype=datatype, principal=False, indexed=False, std=False)
     return Column(name, datatype)
 
 

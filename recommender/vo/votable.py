@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -67,6 +68,23 @@ def make_field(votable, column: Column, ID: str | None = None) -> Field:
     return made
 
 
+def field_ids(columns: list[Column]) -> list[str]:
+    """An XML ID for each column: its name where that is one, made one otherwise, never twice."""
+    taken: set[str] = set()
+    ids = []
+    for column in columns:
+        base = re.sub(r"[^A-Za-z0-9_.-]", "_", column.name) or "col"
+        if not re.match(r"[A-Za-z_]", base):
+            base = "_" + base
+        candidate, n = base, 1
+        while candidate in taken:
+            n += 1
+            candidate = f"{base}_{n}"
+        taken.add(candidate)
+        ids.append(candidate)
+    return ids
+
+
 def status_info(value: str, text: str = "") -> Info:
     info = Info(name="QUERY_STATUS", value=value)
     info.content = text or None
@@ -114,7 +132,7 @@ def add_table(votable, resource, columns: list[Column], rows: list[dict], name: 
     """A TABLE of `columns` holding `rows` (dicts by column name; None is a null)."""
     table = TableElement(votable, name=name)
     resource.tables.append(table)
-    table.fields.extend(make_field(votable, c) for c in columns)
+    table.fields.extend(make_field(votable, c, ID) for c, ID in zip(columns, field_ids(columns)))
     table.create_arrays(len(rows))
     for i, row in enumerate(rows):
         values, mask = [], []
