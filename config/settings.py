@@ -43,6 +43,8 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "django_tasks",
+    "django_tasks_db",
     "archive",
     "recommender",
 ]
@@ -50,6 +52,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # The real client address first: nothing below reads a forwarded header a client forged.
     "config.middleware.ClientAddressMiddleware",
+    # A body sent chunked (STILTS, TOPCAT uploads) read with its length, within the route's limit.
+    "config.chunked.ChunkedBodyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files (CSS, the API docs' JavaScript) straight from STATIC_ROOT, with or without DEBUG.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -172,6 +176,21 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 # The Virtual Observatory: most pixels in one SODA cutout; longest a TAP query may run (seconds).
 SODA_MAX_PIXELS = int(os.environ.get("SODA_MAX_PIXELS", str(20_000_000)))
 TAP_TIMEOUT_S = float(os.environ.get("TAP_TIMEOUT_S", "10"))
+# TAP_UPLOAD: tables per query, bytes and rows per table (refused before they are parsed).
+TAP_UPLOAD_MAX_TABLES = int(os.environ.get("TAP_UPLOAD_MAX_TABLES", "3"))
+TAP_UPLOAD_MAX_BYTES = int(os.environ.get("TAP_UPLOAD_MAX_BYTES", str(8 * 1024 * 1024)))
+TAP_UPLOAD_MAX_ROWS = int(os.environ.get("TAP_UPLOAD_MAX_ROWS", "20000"))
+TAP_UPLOAD_BODY_BYTES = TAP_UPLOAD_MAX_TABLES * TAP_UPLOAD_MAX_BYTES
+# TAP async (UWS): default and longest run of a job (s), how long a job and its result are kept
+# (s), how many jobs one client may have queued or running, and kept in all.
+TAP_ASYNC_DEFAULT_DURATION_S = int(os.environ.get("TAP_ASYNC_DEFAULT_DURATION_S", "600"))
+TAP_ASYNC_MAX_DURATION_S = int(os.environ.get("TAP_ASYNC_MAX_DURATION_S", "3600"))
+TAP_ASYNC_LIFETIME_S = int(os.environ.get("TAP_ASYNC_LIFETIME_S", str(7 * 24 * 3600)))
+TAP_ASYNC_MAX_ACTIVE = int(os.environ.get("TAP_ASYNC_MAX_ACTIVE", "3"))
+TAP_ASYNC_MAX_JOBS = int(os.environ.get("TAP_ASYNC_MAX_JOBS", "100"))
+# The task runner that executes TAP jobs: django-tasks with its database backend (the archive's
+# own database is the queue; `manage.py tap_worker` runs them).
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default", "tap"]}}
 
 LOGGING = {
     "version": 1,
@@ -256,7 +275,8 @@ ARCHIVE_CUTOUT_MAX_BYTES = 512 * 1024
 # Routes that take a file, and the setting that bounds their body (config.middleware.body_limit).
 ARCHIVE_UPLOAD_ROUTES = {"/api/search/exposure/": "ARCHIVE_MAX_UPLOAD_BYTES",
                          "/search/upload/": "ARCHIVE_MAX_UPLOAD_BYTES",
-                         "/api/search/cutout/": "ARCHIVE_CUTOUT_MAX_BYTES"}
+                         "/api/search/cutout/": "ARCHIVE_CUTOUT_MAX_BYTES",
+                         "/tap/sync": "TAP_UPLOAD_BODY_BYTES", "/tap/async": "TAP_UPLOAD_BODY_BYTES"}
 FILE_UPLOAD_TEMP_DIR = os.environ.get("FILE_UPLOAD_TEMP_DIR") or None
 
 # How each surface answers an error (config.errors): JSON for the API, a VOTable for the VO

@@ -17,6 +17,7 @@ On SQLite, or a PostgreSQL without pgSphere, TAP answers with a VOTable error sa
 """
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import logging
 import re
@@ -35,7 +36,7 @@ from archive import selectors
 from archive.models import CellAssignment, CellLabel, Exposure, ExposureFlag, ModelVersion, PrototypeFlag
 from archive.services import quality, versions
 
-from . import obscore
+from . import obscore, tap_output
 from .votable import Column, add_table, new_votable, serialise, status_info
 
 logger = logging.getLogger(__name__)
@@ -91,13 +92,39 @@ TABLE_DESCRIPTIONS = {
     "ivoa.obscore": "ObsCore 1.1: one row per science exposure, with its DESOM-2 cell, quality label, "
                     "prototype flags and label probability",
     "tap_schema.schemas": "schemas published here", "tap_schema.tables": "tables published here",
-    "tap_schema.columns": "columns of the published tables", "tap_schema.keys": "foreign keys (none)",
-    "tap_schema.key_columns": "columns of the foreign keys (none)",
+    "tap_schema.columns": "columns of the published tables",
+    "tap_schema.keys": "foreign keys between the published tables",
+    "tap_schema.key_columns": "columns of the foreign keys",
 }
+# TAP_SCHEMA's own foreign keys (TAP 1.1 section 4): key id, from table, to table, column pairs.
+FOREIGN_KEYS = [
+    ("tables_schema", "tap_schema.tables", "tap_schema.schemas", [("schema_name", "schema_name")]),
+    ("columns_table", "tap_schema.columns", "tap_schema.tables", [("table_name", "table_name")]),
+    ("keys_from", "tap_schema.keys", "tap_schema.tables", [("from_table", "table_name")]),
+    ("keys_target", "tap_schema.keys", "tap_schema.tables", [("target_table", "table_name")]),
+    ("key_columns_key", "tap_schema.key_columns", "tap_schema.keys", [("key_id", "key_id")]),
+]
+# ADQL's reserved words among the published column names: TAP_SCHEMA and VOSI name them delimited.
+ADQL_RESERVED = {"size", "value", "date", "time", "timestamp", "user", "order", "group", "position", "first",
+                 "last", "level", "section", "zone", "region", "point", "circle", "box", "polygon", "area"}
+# In TAP the footprint is an ADQL region (xtype adql:REGION, an STC-S POLYGON string, no unit);
+# SIA's ObsCore rows keep the DALI polygon (obscore.COLUMNS).
+REGION_XTYPE = "adql:REGION"
+
+
+def adql_name(name: str) -> str:
+    """A column name as ADQL must write it: delimited ("size") where it is a reserved word."""
+    return f'"{name}"' if name.lower() in ADQL_RESERVED else name
+
+
+def _tap_column(column: Column) -> Column:
+    if column.name == "s_region":
+        return replace(column, datatype="char", unit=None, xtype=REGION_XTYPE, arraysize="*")
+    return column
 
 
 def published_columns() -> dict[str, list[Column]]:
-    tables = {"ivoa.obscore": list(obscore.COLUMNS)}
+    tables = {"ivoa.obscore": [_tap_column(c) for c in obscore.COLUMNS]}
     for name, cols in TAP_SCHEMA_COLUMNS.items():
         tables[f"tap_schema.{name}"] = [Column(c, t, description=d, principal=True, std=True) for c, t, d in cols]
     return tables
@@ -132,9 +159,11 @@ def tap_schema_sql() -> list[str]:
     column_rows = []
     for table, cols in tables.items():
         for i, c in enumerate(cols):
-            column_rows.append((table, c.name, c.datatype, c.size, c.xtype, None, c.description, c.utype, c.unit,
-                                c.ucd, int(c.indexed), int(c.principal), int(c.std), i))
-    data = {"schemas": schemas, "tables": table_rows, "columns": column_rows, "keys": [], "key_columns": []}
+            column_rows.append((table, adql_name(c.name), c.datatype, c.size, c.xtype, None, c.description, c.utype,
+                                c.unit, c.ucd, int(c.indexed), int(c.principal), int(c.std), i))
+    keys = [(key, source, target, None, f"{source} refers to {target}") for key, source, target, _ in FOREIGN_KEYS]
+    key_columns = [(key, a, b) for key, _, _, pairs in FOREIGN_KEYS for a, b in pairs]
+    data = {"schemas": schemas, "tables": table_rows, "columns": column_rows, "keys": keys, "key_columns": key_columns}
     sql = ["DROP SCHEMA IF EXISTS tap_schema CASCADE", "CREATE SCHEMA tap_schema"]
     sql += [_values_view(name, TAP_SCHEMA_COLUMNS[name], rows) for name, rows in data.items()]
     return sql
@@ -316,11 +345,7 @@ def parse_request(params) -> tuple[str, int]:
         raise TapError("LANG: give the query language (ADQL)")
     if lang.strip().upper() not in ("ADQL", "ADQL-2.0", "ADQL-2.1"):
         raise TapError(f"LANG: only ADQL is supported, not {lang!r}")
-    for name in ("FORMAT", "RESPONSEFORMAT"):
-        value = _single(params, name)
-        if value is not None and value.strip().lower().split(";")[0] not in (
-                "votable", "application/x-votable+xml", "text/xml", "application/xml"):
-            raise TapError(f"{name}: only VOTable is available, not {value!r}")
+    tap_output.choose(params)   # RESPONSEFORMAT / FORMAT: one of the offered formats
     query = _single(params, "QUERY")
     if not query or not query.strip():
         raise TapError("QUERY: give an ADQL query")
@@ -340,14 +365,36 @@ def parse_request(params) -> tuple[str, int]:
     return query, min(maxrec, MAX_MAXREC)
 
 
-def translate(adql: str) -> str:
-    """ADQL to PostgreSQL/pgSphere, checked: only the published tables and allowed functions."""
+_QUOTED = re.compile(r"""('(?:[^']|'')*'|"(?:[^"]|"")*")""")
+_EXPONENT = re.compile(r"(?<![\w.])((?:\d+\.?\d*|\.\d+)[eE][-+]?\d+)(?![\w.])")
+MAX_EXPONENT = 400
+
+
+def _plain_number(match) -> str:
+    from decimal import Decimal
+
+    value = Decimal(match.group(1))
+    if abs(value.adjusted()) > MAX_EXPONENT:
+        raise TapError(f"ADQL: the number {match.group(1)} is out of range")
+    return format(value, "f")
+
+
+def expand_exponents(adql: str) -> str:
+    """ADQL's exact numeric literals with an exponent (5E-7, 1e3), which the translator's grammar
+    lacks, written out in full (0.0000005, 1000); string literals and quoted names untouched."""
+    parts = _QUOTED.split(adql)
+    return "".join(part if i % 2 else _EXPONENT.sub(_plain_number, part) for i, part in enumerate(parts))
+
+
+def translate(adql: str, uploads=()) -> str:
+    """ADQL to PostgreSQL/pgSphere, checked: only the published tables (and this query's
+    TAP_UPLOAD tables) and allowed functions."""
     from queryparser.adql import ADQLQueryTranslator
     from queryparser.exceptions import QueryError, QuerySyntaxError
     from queryparser.postgresql import PostgreSQLQueryProcessor
 
     try:
-        sql = ADQLQueryTranslator(adql).to_postgresql()
+        sql = ADQLQueryTranslator(expand_exponents(adql)).to_postgresql()
     except QuerySyntaxError as exc:
         where = ", ".join(f"line {line} column {col} near {text!r}" for line, col, text in exc.syntax_errors[:3])
         raise TapError(f"ADQL syntax error ({where}); the service runs one SELECT statement") from None
@@ -365,8 +412,9 @@ def translate(adql: str) -> str:
         raise TapError(f"ADQL: {exc} (name tables with their schema, e.g. ivoa.obscore)") from None
     except Exception as exc:
         raise TapError(f"ADQL: cannot check the query ({type(exc).__name__})") from None
+    published = PUBLISHED | {("tap_upload", upload.name) for upload in uploads}
     for schema, table in processor.tables:
-        if ((schema or "").lower(), (table or "").lower()) not in PUBLISHED:
+        if ((schema or "").lower(), (table or "").lower()) not in published:
             name = f"{schema}.{table}" if schema else table
             raise TapError(f"table {name} is not published here; query ivoa.obscore or TAP_SCHEMA's tables")
     for function in processor.functions:
@@ -402,15 +450,46 @@ def _sphere_values(text: str) -> list[float]:
     return [math.degrees(float(v)) for v in _SPHERE_NUMBER.findall(text)]
 
 
-def run_sync(params, user, base_url: str) -> TapResult:
+def _upload_reference(name: str) -> re.Pattern:
+    return re.compile(rf'"?\btap_upload\b"?\s*\.\s*"?\b{re.escape(name)}\b"?', re.IGNORECASE)
+
+
+def _point_at_uploads(sql: str, tables: dict[str, str]) -> str:
+    """Every TAP_UPLOAD.name, outside string literals, becomes this query's temporary table."""
+    parts = _LITERAL.split(sql)
+    for name, temp in tables.items():
+        pattern = _upload_reference(name)
+        parts = [part if i % 2 else pattern.sub(temp, part) for i, part in enumerate(parts)]
+    return "".join(parts)
+
+
+def _create_upload_tables(cursor, uploads, temps: dict[str, str], role: bool) -> None:
+    from psycopg2.extras import execute_values
+
+    for upload in uploads:
+        temp = temps[upload.name]
+        columns = ", ".join(f'"{c.name}" {t}' for c, t in zip(upload.columns, upload.sql_types))
+        cursor.execute(f"CREATE TEMP TABLE {temp.split('.', 1)[1]} ({columns}) ON COMMIT DROP")
+        if upload.rows:
+            execute_values(cursor.cursor, f"INSERT INTO {temp} VALUES %s", upload.rows, page_size=1000)
+        if role:
+            cursor.execute(f"GRANT SELECT ON {temp} TO {TAP_ROLE}")
+
+
+def run_sync(params, user, base_url: str, *, uploads=(), timeout: float | None = None) -> TapResult:
+    """One query, for a sync request or an async job alike: `uploads` are its TAP_UPLOAD tables
+    (`tap_upload.UploadTable`), `timeout` its limit in seconds (TAP_TIMEOUT_S by default)."""
     ok, why = available()
     if not ok:
         raise TapError(why, "FatalFault", 501)
+    limit_s = timeout_s() if timeout is None else float(timeout)
     adql, maxrec = parse_request(params)
-    sql = translate(adql)
+    sql = translate(adql, uploads)
     refresh_quality()
     view = f"pg_temp.ivoa_obscore_{uuid.uuid4().hex[:12]}"
     sql = _point_at_request_view(sql, view)
+    temps = {u.name: f"pg_temp.tap_upload_{uuid.uuid4().hex[:12]}" for u in uploads}
+    sql = _point_at_uploads(sql, temps)
     names = ", ".join(c.name for c in obscore.COLUMNS)
     visible = _visible_ids_sql(user)
     from psycopg2 import errors as pg_errors
@@ -423,13 +502,15 @@ def run_sync(params, user, base_url: str) -> TapResult:
                 role = _has_role(cursor)
                 if role:
                     cursor.execute(f"GRANT SELECT ON {view} TO {TAP_ROLE}")
+                _create_upload_tables(cursor, uploads, temps, role)
                 cursor.execute("SELECT set_config('desom.base_url', %s, true)", [base_url.rstrip("/")])
                 cursor.execute("SET TRANSACTION READ ONLY")
-                cursor.execute("SELECT set_config('statement_timeout', %s, true)", [str(int(timeout_s() * 1000))])
+                cursor.execute("SELECT set_config('statement_timeout', %s, true)", [str(int(limit_s * 1000))])
                 if role:
                     cursor.execute(f"SET LOCAL ROLE {TAP_ROLE}")
                 oids = _sphere_oids(cursor)
                 origins = _column_origins(cursor, view)
+                origins.update(_upload_origins(cursor, uploads, temps))
             raw = connection.connection.cursor(name=f"tap_{uuid.uuid4().hex[:12]}")
             try:
                 raw.execute(sql)
@@ -439,7 +520,7 @@ def run_sync(params, user, base_url: str) -> TapResult:
                 raw.close()
             transaction.set_rollback(True)
     except pg_errors.QueryCanceled:
-        raise TapError(f"the query ran past this service's limit of {timeout_s():g} s; narrow it "
+        raise TapError(f"the query ran past this service's limit of {limit_s:g} s; narrow it "
                        "(a spatial constraint, TOP, fewer joins)") from None
     except (pg_errors.InsufficientPrivilege, pg_errors.ReadOnlySqlTransaction) as exc:
         raise TapError(f"refused: {str(exc).strip().splitlines()[0]}") from None
@@ -457,8 +538,12 @@ def run_sync(params, user, base_url: str) -> TapResult:
         row = {}
         # By position: two output columns of one name (MIN(t_min), MIN(em_min)) each keep their value.
         for column, value in zip(columns, record):
-            if value is not None and column.xtype in ("polygon", "point", "circle"):
+            if value is not None and column.xtype == REGION_XTYPE:
+                value = "POLYGON ICRS " + " ".join(repr(v) for v in _sphere_values(value))
+            elif value is not None and column.xtype in ("polygon", "point", "circle"):
                 value = _sphere_values(value)
+            elif isinstance(value, dt.datetime):
+                value = value.isoformat(timespec="milliseconds")     # a DALI timestamp
             elif value is not None and column.datatype == "char":
                 value = str(value)
             row[column.name] = value
@@ -472,6 +557,7 @@ def _sphere_oids(cursor) -> dict[int, str]:
 
 
 _PG_TYPES = {16: "boolean", 20: "long", 21: "short", 23: "int", 700: "float", 701: "double", 1700: "double"}
+_PG_TIMESTAMPS = {1114, 1184}
 
 
 def _column_origins(cursor, view: str) -> dict[int, list[Column]]:
@@ -482,6 +568,14 @@ def _column_origins(cursor, view: str) -> dict[int, list[Column]]:
     relations.update({f"tap_schema.{name}": tables[f"tap_schema.{name}"] for name in TAP_SCHEMA_COLUMNS})
     cursor.execute("SELECT r, to_regclass(r)::oid FROM unnest(%s::text[]) AS r", [list(relations)])
     return {oid: relations[name] for name, oid in cursor.fetchall() if oid is not None}
+
+
+def _upload_origins(cursor, uploads, temps: dict[str, str]) -> dict[int, list[Column]]:
+    found = {}
+    for upload in uploads:
+        cursor.execute("SELECT to_regclass(%s)::oid", [temps[upload.name]])
+        found[cursor.fetchone()[0]] = upload.columns
+    return found
 
 
 def _unique_name(name: str, taken: set[str]) -> str:
@@ -514,16 +608,18 @@ def _result_column(name: str, oid: int, sphere: dict[int, str], base: Column | N
     kind = sphere.get(oid)
     if kind:
         xtype = {"spoly": "polygon", "spoint": "point", "scircle": "circle", "sbox": "polygon"}[kind]
-        if base is not None and base.xtype == xtype:
+        if base is not None and base.xtype in (xtype, REGION_XTYPE):
             return replace(base, name=name)
         return Column(name, "double", "deg", None, None, "", xtype=xtype, arraysize="*")
     datatype = _PG_TYPES.get(oid, "char")
     if base is not None:
         return replace(base, name=name, datatype=datatype, principal=False, indexed=False, std=False)
+    if oid in _PG_TIMESTAMPS:
+        return Column(name, "char", xtype="timestamp", arraysize="*")
     return Column(name, datatype)
 
 
-def results_votable(result: TapResult, links_url: str) -> bytes:
+def results_votable(result: TapResult, links_url: str, serialization: str = "tabledata") -> bytes:
     from .services import datalink_descriptor
 
     votable = new_votable()
@@ -536,7 +632,7 @@ def results_votable(result: TapResult, links_url: str) -> bytes:
         resource.infos[0].content = f"more than MAXREC={result.maxrec} rows; narrow the query"
     if any(c.name == "obs_publisher_did" for c in result.columns):
         votable.resources.append(datalink_descriptor(votable, links_url))
-    return serialise(votable)
+    return serialise(votable, serialization)
 
 
 # --- VOSI -------------------------------------------------------------------------------------------
@@ -558,7 +654,7 @@ def tables_xml() -> bytes:
                        f"<description>{escape(TABLE_DESCRIPTIONS[table])}</description>")
             for c in tables[table]:
                 std = ' std="true"' if c.std else ""
-                out.append(f"      <column{std}><name>{c.name}</name>")
+                out.append(f"      <column{std}><name>{escape(adql_name(c.name))}</name>")
                 if c.description:
                     out.append(f"        <description>{escape(c.description)}</description>")
                 if c.unit:
@@ -573,41 +669,85 @@ def tables_xml() -> bytes:
                 flags = (["indexed"] if c.indexed else []) + (["principal"] if c.principal else [])
                 out += [f"        <flag>{f}</flag>" for f in flags]
                 out.append("      </column>")
+            for key, source, target, pairs in FOREIGN_KEYS:
+                if source == table:
+                    out.append(f"      <foreignKey><targetTable>{target}</targetTable>")
+                    out += [f"        <fkColumn><fromColumn>{a}</fromColumn><targetColumn>{b}</targetColumn></fkColumn>"
+                            for a, b in pairs]
+                    out.append(f"        <description>{escape(source)} refers to {escape(target)}</description>"
+                               "</foreignKey>")
             out.append("    </table>")
         out.append("  </schema>")
     out.append("</vosi:tableset>")
     return ("\n".join(out) + "\n").encode()
 
 
+# The ADQL geometry functions the translator carries to pgSphere (AREA, CENTROID, COORD1/2,
+# COORDSYS and REGION are not: it refuses them).
+GEOMETRY_FEATURES = ["POINT", "CIRCLE", "BOX", "POLYGON", "CONTAINS", "INTERSECTS", "DISTANCE"]
+# A script's token ("Authorization: Token ..."; README "Scripted access"): IVOA SSO's token method.
+TOKEN_SECURITY_METHOD = "ivo://ivoa.net/sso#token"
+_FORMAT_IDS = {"votable": "ivo://ivoa.net/std/TAPRegExt#output-votable-td",
+               "votable/b2": "ivo://ivoa.net/std/TAPRegExt#output-votable-binary2"}
+
+
+def _output_format(output) -> str:
+    ivo_id = f' ivo-id="{_FORMAT_IDS[output.name]}"' if output.name in _FORMAT_IDS else ""
+    return (f"    <outputFormat{ivo_id}>\n      <mime>{escape(output.mime)}</mime>\n"
+            f"      <alias>{escape(output.name)}</alias>\n    </outputFormat>\n")
+
+
 def capabilities_body(base: str) -> str:
+    from . import tap_upload, uws
     from .services import vosi_capability
 
     base = base.rstrip("/")
+    lifetime_s = int(uws.lifetime().total_seconds())
+    default_s, hard_s = uws.default_duration(), uws.max_duration()
+    upload_bytes = tap_upload.limits()[1]
     body = vosi_capability("ivo://ivoa.net/std/VOSI#capabilities", f"{base}/capabilities")
     body += vosi_capability("ivo://ivoa.net/std/VOSI#availability", f"{base}/availability")
     body += vosi_capability("ivo://ivoa.net/std/VOSI#tables-1.1", f"{base}/tables")
+    body += f"""  <capability standardID="ivo://ivoa.net/std/DALI#examples">
+    <interface xsi:type="vr:WebBrowser">
+      <accessURL use="full">{escape(base)}/examples</accessURL>
+    </interface>
+  </capability>
+"""
     body += f"""  <capability standardID="{TAP_STANDARD_ID}" xsi:type="tr:TableAccess">
     <interface xsi:type="vs:ParamHTTP" role="std" version="1.1">
       <accessURL use="base">{escape(base)}</accessURL>
+    </interface>
+    <interface xsi:type="vs:ParamHTTP" role="std" version="1.1">
+      <accessURL use="base">{escape(base)}</accessURL>
+      <securityMethod standardID="{TOKEN_SECURITY_METHOD}"/>
     </interface>
     <dataModel ivo-id="ivo://ivoa.net/std/ObsCore#core-1.1">ObsCore-1.1</dataModel>
     <language>
       <name>ADQL</name>
       <version ivo-id="ivo://ivoa.net/std/ADQL#v2.0">2.0</version>
       <description>ADQL 2.0, translated to PostgreSQL with pgSphere</description>
+      <languageFeatures type="ivo://ivoa.net/std/TAPRegExt#features-adqlgeo">
+{"".join(f"        <feature><form>{form}</form></feature>{chr(10)}" for form in GEOMETRY_FEATURES)}      </languageFeatures>
     </language>
-    <outputFormat>
-      <mime>application/x-votable+xml</mime>
-      <alias>votable</alias>
-    </outputFormat>
+{"".join(_output_format(f) for f in tap_output.FORMATS)}    <uploadMethod ivo-id="ivo://ivoa.net/std/TAPRegExt#upload-inline"/>
+    <uploadMethod ivo-id="ivo://ivoa.net/std/TAPRegExt#upload-http"/>
+    <uploadMethod ivo-id="ivo://ivoa.net/std/TAPRegExt#upload-https"/>
+    <retentionPeriod>
+      <default>{lifetime_s}</default>
+      <hard>{lifetime_s}</hard>
+    </retentionPeriod>
     <executionDuration>
-      <default>{int(timeout_s())}</default>
-      <hard>{int(timeout_s())}</hard>
+      <default>{default_s}</default>
+      <hard>{hard_s}</hard>
     </executionDuration>
     <outputLimit>
       <default unit="row">{DEFAULT_MAXREC}</default>
       <hard unit="row">{MAX_MAXREC}</hard>
     </outputLimit>
+    <uploadLimit>
+      <hard unit="byte">{upload_bytes}</hard>
+    </uploadLimit>
   </capability>
 """
     return body

@@ -26,5 +26,9 @@ urlpatterns = [
     *_both("tap/capabilities", views.tap_capabilities, "tap-capabilities"),
     *_both("tap/availability", views.tap_availability, "tap-availability"),
     *_both("tap/tables", views.tap_tables, "tap-tables"),
+    *_both("tap/examples", views.tap_examples, "tap-examples"),
     *_both("tap/async", views.tap_async, "tap-async"),
+    *_both("tap/async/<str:job_id>", views.tap_job, "tap-job"),
+    *_both("tap/async/<str:job_id>/results/result", views.tap_job_result, "tap-job-result"),
+    *_both("tap/async/<str:job_id>/<str:part>", views.tap_job_part, "tap-job-part"),
 ]

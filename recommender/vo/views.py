@@ -7,7 +7,7 @@ import hashlib
 import logging
 
 from django.db import DatabaseError, connection
-from django.http import HttpResponse
+from django.http import FileResponse, HttpResponse, HttpResponseRedirect
 from django.utils.cache import get_conditional_response
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
@@ -16,7 +16,8 @@ from django.views.decorators.http import require_GET, require_http_methods
 from archive.services import downloads
 from desom.errors import UserError
 
-from . import datalink, services, soda, tap
+from . import datalink, services, soda, tap, tap_output, tap_upload, uws
+from . import tap_examples as tap_examples_doc
 from .votable import FATAL, TRANSIENT, USAGE, VOTABLE_MIME, error_votable
 
 logger = logging.getLogger(__name__)
@@ -181,20 +182,139 @@ def _site_root(request) -> str:
 @answers_vo_errors("TAP")
 def tap_sync(request):
     params = services.collect_parameters(request.GET, request.POST)
-    result = tap.run_sync(params, request.user, _site_root(request))
-    body = tap.results_votable(result, _url(request, "vo:links"))
-    return _votable(body)
+    output = tap_output.choose(params)
+    uploads = tap_upload.from_request(params, request.FILES)
+    result = tap.run_sync(params, request.user, _site_root(request), uploads=uploads)
+    body = tap_output.render(result, output, _url(request, "vo:links"))
+    return HttpResponse(body, content_type=output.mime)
+
+
+def _client(request) -> str:
+    return uws.client_key(request.user, request.META.get("REMOTE_ADDR", ""))
+
+
+def _xml(body: bytes, status: int = 200) -> HttpResponse:
+    return HttpResponse(body, status=status, content_type="text/xml; charset=utf-8")
+
+
+def _job_url(request, job) -> str:
+    return _url(request, "vo:tap-job", job_id=job.id)
+
+
+def _see_job(request, job) -> HttpResponse:
+    return HttpResponseRedirect(_job_url(request, job), status=303)
+
+
+def _tap_ready():
+    ok, why = tap.available()
+    if not ok:
+        raise tap.TapError(why, "FatalFault", 501)
 
 
 @csrf_exempt
+@require_http_methods(["GET", "POST"])
+@answers_vo_errors("TAP async")
 def tap_async(request):
-    """Asynchronous jobs (UWS) are not offered: say so in a VOTable, pointing at sync."""
-    return _votable(error_votable("this TAP service runs synchronous queries only: use /tap/sync"), 501)
+    """UWS job list: GET lists the caller's jobs (PHASE, AFTER, LAST filter it), POST creates one."""
+    _tap_ready()
+    params = services.collect_parameters(request.GET, request.POST)
+    if request.method == "POST":
+        job = uws.create(params, request.FILES, request.user, _client(request), _site_root(request),
+                         _url(request, "vo:links"))
+        return _see_job(request, job)
+    last = params.get("LAST")
+    after = None
+    if params.get("AFTER"):
+        from django.utils.dateparse import parse_datetime
+
+        after = parse_datetime(params["AFTER"][0])
+        if after is None:
+            raise uws.JobError(f"AFTER: {params['AFTER'][0]!r} is not an ISO 8601 time")
+    phases = [p.strip().upper() for p in params.get("PHASE", [])]
+    if last and not last[0].strip().isdigit():
+        raise uws.JobError(f"LAST: {last[0]!r} is not a whole number")
+    jobs = uws.jobs_of(_client(request), phases, after, int(last[0]) if last else None)
+    return _xml(uws.jobs_xml(jobs, _url(request, "vo:tap-async").rstrip("/")))
+
+
+@csrf_exempt
+@require_http_methods(["GET", "POST", "DELETE"])
+@answers_vo_errors("TAP async")
+def tap_job(request, job_id):
+    job = uws.owned_job(job_id, _client(request))
+    if request.method == "DELETE" or (request.method == "POST" and
+                                      request.POST.get("ACTION", "").strip().upper() == "DELETE"):
+        uws.destroy(job)
+        return HttpResponseRedirect(_url(request, "vo:tap-async"), status=303)
+    if request.method == "POST":
+        raise uws.JobError("POST on a job: ACTION=DELETE, or POST to its phase, executionduration, destruction "
+                           "or parameters")
+    params = services.collect_parameters(request.GET)
+    job = uws.wait(job, (params.get("WAIT") or [None])[0], (params.get("PHASE") or [None])[0])
+    return _xml(uws.job_xml(job, _job_url(request, job)))
+
+
+@csrf_exempt
+@require_http_methods(["GET", "POST"])
+@answers_vo_errors("TAP async")
+def tap_job_part(request, job_id, part):
+    job = uws.owned_job(job_id, _client(request))
+    if request.method == "POST":
+        params = services.collect_parameters(request.POST)
+        if part == "phase":
+            phase = (params.get("PHASE") or [""])[0].strip().upper()
+            if phase == "RUN":
+                uws.run(job)
+            elif phase == "ABORT":
+                uws.abort(job)
+            else:
+                raise uws.JobError(f"PHASE: RUN or ABORT, not {phase!r}")
+        elif part == "executionduration":
+            uws.set_duration(job, (params.get("EXECUTIONDURATION") or [""])[0])
+        elif part == "destruction":
+            uws.set_destruction(job, (params.get("DESTRUCTION") or [""])[0])
+        elif part == "parameters":
+            uws.set_parameters(job, params)
+        else:
+            raise uws.JobError(f"{part} cannot be changed")
+        return _see_job(request, job)
+    text = {"phase": job.phase, "executionduration": str(job.execution_duration),
+            "destruction": uws._time(job.destruction), "quote": "", "runid": job.run_id,
+            "owner": job.owner.get_username() if job.owner_id else ""}
+    if part in text:
+        return HttpResponse(text[part], content_type="text/plain; charset=utf-8")
+    if part == "error":
+        if job.phase != "ERROR":
+            raise uws.JobError(f"the job is {job.phase}: it has no error", "NotFoundFault", 404)
+        return _votable(error_votable(job.error))
+    if part == "parameters":
+        xml = uws.job_xml(job, _job_url(request, job)).decode()
+        start, end = xml.index("<uws:parameters>"), xml.index("</uws:parameters>") + len("</uws:parameters>")
+        return _xml(('<?xml version="1.0" encoding="UTF-8"?>\n' + xml[start:end].replace(
+            "<uws:parameters>", f'<uws:parameters xmlns:uws="{uws.UWS_NS}">', 1) + "\n").encode())
+    if part == "results":
+        return _xml(uws.results_xml(job, _job_url(request, job)))
+    raise uws.JobError(f"a job has no {part!r}", "NotFoundFault", 404)
+
+
+@require_GET
+@answers_vo_errors("TAP async")
+def tap_job_result(request, job_id):
+    job = uws.owned_job(job_id, _client(request))
+    path = uws.result_path(job)
+    response = FileResponse(open(path, "rb"), content_type=job.result_mime)
+    response["Content-Length"] = str(path.stat().st_size)
+    return response
 
 
 @require_GET
 def tap_capabilities(request):
     return _capabilities(tap.capabilities_body(_url(request, "vo:tap-sync").rsplit("/sync", 1)[0]))
+
+
+@require_GET
+def tap_examples(request):
+    return HttpResponse(tap_examples_doc.examples_xhtml(), content_type="application/xhtml+xml; charset=utf-8")
 
 
 @require_GET

@@ -91,9 +91,9 @@ def status_info(value: str, text: str = "") -> Info:
     return info
 
 
-def serialise(votable: VOTableFile) -> bytes:
+def serialise(votable: VOTableFile, serialization: str = "tabledata") -> bytes:
     out = io.BytesIO()
-    votable.to_xml(out, tabledata_format="tabledata")
+    votable.to_xml(out, tabledata_format=serialization)
     return out.getvalue()
 
 

@@ -87,12 +87,14 @@ def test_adql_cone_and_footprint_queries_match_the_geometry_module(sky):
                                       f"CONTAINS(POINT('ICRS', s_ra, s_dec), CIRCLE('ICRS', {ra}, {dec}, {r})) = 1"))
         expected = sorted(str(e.expnum) for e in public if fp.angular_distance(ra, dec, e.ra_deg, e.dec_deg) <= r)
         assert sorted(table["obs_id"]) == expected
-    # s_region comes back as a DALI polygon, equal to the stored footprint.
+    # s_region comes back as an ADQL region (an STC-S polygon, no unit), equal to the stored footprint.
     row = _rows(_sync(Client(), f"SELECT s_region, obs_publisher_did FROM ivoa.obscore WHERE obs_id = '{public[0].expnum}'"))
     parsed, _, _ = _status(_sync(Client(), f"SELECT s_region FROM ivoa.obscore WHERE obs_id = '{public[0].expnum}'"))
     field = parsed.get_first_table().fields[0]
-    assert field.xtype == "polygon" and field.datatype == "double"
-    assert np.allclose([float(v) for v in row["s_region"][0]], [float(v) for v in public[0].s_region.split()], atol=1e-9)
+    assert (field.xtype, field.datatype, field.unit) == ("adql:REGION", "char", None)
+    words = str(row["s_region"][0]).split()
+    assert words[:2] == ["POLYGON", "ICRS"]
+    assert np.allclose([float(v) for v in words[2:]], [float(v) for v in public[0].s_region.split()], atol=1e-9)
 
 
 @needs_postgres
@@ -158,7 +160,7 @@ def test_tap_schema_describes_obscore(sky):
     for name in ("obs_publisher_did", "s_region", "s_xel1", "s_xel2", "t_xel", "em_xel", "pol_xel",
                  "desom2_cell", "quality_label", "quality_flags", "label_probability"):
         assert name in columns, name
-    assert str(columns["s_region"]["xtype"]) == "polygon"
+    assert str(columns["s_region"]["xtype"]) == "adql:REGION" and str(columns["s_region"]["datatype"]) == "char"
     tables = set(_rows(_sync(Client(), "SELECT table_name FROM TAP_SCHEMA.tables"))["table_name"])
     assert {"ivoa.obscore", "tap_schema.columns"} <= tables
 
