@@ -7,6 +7,8 @@ import csv
 import io
 from dataclasses import dataclass
 
+import numpy as np
+
 from desom.errors import UserError
 
 from .votable import VOTABLE_MIME
@@ -91,6 +93,11 @@ def _fits(result) -> bytes:
     resource = Resource(type="results")
     votable.resources.append(resource)
     table = add_table(votable, resource, result.columns, result.rows).to_table()
+    for name in table.colnames:
+        column = table[name]
+        if column.dtype == object and all(isinstance(v, str) or v is None or v is np.ma.masked for v in column):
+            # FITS has no variable-length strings: the widest value sets the width, a null is blank.
+            table[name] = np.array(["" if v is None or v is np.ma.masked else v for v in column], dtype=str)
     hdu = fits.table_to_hdu(table)
     hdu.header["EXTNAME"] = "RESULTS"
     hdu.header["QSTATUS"] = ("OVERFLOW" if result.overflow else "OK", "TAP query status")

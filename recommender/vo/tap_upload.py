@@ -174,12 +174,21 @@ def fetch(name: str, url: str) -> bytes:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UploadError(f"UPLOAD: table {name}: {url!r} is not an http(s) URL")
+    import socket
+
+    refused = UploadError(f"UPLOAD: table {name}: this service fetches tables only from public addresses")
+    try:
+        resolved = {info[4][0] for info in socket.getaddrinfo(parts.hostname, parts.port or 80, type=socket.SOCK_STREAM)}
+    except OSError:
+        raise UploadError(f"UPLOAD: table {name}: the host {parts.hostname!r} is unknown") from None
+    if not all(_public_address(address) for address in resolved):
+        raise refused          # refused before any connection: no probing of the inside
     connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     connection = connection_class(parts.hostname, parts.port, timeout=timeout)
     try:
         connection.connect()
         if not _public_address(connection.sock.getpeername()[0]):
-            raise UploadError(f"UPLOAD: table {name}: this service fetches tables only from public addresses")
+            raise refused      # the name resolved elsewhere the second time
         path = parts.path or "/"
         connection.request("GET", path + (f"?{parts.query}" if parts.query else ""),
                            headers={"Accept": "application/x-votable+xml, text/xml"})

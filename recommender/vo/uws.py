@@ -30,7 +30,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
-from django.db import close_old_connections, connection, connections, transaction
+from django.db import connection, connections, transaction
 from django.utils import timezone
 
 from desom.errors import UserError
@@ -330,7 +330,6 @@ def execute(job_id: str) -> str:
 
     from . import tap
 
-    close_old_connections()
     now = timezone.now()
     if not TapJob.objects.filter(pk=job_id, phase=TapJob.QUEUED).update(
             phase=TapJob.EXECUTING, started_at=now, heartbeat_at=now, backend_pid=_backend_pid()):
