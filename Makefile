@@ -27,13 +27,15 @@ test: $(STAMP)
 
 # Production: gunicorn (config/gunicorn.conf.py) with DEBUG off unless DEBUG is set. Needs
 # SECRET_KEY and ALLOWED_HOSTS (README "Deployment"); prepares the database (migrate, which
-# also makes the shared cache's table), the static files and the search indexes first.
+# also makes the shared cache's table), the static files and the search indexes first, and runs
+# the TAP async worker (manage.py tap_worker) beside gunicorn, stopped with it.
 SERVE_ENV = DEBUG=$${DEBUG:-0}
 serve: $(STAMP)
 	$(SERVE_ENV) $(PY) manage.py migrate --noinput
 	$(SERVE_ENV) $(PY) manage.py collectstatic --noinput --verbosity 0
 	$(SERVE_ENV) $(PY) manage.py build_index --if-model --verbosity 0
-	$(SERVE_ENV) exec $(PY) -m gunicorn --config config/gunicorn.conf.py config.wsgi:application
+	$(SERVE_ENV) $(PY) manage.py tap_worker & worker=$$!; trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
+	$(SERVE_ENV) $(PY) -m gunicorn --config config/gunicorn.conf.py config.wsgi:application
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run_all

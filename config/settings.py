@@ -188,6 +188,8 @@ TAP_ASYNC_MAX_DURATION_S = int(os.environ.get("TAP_ASYNC_MAX_DURATION_S", "3600"
 TAP_ASYNC_LIFETIME_S = int(os.environ.get("TAP_ASYNC_LIFETIME_S", str(7 * 24 * 3600)))
 TAP_ASYNC_MAX_ACTIVE = int(os.environ.get("TAP_ASYNC_MAX_ACTIVE", "3"))
 TAP_ASYNC_MAX_JOBS = int(os.environ.get("TAP_ASYNC_MAX_JOBS", "100"))
+# A running job's worker beats every fifth of this; a job whose last beat is older is in ERROR.
+TAP_ASYNC_STALL_S = float(os.environ.get("TAP_ASYNC_STALL_S", "30"))
 # The task runner that executes TAP jobs: django-tasks with its database backend (the archive's
 # own database is the queue; `manage.py tap_worker` runs them).
 TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default", "tap"]}}

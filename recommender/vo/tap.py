@@ -637,8 +637,14 @@ def results_votable(result: TapResult, links_url: str, serialization: str = "tab
 
 # --- VOSI -------------------------------------------------------------------------------------------
 
-def tables_xml() -> bytes:
-    """VOSI tables (VODataService 1.1 tableset): the published schemas, tables and columns."""
+def wants_esa_flags(user_agent: str | None) -> bool:
+    """astroquery's TapPlus: it names itself when it POSTs, and its GETs carry no User-Agent."""
+    return not user_agent or user_agent.startswith("astroquery/")
+
+
+def tables_xml(esa_flags: bool = False) -> bytes:
+    """VOSI tables (VODataService 1.1 tableset): the published schemas, tables and columns, with
+    their foreign keys; `esa_flags` adds the attribute astroquery's TapPlus needs."""
     schemas: dict[str, list[str]] = {}
     tables = published_columns()
     for table in tables:
@@ -646,7 +652,11 @@ def tables_xml() -> bytes:
     out = ['<?xml version="1.0" encoding="UTF-8"?>',
            '<vosi:tableset xmlns:vosi="http://www.ivoa.net/xml/VOSITables/v1.0" '
            'xmlns:vs="http://www.ivoa.net/xml/VODataService/v1.1" '
-           'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">']
+           'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"'
+           + (' xmlns:esatapplus="http://esa.int/xml/EsaTapPlus">' if esa_flags else ">")]
+    # astroquery's TapPlus reads a column only when it carries ESA's esatapplus:flags attribute
+    # (0: no ESA flag), which VODataService 1.1 (and so taplint) does not allow.
+    esa = ' esatapplus:flags="0"' if esa_flags else ""
     for schema, names in schemas.items():
         out.append(f"  <schema><name>{schema}</name>")
         for table in names:
@@ -654,7 +664,7 @@ def tables_xml() -> bytes:
                        f"<description>{escape(TABLE_DESCRIPTIONS[table])}</description>")
             for c in tables[table]:
                 std = ' std="true"' if c.std else ""
-                out.append(f"      <column{std}><name>{escape(adql_name(c.name))}</name>")
+                out.append(f"      <column{std}{esa}><name>{escape(adql_name(c.name))}</name>")
                 if c.description:
                     out.append(f"        <description>{escape(c.description)}</description>")
                 if c.unit:

@@ -101,7 +101,7 @@ def reap() -> None:
 
     now = timezone.now()
     stalled = TapJob.objects.filter(phase=TapJob.EXECUTING, heartbeat_at__lt=now - dt.timedelta(seconds=stall_s()))
-    for job in list(stalled.only("id", "task_id")):
+    for job in list(stalled.only("id", "task_id", "backend_pid", "started_at")):
         changed = TapJob.objects.filter(pk=job.pk, phase=TapJob.EXECUTING).update(
             phase=TapJob.ERROR, ended_at=now,
             error="TransientFault: the worker running this job stopped before it finished; run the job again")
@@ -109,6 +109,7 @@ def reap() -> None:
             logger.warning("TAP job %s: its worker stopped; the job is in ERROR", job.pk)
             DBTaskResult.objects.filter(pk=job.task_id or None, status="RUNNING").update(status="FAILED",
                                                                                      finished_at=now)
+            _end_orphan_query(job)
     for job in TapJob.objects.filter(phase=TapJob.EXECUTING, started_at__isnull=False).only(
             "id", "started_at", "execution_duration"):
         if job.started_at + dt.timedelta(seconds=job.execution_duration + stall_s()) < now:
@@ -117,6 +118,16 @@ def reap() -> None:
                 error=f"UsageFault: the job ran past its executionDuration of {job.execution_duration} s")
     for job in list(TapJob.objects.filter(destruction__lt=now).only("id")):
         destroy(job)
+
+
+def _end_orphan_query(job) -> None:
+    """The dead worker's query may still run in PostgreSQL (it notices a gone client only when it
+    answers): end that backend, if it is still the one the job started on."""
+    if not job.backend_pid or connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = %s AND backend_start <= %s",
+                       [job.backend_pid, job.started_at])
 
 
 def destroy(job) -> None:

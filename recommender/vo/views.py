@@ -319,7 +319,10 @@ def tap_examples(request):
 
 @require_GET
 def tap_tables(request):
-    return HttpResponse(tap.tables_xml(), content_type="text/xml; charset=utf-8")
+    response = HttpResponse(tap.tables_xml(tap.wants_esa_flags(request.headers.get("User-Agent"))),
+                            content_type="text/xml; charset=utf-8")
+    response["Vary"] = "User-Agent"
+    return response
 
 
 @require_GET

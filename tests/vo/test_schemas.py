@@ -104,12 +104,18 @@ def test_vosi_documents_are_valid(schemas, db, service):
 
 
 def test_vosi_tables_is_valid_and_lists_obscore(schemas, db):
-    response = Client().get("/tap/tables")
+    response = Client(HTTP_USER_AGENT="STILTS/3.4.7").get("/tap/tables")
     assert response.status_code == 200
     schemas["tables"].validate(io.BytesIO(response.content))
     text = response.content.decode()
-    for name in ("ivoa.obscore", "s_region", "s_xel1", "quality_label", "tap_schema.columns"):
+    for name in ("ivoa.obscore", "s_region", "s_xel1", "quality_label", "tap_schema.columns", '"size"'):
         assert f"<name>{name}</name>" in text
+    assert "<targetTable>tap_schema.tables</targetTable>" in text and "esatapplus" not in text
+    # astroquery's TapPlus (no User-Agent on its GETs) gets the same document plus ESA's column flags.
+    esa = Client().get("/tap/tables").content.decode()
+    assert esa.count('esatapplus:flags="0"') == text.count("<column")
+    assert esa.replace(' esatapplus:flags="0"', "").replace(' xmlns:esatapplus="http://esa.int/xml/EsaTapPlus"',
+                                                             "") == text
 
 
 def test_the_shipped_schemas_are_the_ivoa_ones():
