@@ -87,5 +87,25 @@ def page_not_found(request, exception=None):
     return error_response(request, 404, _message(exception, f"nothing at {request.path_info}"), "not_found")
 
 
+def api_not_found(request, rest=""):
+    """The last route under /api/: a path no API route matched is a JSON 404 in every mode
+    (Django's handler404 answers only with DEBUG off). A path that matches once a slash is added
+    is redirected there, as APPEND_SLASH would."""
+    from django.http import HttpResponsePermanentRedirect
+    from django.urls import Resolver404, resolve
+
+    path = request.path_info
+    if not path.endswith("/"):
+        try:
+            match = resolve(path + "/")
+        except Resolver404:
+            match = None
+        if match is not None and match.func is not api_not_found:
+            query = request.META.get("QUERY_STRING", "")
+            return HttpResponsePermanentRedirect(request.path + "/" + (f"?{query}" if query else ""))
+    return error_response(request, 404, f"no API route at {path} (the routes are listed at /api/ and "
+                                        "documented at /api/docs/)", "not_found")
+
+
 def server_error(request):
     return error_response(request, 500, "the server failed to answer; the failure is logged", "server_error")

@@ -156,6 +156,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Every operation's 4xx/503 answers, with the one error shape (config.openapi).
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "config.openapi.add_error_responses"],
     # Two models have a "status" field with different choices; name their enums apart.
     "ENUM_NAME_OVERRIDES": {
         "ExposureStatusEnum": "archive.models.Exposure.STATUS_CHOICES",

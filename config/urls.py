@@ -1,9 +1,10 @@
 """Root URL map: admin, the REST API (archive and search), the schema and its docs, the
 Virtual Observatory interface, and the pages."""
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from . import errors
 from .converters import register
 
 register()
@@ -14,6 +15,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/", include("recommender.api_urls")),
     path("api/", include("archive.api.urls")),
+    re_path(r"^api/(?P<rest>.*)$", errors.api_not_found),
     path("", include("recommender.vo.urls")),
     path("", include("archive.urls")),
     path("", include("recommender.pages.urls")),

@@ -60,6 +60,13 @@ class ExposureFilter(django_filters.FilterSet):
             return False
         if valid:
             data = self.form.cleaned_data
+            for name, check in (("label", quality.check_labels), ("flag", quality.check_flags)):
+                if data.get(name):
+                    try:
+                        check([data[name]], name)
+                    except quality.UnknownValue as exc:
+                        self.form.add_error(name, str(exc))
+                        return False
             given = [data.get(k) is not None for k in ("ra", "dec", "radius")]
             if any(given) and not all(given):
                 self.form.add_error(None, "a cone search needs ra, dec and radius together")

@@ -5,6 +5,7 @@ matching row (937 ms for label + band at 1M, benchmarks/bench_million.py) to fet
 from django.conf import settings
 from django.core.paginator import Paginator
 from django.utils.functional import cached_property
+from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 
@@ -40,6 +41,18 @@ class ArchivePagination(PageNumberPagination):
     page_size_query_param = "page_size"
     max_page_size = MAX_PAGE_SIZE
     django_paginator_class = CappedCountPaginator
+
+    def get_page_size(self, request):
+        """page_size, when given, is a whole number in 1..MAX_PAGE_SIZE; anything else is refused
+        (DRF would fall back to the default without a word)."""
+        text = request.query_params.get(self.page_size_query_param)
+        if text is None:
+            return self.page_size
+        text = text.strip()
+        if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= self.max_page_size:
+            raise ValidationError({self.page_size_query_param: [
+                f"page_size must be a whole number in 1..{self.max_page_size}, not {text!r}"]})
+        return int(text)
 
     def get_paginated_response(self, data):
         paginator = self.page.paginator

@@ -3,6 +3,8 @@ import copy
 from django.urls import reverse
 from rest_framework import serializers
 
+from desom import footprint as fp
+
 from .. import selectors
 from ..models import AccessToken, CellLabel, Exposure, IngestFailure, IngestRun, ModelVersion, PrototypeFlag
 
@@ -107,13 +109,23 @@ class ExposureSerializer(PlannedRowsMixin, serializers.ModelSerializer):
 
     quality = serializers.SerializerMethodField()
     is_public = serializers.BooleanField(read_only=True)
+    footprint = serializers.SerializerMethodField()
     links = serializers.SerializerMethodField()
 
     class Meta:
         model = Exposure
         fields = ["id", "expnum", "filename", "obstype", "is_science", "layout", "object_name", "ra_deg", "dec_deg",
                   "mjd_obs", "date_obs", "exptime", "filter_name", "band", "airmass", "instrument", "n_ccds",
-                  "runid", "n_detected", "n_sampled", "status", "release_date", "is_public", "quality", "links"]
+                  "runid", "n_detected", "n_sampled", "status", "release_date", "is_public", "quality", "footprint",
+                  "links"]
+
+    def get_footprint(self, exposure) -> dict | None:
+        """The footprint as SIA and TAP publish it (s_region): its (ra, dec) vertices in degrees,
+        ICRS, and whether it came from the files' WCS or MegaCam's nominal field."""
+        vertices = fp.from_dali(exposure.s_region)
+        if not vertices:
+            return None
+        return {"kind": exposure.footprint_kind or None, "polygon": [[float(ra), float(dec)] for ra, dec in vertices]}
 
     def get_quality(self, exposure) -> dict | None:
         verdict = self.context.get("verdicts", {}).get(exposure.pk)

@@ -9,6 +9,7 @@ from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotAuthenticated, NotFound, ValidationError
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from config.errors import error_body
@@ -18,9 +19,22 @@ from .. import selectors
 from ..models import AccessToken, CellAssignment, ExposureVector, IngestRun, ModelVersion, PrototypeFlag
 from ..authentication import AccessTokenAuthentication
 from ..services import downloads, quality, tokens, versions
-from . import serializers
+from . import renderers, serializers
 from .filters import ExposureFilter
 from .pagination import ArchivePagination
+
+
+# What a list or the manifest reads besides the filters.
+LIST_PARAMETERS = {"list": {"page", "page_size", "format"}, "manifest": {"page", "output", "format"}}
+
+
+def refuse_unknown_parameters(request, allowed: set[str]) -> None:
+    """A misspelt or unknown query parameter (colour=blue, ordering=-date_obs) is refused with the
+    names this route reads, never ignored (which would answer everything)."""
+    unknown = sorted(set(request.query_params) - allowed)
+    if unknown:
+        names = ", ".join(sorted(allowed))
+        raise ValidationError({name: [f"unknown parameter {name!r}; this route reads: {names}"] for name in unknown})
 
 
 def verdicts_for(exposures) -> dict:
@@ -34,9 +48,17 @@ class ExposureViewSet(viewsets.ReadOnlyModelViewSet):
     filterset_class = ExposureFilter
     serializer_class = serializers.ExposureSerializer
     lookup_value_regex = r"[0-9]{1,18}"
+    # ?format=csv or ?format=votable: a page of the list (or the manifest) as a table.
+    renderer_classes = [*api_settings.DEFAULT_RENDERER_CLASSES, renderers.ExposureCSVRenderer,
+                        renderers.ExposureVOTableRenderer]
 
     def get_queryset(self):
         return selectors.visible_exposures(self.request.user).order_by("expnum")
+
+    def filter_queryset(self, queryset):
+        if self.action in ("list", "manifest"):
+            refuse_unknown_parameters(self.request, set(ExposureFilter.base_filters) | LIST_PARAMETERS[self.action])
+        return super().filter_queryset(queryset)
 
     def get_serializer_class(self):
         return serializers.ExposureDetailSerializer if self.action == "retrieve" else serializers.ExposureSerializer
@@ -79,7 +101,15 @@ class ExposureViewSet(viewsets.ReadOnlyModelViewSet):
         rows = downloads.manifest_rows(
             queryset.only("id", "expnum", "filename", "file_size", "checksum")[start:start + downloads.MANIFEST_PAGE],
             request.build_absolute_uri)
-        body, content_type = downloads.render_manifest(rows, output, total=total, page=page)
+        table_format = request.query_params.get("format")
+        if table_format in ("csv", "votable"):
+            columns = ["id", "expnum", "filename", "size", "sha256", "url"]
+            body = (renderers.csv_table(rows, columns) if table_format == "csv" else
+                    renderers.votable_table(rows, columns, f"download manifest, page {page} of {last}"))
+            content_type = "text/csv" if table_format == "csv" else "application/x-votable+xml"
+            output = table_format
+        else:
+            body, content_type = downloads.render_manifest(rows, output, total=total, page=page)
         response = HttpResponse(body, content_type=content_type)
         response["X-Total-Count"] = str(total)
         if page < last:

@@ -15,8 +15,8 @@ from django.db.models import Max
 
 from desom.errors import UserError
 
-from ..models import (MIXED_LABEL, CellAssignment, CellLabel, Exposure, ExposureFlag, ModelVersion,
-                      PrototypeFlag)
+from ..models import (MIXED_LABEL, QUALITY_LABELS, CellAssignment, CellLabel, Exposure, ExposureFlag,
+                      ModelVersion, PrototypeFlag)
 from .. import memo
 from ..text import check_text
 from . import versions
@@ -388,3 +388,45 @@ def quality_verdicts(exposures) -> list[QualityVerdict]:
                                        label_source=source, probabilities=probs,
                                        flags=flags_by_exposure[exposure.pk], warnings=warnings))
     return verdicts
+
+
+# --- the values a label or flag parameter may take ------------------------------------------------
+
+class UnknownValue(UserError):
+    """A parameter value no exposure can ever match (a label or flag name that does not exist):
+    refused, naming the parameter and the values it may take, rather than answered with nothing."""
+
+    def __init__(self, parameter: str, value: str, allowed: list[str], what: str):
+        self.parameter, self.value, self.allowed = parameter, value, allowed
+        choices = ", ".join(allowed) if allowed else "none is defined yet"
+        super().__init__(f"{parameter}: {value!r} is not {what} of this archive; the {what}s are: {choices}")
+
+
+def known_labels() -> list[str]:
+    """The vocabulary and every label a curator has given a cell (any model version)."""
+    given = CellLabel.objects.values_list("label", flat=True).distinct()
+    found = {label.lower(): label for label in given if label and label != MIXED_LABEL}
+    found.update({label.lower(): label for label in QUALITY_LABELS})
+    return sorted(found.values(), key=str.lower)
+
+
+def known_flags() -> list[str]:
+    """The names of the prototype flags (active ones: an inactive flag marks no exposure)."""
+    return sorted(set(PrototypeFlag.objects.filter(is_active=True).values_list("name", flat=True)), key=str.lower)
+
+
+def _check(values, parameter: str, allowed: list[str], what: str) -> None:
+    lowered = {a.lower() for a in allowed}
+    for value in values:
+        if value.strip().lower() not in lowered:
+            raise UnknownValue(parameter, value.strip(), allowed, what)
+
+
+def check_labels(values, parameter: str = "label") -> None:
+    """Every value names a quality label (compared without case, as the filter compares)."""
+    _check(values, parameter, known_labels(), "a quality label")
+
+
+def check_flags(values, parameter: str = "flag") -> None:
+    """Every value names an active prototype flag (compared without case, as the filter compares)."""
+    _check(values, parameter, known_flags(), "a prototype flag")

@@ -212,6 +212,11 @@ def build_queryset(params: dict[str, list[str]], user) -> tuple:
         "FLAG": lambda v: Q(pk__in=ExposureFlag.objects.filter(flag__name__iexact=v.strip(), flag__is_active=True)
                             .values("exposure_id")),
     }
+    for name, check in (("QUALITY", quality.check_labels), ("FLAG", quality.check_flags)):
+        try:
+            check(params.get(name, []), name)      # a label or flag that does not exist: refused, not empty
+        except quality.UnknownValue as exc:
+            raise SiaError(str(exc)) from None
     for name, make in simple.items():
         if params.get(name):
             queryset = queryset.filter(_or(params[name], make))
