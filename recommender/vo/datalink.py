@@ -112,7 +112,9 @@ def links_votable(ids: list[str], user, urls: Urls) -> bytes:
     for identifier in ids:
         exposure = found[identifier]
         if exposure is None:
-            rows.append({"ID": identifier, "error_message": fault(NOT_FOUND, f"no exposure {identifier!r} in this archive")})
+            # DataLink 1.1: an ID without links gets one row, #this, with its fault.
+            rows.append({"ID": identifier, "semantics": "#this",
+                         "error_message": fault(NOT_FOUND, f"no exposure {identifier!r} in this archive")})
         else:
             rows.extend(exposure_links(identifier, exposure, verdicts[exposure.pk], urls))
     votable = new_votable()
@@ -128,6 +130,17 @@ def links_votable(ids: list[str], user, urls: Urls) -> bytes:
         [ServiceParam("SIMILAR_TO", ref="ID", description="the exposure to compare with"),
          ServiceParam("K", "int", "how many similar exposures", value="10")],
         "the exposures most like this one (SIA 2.0 with this archive's SIMILAR_TO)"))
+    return serialise(votable)
+
+
+def error_votable(message: str, code: str = "UsageFault") -> bytes:
+    """A links request refused as a whole (no ID, too many): DALI's error status over an empty
+    links table, so a DataLink client reads it as the DataLink document it asked for."""
+    votable = new_votable()
+    resource = Resource(type="results")
+    votable.resources.append(resource)
+    resource.infos.append(status_info("ERROR", fault(code, message)))
+    add_table(votable, resource, COLUMNS, [])
     return serialise(votable)
 
 

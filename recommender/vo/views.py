@@ -84,8 +84,13 @@ def _datalink_urls(request) -> datalink.Urls:
 @require_http_methods(["GET", "POST"])
 @answers_vo_errors("DataLink")
 def links(request):
-    params = services.collect_parameters(request.GET, request.POST)
-    body = datalink.links_votable(datalink.collect_ids(params), request.user, _datalink_urls(request))
+    try:
+        params = services.collect_parameters(request.GET, request.POST)
+        ids = datalink.collect_ids(params)
+    except UserError as exc:
+        return _votable(datalink.error_votable(str(exc), getattr(exc, "code", USAGE)), 400,
+                        content_type="application/x-votable+xml;content=datalink")
+    body = datalink.links_votable(ids, request.user, _datalink_urls(request))
     return _votable(body, content_type="application/x-votable+xml;content=datalink")
 
 

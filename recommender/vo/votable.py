@@ -148,6 +148,19 @@ def add_table(votable, resource, columns: list[Column], rows: list[dict], name: 
     return table
 
 
+class _EmptyValue:
+    """A converter that writes an empty value and otherwise is the one it wraps."""
+
+    def __init__(self, converter):
+        self._converter = converter
+
+    def output(self, value, mask):
+        return ""
+
+    def __getattr__(self, name):
+        return getattr(self._converter, name)
+
+
 def service_descriptor(votable, ID: str, standard_id: str | None, access_url: str, params: list[ServiceParam],
                        description: str = "") -> Resource:
     """A DataLink service descriptor: how to call a service, its input parameters either given
@@ -172,6 +185,10 @@ def service_descriptor(votable, ID: str, standard_id: str | None, access_url: st
         param = Param(votable, name=spec.name, ID=f"{ID}-{spec.name}", datatype=spec.datatype, value=spec.value, ref=spec.ref,
                       unit=spec.unit, ucd=spec.ucd, **kwargs)
         param.description = spec.description or None
+        if not spec.value and not spec.ref and arraysize and arraysize != "*" and spec.datatype != "char":
+            # A fixed-size input the caller fills in (SODA's CIRCLE): astropy would write zeros
+            # ("0 0 0"), which a client sends unless it replaces them; the value stays empty.
+            param.converter = _EmptyValue(param.converter)
         if spec.options:
             from astropy.io.votable.tree import Values
 
