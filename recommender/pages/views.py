@@ -21,7 +21,7 @@ from archive import selectors
 from archive.api.filters import ExposureFilter
 from archive.models import (MIXED_LABEL, QUALITY_LABELS, CellAssignment, Exposure, ExposureVector, ModelVersion,
                             PrototypeFlag)
-from archive.services import quality, versions
+from archive.services import coverage, quality, versions
 from recommender import services, uploads
 from config import throttling
 
@@ -79,11 +79,13 @@ def search(request):
     verdicts = quality.quality_verdicts(rows)
     active = versions.active_version(ModelVersion.DESOM1)
     query = params.urlencode()
+    band = (request.GET.get("band") or "").strip().lower()
     return render(request, "pages/search.html", {
         "form": filterset.form, "valid": valid, "page": page, "rows": list(zip(rows, verdicts)),
         "query": query, "no_model": active is None, "labels": QUALITY_LABELS,
         "flags": PrototypeFlag.objects.filter(is_active=True, model_version=active).values_list("name", flat=True)
         if active else [],
+        "coverage_band": band if band in coverage.BANDS else None, "coverage_bands": coverage.BANDS,
     })
 
 

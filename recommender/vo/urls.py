@@ -1,6 +1,6 @@
 """The Virtual Observatory routes, included at the site's root by config/urls.py: SIA v2 under
-sia2/, DataLink under datalink/, SODA under soda/, TAP under tap/; each with its VOSI
-endpoints. Each route also answers with a trailing slash."""
+sia2/, DataLink under datalink/, SODA under soda/, TAP under tap/, Simple Cone Search under
+scs/, each with its VOSI endpoints; the public coverage (MOC) under coverage/. Each route also answers with a trailing slash."""
 from django.urls import path
 
 from . import views
@@ -22,6 +22,12 @@ urlpatterns = [
     *_both("soda/sync", views.soda_sync, "soda"),
     *_both("soda/capabilities", views.soda_capabilities, "soda-capabilities"),
     *_both("soda/availability", views.availability, "soda-availability"),
+    *_both("scs/query", views.cone, "scs"),
+    *_both("scs/capabilities", views.cone_capabilities, "scs-capabilities"),
+    *_both("scs/availability", views.availability, "scs-availability"),
+    path("coverage/moc.fits", views.coverage_map, {"output": "fits"}, name="coverage-fits"),
+    path("coverage/moc.json", views.coverage_map, {"output": "json"}, name="coverage-json"),
+    path("coverage/map.png", views.coverage_map, {"output": "png"}, name="coverage-png"),
     *_both("tap/sync", views.tap_sync, "tap-sync"),
     *_both("tap/capabilities", views.tap_capabilities, "tap-capabilities"),
     *_both("tap/availability", views.tap_availability, "tap-availability"),

@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from archive.services import downloads
 from desom.errors import UserError
 
-from . import datalink, services, soda, tap, tap_output, tap_upload, uws
+from . import datalink, scs, services, soda, tap, tap_output, tap_upload, uws
 from . import tap_examples as tap_examples_doc
 from .votable import FATAL, TRANSIENT, USAGE, VOTABLE_MIME, error_votable
 
@@ -180,6 +180,44 @@ def availability(request):
 
 def _site_root(request) -> str:
     return request.build_absolute_uri("/").rstrip("/")
+
+
+@require_GET
+def cone(request):
+    """Simple Cone Search 1.03 (RA, DEC, SR, VERB); its errors are SCS's Error INFO."""
+    try:
+        params = services.collect_parameters(request.GET)
+        exposures, verb, overflow, maxrec = scs.search(params, request.user)
+    except UserError as exc:
+        return _votable(scs.error_votable(str(exc)), 400)
+    except DatabaseError as exc:
+        return _database_down("cone search", exc)
+    body = scs.results_votable(exposures, verb, overflow, maxrec, lambda e: _url(request, "archive:download", pk=e.pk))
+    return _votable(body)
+
+
+@require_GET
+def cone_capabilities(request):
+    body = services.vosi_capability("ivo://ivoa.net/std/VOSI#capabilities", _url(request, "vo:scs-capabilities"))
+    body += services.vosi_capability("ivo://ivoa.net/std/VOSI#availability", _url(request, "vo:scs-availability"))
+    body += scs.capabilities_body(_url(request, "vo:scs"))
+    return _capabilities(body)
+
+
+@require_GET
+def coverage_map(request, output):
+    """The public coverage (MOC) of every band or one (?band=r): moc.fits, moc.json, map.png."""
+    from archive.services import coverage
+
+    try:
+        path = coverage.coverage_file(request.GET.get("band"), output)
+    except coverage.CoverageError as exc:
+        return HttpResponse(f"{exc}\n", status=400, content_type="text/plain; charset=utf-8")
+    response = FileResponse(open(path, "rb"), content_type=coverage.FORMATS[output])
+    response["Cache-Control"] = "public, max-age=3600"
+    if output != "png":
+        response["Content-Disposition"] = f'inline; filename="{path.name}"'
+    return response
 
 
 @csrf_exempt

@@ -49,6 +49,14 @@ def test_pyvo_queries_the_archive(live_server, populated_archive):
     assert sorted(int(v) for v in table["obs_id"]) == expected and expected
     assert set(table["quality_label"]) == {"RBT"}
 
+    # Cell 0: pyvo drops a custom keyword whose value is falsy (cell=0 sends no CELL at all, so
+    # the whole archive comes back); written as "0" or [0] it reaches the service (README).
+    in_zero = sorted(e.expnum for e in science if cells.get(e.pk) == 0)
+    for value in ("0", [0]):
+        table = service.search(cell=value, maxrec=1000).to_table()
+        assert sorted(int(v) for v in table["obs_id"]) == in_zero
+    assert len(service.search(cell=0, maxrec=1000)) == len(science)
+
     # A bad query is a DAL error carrying the service's message.
     with pytest.raises(pyvo.dal.DALQueryError, match="UsageFault: CELL"):
         service.search(cell=10 ** 6)
