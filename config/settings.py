@@ -288,4 +288,4 @@ FILE_UPLOAD_TEMP_DIR = os.environ.get("FILE_UPLOAD_TEMP_DIR") or None
 # routes (a new VO route adds its prefix here), HTML for everything else.
 ARCHIVE_ERROR_SURFACES = [("/api/", "config.errors.json_error"), ("/sia2/", "config.errors.votable_error"),
                           ("/tap/", "config.errors.votable_error"), ("/datalink/", "config.errors.votable_error"),
-                          ("/soda/", "config.errors.votable_error")]
+                          ("/soda/", "config.errors.votable_error"), ("/scs/", "config.errors.votable_error")]
