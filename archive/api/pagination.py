@@ -43,16 +43,17 @@ class ArchivePagination(PageNumberPagination):
     django_paginator_class = CappedCountPaginator
 
     def get_page_size(self, request):
-        """page_size, when given, is a whole number in 1..MAX_PAGE_SIZE; anything else is refused
-        (DRF would fall back to the default without a word)."""
+        """page_size, when given, is a whole number from 1; anything else (-3, 0, "abc") is refused,
+        where DRF would fall back to the default without a word. Above MAX_PAGE_SIZE it is served
+        at that size, the pages' `next` links going on from there (as MAXREC in the VO)."""
         text = request.query_params.get(self.page_size_query_param)
         if text is None:
             return self.page_size
         text = text.strip()
-        if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= self.max_page_size:
+        if not (text.isascii() and text.isdigit()) or int(text) < 1:
             raise ValidationError({self.page_size_query_param: [
-                f"page_size must be a whole number in 1..{self.max_page_size}, not {text!r}"]})
-        return int(text)
+                f"page_size must be a whole number from 1 (at most {self.max_page_size} are served), not {text!r}"]})
+        return min(int(text), self.max_page_size)
 
     def get_paginated_response(self, data):
         paginator = self.page.paginator

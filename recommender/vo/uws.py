@@ -195,6 +195,11 @@ def create(params: dict[str, list[str]], files, user, client: str, base_url: str
     if TapJob.objects.filter(client=client).count() >= _setting("TAP_ASYNC_MAX_JOBS", 100):
         raise JobError(f"you keep {_setting('TAP_ASYNC_MAX_JOBS', 100)} jobs here already, the most one client may; "
                        "delete some (DELETE on a job's URL)", status=429)
+    phase = (params.get("PHASE") or [""])[0].strip().upper()
+    if phase not in ("", "RUN"):
+        raise JobError(f"PHASE: only RUN is meaningful when a job is created, not {phase!r}")
+    if phase == "RUN":
+        _check_active_bound(client)      # refused before a job is made, not left PENDING behind
     query = {k: v for k, v in params.items() if k not in CONTROL}
     pairs = tap_upload.parse_upload_parameter(query.get("UPLOAD", []))
     for name, part in pairs:
@@ -224,12 +229,18 @@ def create(params: dict[str, list[str]], files, user, client: str, base_url: str
                     out.write(chunk)
         job.uploads.append([name, f"upload_{name}.xml"])
     job.save()
-    phase = (params.get("PHASE") or [""])[0].strip().upper()
     if phase == "RUN":
         run(job)
-    elif phase:
-        raise JobError(f"PHASE: only RUN is meaningful when a job is created, not {phase!r}")
     return job
+
+
+def _check_active_bound(client: str) -> None:
+    from recommender.models import TapJob
+
+    most = _setting("TAP_ASYNC_MAX_ACTIVE", 3)
+    if TapJob.objects.filter(client=client, phase__in=ACTIVE).count() >= most:
+        raise JobError(f"you have {most} jobs queued or running, the most one client may; run this one when "
+                       "one of them has finished", status=429)
 
 
 def run(job) -> None:
@@ -240,10 +251,7 @@ def run(job) -> None:
         return
     if job.phase != TapJob.PENDING:
         raise JobError(f"the job is {job.phase}; only a PENDING job can be run")
-    most = _setting("TAP_ASYNC_MAX_ACTIVE", 3)
-    if TapJob.objects.filter(client=job.client, phase__in=ACTIVE).count() >= most:
-        raise JobError(f"you have {most} jobs queued or running, the most one client may; run this one when "
-                       "one of them has finished", status=429)
+    _check_active_bound(job.client)
     with transaction.atomic():
         if not TapJob.objects.filter(pk=job.pk, phase=TapJob.PENDING).update(phase=TapJob.QUEUED):
             return

@@ -46,11 +46,11 @@ def test_unknown_rest_parameters_are_refused_with_the_names_read(flagged, query,
         assert f"unknown parameter '{parameter}'" in message and "band" in message and "label" in message
 
 
-@pytest.mark.parametrize("value", ["-3", "0", "abc", "501", "1.5", "١٠"])
+@pytest.mark.parametrize("value", ["-3", "0", "abc", "", "1.5", "١٠"])
 def test_a_bad_page_size_is_refused(flagged, value):
     body = _error(APIClient().get(f"{LIST}?page_size={value}"))
-    assert "1..500" in body["fields"]["page_size"][0]
-    assert APIClient().get(f"{LIST}?page_size=3").json()["results"].__len__() == 3
+    assert "whole number from 1" in body["fields"]["page_size"][0]
+    assert len(APIClient().get(f"{LIST}?page_size=3").json()["results"]) == 3
 
 
 def test_unknown_labels_and_flags_are_refused_on_every_surface(flagged):

@@ -176,6 +176,10 @@ def test_one_client_may_queue_only_so_many_jobs(sky, settings):
     refused = client.post(f"{ASYNC}/{third}/phase", {"PHASE": "RUN"})
     assert refused.status_code == 429 and b"2 jobs queued or running" in refused.content
     assert _phase(client, third) == "PENDING"
+    # Created with PHASE=RUN past the bound: refused, and no job is left behind.
+    before = TapJob.objects.count()
+    assert client.post(ASYNC, {"LANG": "ADQL", "QUERY": "SELECT 1 FROM ivoa.obscore", "PHASE": "RUN"}).status_code == 429
+    assert TapJob.objects.count() == before
     # Another client's queue is its own; a finished job frees a place.
     assert _phase(neighbour, _create(neighbour, "SELECT TOP 1 obs_id FROM ivoa.obscore", PHASE="RUN")) == "QUEUED"
     _run_queued(first[0])
