@@ -10,6 +10,9 @@ from collections.abc import Iterable
 # Depth 10: HEALPix cells of 3.4 arcmin, fine against a MegaCam field of about one degree.
 DEFAULT_DEPTH = 10
 CHUNK = 2000
+ALL_SKY_ORDER = 4
+# mocpy's WCS spans `fov` across the figure; the Aitoff ellipse of the whole sky fills it at about this.
+AIT_FOV_DEG = 170.0
 
 
 def footprints_moc(polygons: Iterable[list[tuple[float, float]]], max_depth: int = DEFAULT_DEPTH):
@@ -69,13 +72,19 @@ def coverage_png(moc, title: str, width_px: int = 800) -> bytes:
         reach = float(moc.largest_distance_from_coo_to_vertices(centre).to_value(u.deg))
         fov = min(360.0, max(2.5 * reach, 1.0))
         projection = "AIT" if fov > 120 else "TAN"
+        shown = moc
         if projection == "AIT":
             centre = SkyCoord(0 * u.deg, 0 * u.deg, frame="icrs")
+            fov = AIT_FOV_DEG
+            # On the whole sky a one-degree field is a pixel: draw the order-4 cells (3.7 deg) it meets.
+            shown = moc.degrade_to_order(min(moc.max_order, ALL_SKY_ORDER))
         with WCS(fig, fov=fov * u.deg, center=centre, coordsys="icrs", rotation=Angle(0, u.deg),
                  projection=projection) as wcs:
             ax = fig.add_subplot(1, 1, 1, projection=wcs)
-            moc.fill(ax=ax, wcs=wcs, alpha=0.6, fill=True, color="#2a7ab0", linewidth=0)
-            moc.border(ax=ax, wcs=wcs, alpha=0.9, color="#123c58")
+            shown.fill(ax=ax, wcs=wcs, alpha=0.6, fill=True, color="#2a7ab0", linewidth=0)
+            shown.border(ax=ax, wcs=wcs, alpha=0.9, color="#123c58")
+            if shown is not moc:
+                ax.text(0.01, 0.01, "cells enlarged to 3.7 deg", transform=ax.transAxes, fontsize=7, color="0.4")
             ax.set_xlabel("RA")
             ax.set_ylabel("Dec")
             ax.coords.grid(color="0.7", linestyle=":")
