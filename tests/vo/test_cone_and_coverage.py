@@ -67,8 +67,11 @@ def test_pyvo_and_stilts_cone_search_a_live_server(live_server, sky, tmp_path):
 
     made, secret = sky
     public = [e for e in made if e.pk != secret.pk]
-    service = pyvo.dal.SCSService(live_server.url + "/scs/query")
-    results = service.search(pos=(30.5 * u.deg, -4.8 * u.deg), radius=1.0 * u.deg)
+    import requests
+
+    with requests.Session() as session:     # closed after: no kept-alive request holds a database session
+        service = pyvo.dal.SCSService(live_server.url + "/scs/query", session=session)
+        results = service.search(pos=(30.5 * u.deg, -4.8 * u.deg), radius=1.0 * u.deg)
     assert sorted(int(r["obs_id"]) for r in results) == _meeting(public, 30.5, -4.8, 1.0)
     if STILTS:
         out = tmp_path / "cone.csv"
