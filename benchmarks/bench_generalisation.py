@@ -389,8 +389,10 @@ def parse_args(argv=None):
 
 def science_run(a):
     """The science study's survey (built with nuisances if missing), splits and DESOM-1 (cached)."""
+    # the science study's own record of this survey goes to a scratch file, never over results/science.json
     argv = ["--nuisances", "--seed", str(a.seed), "--n", str(a.n), "--recipes", a.recipe,
-            "--desom1-iterations", str(a.desom1_iterations), "--desom2-iterations", str(a.desom2_iterations)]
+            "--desom1-iterations", str(a.desom1_iterations), "--desom2-iterations", str(a.desom2_iterations),
+            "--out", str(ROOT / "var" / "science" / f"science-record-s{a.seed}{'-quick' if a.quick else ''}.json")]
     if a.quick:
         argv.append("--quick")
     sa = bs.parse_args(argv)
